@@ -1,0 +1,339 @@
+//! Source model (GGUF file or HuggingFace folder) → QSF.
+//!
+//! Streams tensor by tensor from the memory-mapped source, quantizes rows in parallel on a
+//! rayon pool, and writes each section as soon as it is complete, so the model is never held
+//! twice. Output goes through [`QsfWriter`], which only renames the file into place on success.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::format::{QsfWriter, WriteTensor};
+use crate::import::{open_source, ModelSource};
+use crate::model::names;
+use crate::quant::{self, QuantParams, QuantType};
+use crate::{Error, Result};
+
+/// Target type chosen on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuantChoice {
+    /// Copy tensors whose source encoding is a QSF type bit-exactly; requantize the rest to q8.
+    Keep,
+    /// Quantize every weight matrix to this type.
+    Type(QuantType),
+}
+
+impl QuantChoice {
+    /// Parse a CLI name: `keep, f32, f16, bf16, 8bit, 4bit, 4bit_sym, 3bit, 2bit,
+    /// 2bit_outlier, 3bit_outlier, 4bit_outlier, mxfp4` (QSF type names like `q4` also work).
+    pub fn parse(s: &str) -> Result<Self> {
+        let t = match s {
+            "keep" => return Ok(QuantChoice::Keep),
+            "8bit" => QuantType::Q8,
+            "4bit" => QuantType::Q4,
+            "4bit_sym" => QuantType::Q4Sym,
+            "3bit" => QuantType::Q3,
+            "2bit" => QuantType::Q2,
+            "2bit_outlier" => QuantType::Q2Outlier,
+            "3bit_outlier" => QuantType::Q3Outlier,
+            "4bit_outlier" => QuantType::Q4Outlier,
+            other => QuantType::from_name(other).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "unknown quant type {other:?} (expected one of: {})",
+                    Self::NAMES.join(", ")
+                ))
+            })?,
+        };
+        Ok(QuantChoice::Type(t))
+    }
+
+    /// The names [`QuantChoice::parse`] accepts.
+    pub const NAMES: [&'static str; 13] = [
+        "keep",
+        "f32",
+        "f16",
+        "bf16",
+        "8bit",
+        "4bit",
+        "4bit_sym",
+        "3bit",
+        "2bit",
+        "2bit_outlier",
+        "3bit_outlier",
+        "4bit_outlier",
+        "mxfp4",
+    ];
+}
+
+/// Conversion options.
+#[derive(Debug, Clone)]
+pub struct ConvertParams {
+    pub quant: QuantChoice,
+    /// block size for q2/q3/q4/q4_sym (32, 64, 128, 256)
+    pub block_size: usize,
+    /// fraction of weights kept as FP16 by the outlier types
+    pub outlier_frac: f32,
+    /// LZ4-compress layers
+    pub compress: bool,
+    /// worker threads (0 = all cores)
+    pub n_threads: usize,
+}
+
+impl Default for ConvertParams {
+    fn default() -> Self {
+        ConvertParams {
+            quant: QuantChoice::Type(QuantType::Q4),
+            block_size: 32,
+            outlier_frac: 0.005,
+            compress: false,
+            n_threads: 0,
+        }
+    }
+}
+
+/// Progress report passed to the callback after each tensor.
+#[derive(Debug, Clone)]
+pub struct Progress<'a> {
+    pub done: usize,
+    pub total: usize,
+    pub tensor: &'a str,
+}
+
+/// What a conversion did.
+#[derive(Debug, Clone, Default)]
+pub struct ConvertReport {
+    pub n_params: u64,
+    pub file_bytes: u64,
+    /// whole-file bits per parameter
+    pub bits_per_weight: f64,
+    pub seconds: f64,
+    /// tensors copied bit-exactly from the source
+    pub n_copied: usize,
+    /// (tensor, source type, QSF type) for tensors decoded and re-encoded
+    pub requantized: Vec<(String, String, QuantType)>,
+    /// count of tensors per QSF type
+    pub types: BTreeMap<String, usize>,
+}
+
+/// Convert `src` (GGUF file or HF folder) to the QSF file `dst`.
+/// `progress` returns `false` to cancel (the partial output is removed).
+pub fn convert(
+    src: &Path,
+    dst: &Path,
+    params: &ConvertParams,
+    progress: &mut dyn FnMut(&Progress<'_>) -> bool,
+) -> Result<ConvertReport> {
+    let source = open_source(src)?;
+    convert_source(source.as_ref(), dst, params, progress)
+}
+
+fn is_matrix(name: &str, shape: &[usize]) -> bool {
+    shape.len() >= 2 && !name.ends_with(".bias") && !name.contains("norm")
+}
+
+/// Target type and block for one tensor.
+fn plan(params: &ConvertParams, name: &str, shape: &[usize]) -> Option<(QuantType, usize)> {
+    // 1-D tensors (norms, biases, sinks) are stored as f32: tiny and exact.
+    if !is_matrix(name, shape) {
+        return Some((QuantType::F32, 1));
+    }
+    match params.quant {
+        QuantChoice::Keep => None,
+        QuantChoice::Type(t) => {
+            let block = if t.is_float() {
+                1
+            } else if matches!(t, QuantType::Q8 | QuantType::Mxfp4) {
+                32
+            } else {
+                params.block_size
+            };
+            Some((t, block))
+        }
+    }
+}
+
+struct Encoded {
+    tensor: WriteTensor,
+    copied: bool,
+    requant_from: Option<String>,
+    numel: usize,
+}
+
+fn encode(source: &dyn ModelSource, params: &ConvertParams, name: &str, shape: &[usize], src_type: &str) -> Result<Encoded> {
+    let numel: usize = shape.iter().product();
+    let rows = if shape.len() >= 2 { numel / shape[shape.len() - 1] } else { 1 };
+    let cols = *shape.last().unwrap_or(&1);
+    let local = names::split_layer(name).map_or(name, |(_, rest)| rest).to_string();
+    let target = plan(params, name, shape);
+    if target.is_none() || target.is_some_and(|(t, _)| t.is_float() && t != QuantType::F32) {
+        // keep (or a float target): a native copy when the source type matches
+        if let Some(native) = source.load_native(name)? {
+            let wanted = target.map(|(t, _)| t);
+            if wanted.is_none() || wanted == Some(native.qtype) {
+                return Ok(Encoded {
+                    tensor: WriteTensor {
+                        name: local,
+                        qtype: native.qtype,
+                        block: native.block,
+                        shape: shape.to_vec(),
+                        data: native.bytes,
+                    },
+                    copied: true,
+                    requant_from: None,
+                    numel,
+                });
+            }
+        }
+    }
+    let (qt, block) = target.unwrap_or((QuantType::Q8, 32));
+    let data = source.load_f32(name)?;
+    if data.len() != numel {
+        return Err(Error::corrupt(format!("{name}: {} values for shape {shape:?}", data.len())));
+    }
+    let bytes = if qt.is_outlier() {
+        quant::quantize(
+            qt,
+            &data,
+            rows,
+            cols,
+            &QuantParams {
+                block_size: block,
+                outlier_frac: params.outlier_frac,
+                importance: None,
+            },
+        )?
+    } else {
+        if !qt.valid_block(block) {
+            return Err(Error::InvalidArgument(format!("block size {block} is not valid for {qt}")));
+        }
+        let rb = qt.row_bytes(block, cols);
+        let mut out = vec![0u8; rb * rows];
+        // rows in parallel, in chunks big enough to amortise scheduling
+        let chunk_rows = (16384 / cols.max(1)).max(1);
+        out.par_chunks_mut(rb * chunk_rows)
+            .zip(data.par_chunks(cols * chunk_rows))
+            .for_each(|(dst, src)| {
+                for (d, s) in dst.chunks_exact_mut(rb).zip(src.chunks_exact(cols)) {
+                    quant::quantize_row(qt, block, s, None, d);
+                }
+            });
+        out
+    };
+    let native_same = matches!(params.quant, QuantChoice::Keep) && is_matrix(name, shape);
+    Ok(Encoded {
+        tensor: WriteTensor {
+            name: local,
+            qtype: qt,
+            block,
+            shape: shape.to_vec(),
+            data: bytes,
+        },
+        copied: false,
+        requant_from: native_same.then(|| src_type.to_string()),
+        numel,
+    })
+}
+
+/// Convert an opened source. See [`convert`].
+pub fn convert_source(
+    source: &dyn ModelSource,
+    dst: &Path,
+    params: &ConvertParams,
+    progress: &mut dyn FnMut(&Progress<'_>) -> bool,
+) -> Result<ConvertReport> {
+    let start = Instant::now();
+    if !(0.0..0.5).contains(&params.outlier_frac) {
+        return Err(Error::InvalidArgument(format!("outlier fraction {} not in [0, 0.5)", params.outlier_frac)));
+    }
+    if !matches!(params.block_size, 32 | 64 | 128 | 256) {
+        return Err(Error::InvalidArgument(format!(
+            "block size {} (expected 32, 64, 128 or 256)",
+            params.block_size
+        )));
+    }
+    let config = source.config().clone();
+    config.validate()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(params.n_threads)
+        .build()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+
+    // group tensors by section
+    let mut embedding = Vec::new();
+    let mut final_ = Vec::new();
+    let mut layers: Vec<Vec<&crate::import::SourceTensor>> = vec![Vec::new(); config.n_layer];
+    for t in source.tensors() {
+        match names::split_layer(&t.name) {
+            Some((i, _)) if i < config.n_layer => layers[i].push(t),
+            Some((i, _)) => {
+                return Err(Error::corrupt(format!("tensor {} is in layer {i} of {}", t.name, config.n_layer)))
+            }
+            None if t.name == names::TOKEN_EMBD || t.name == names::POS_EMBD => embedding.push(t),
+            None => final_.push(t),
+        }
+    }
+    if embedding.iter().all(|t| t.name != names::TOKEN_EMBD) {
+        return Err(Error::corrupt("source has no token embedding"));
+    }
+    let total = source.tensors().len();
+    let (dom, dom_block) = match params.quant {
+        QuantChoice::Keep => (QuantType::Q8, 32),
+        QuantChoice::Type(t) => (t, if t.is_float() { 1 } else { params.block_size }),
+    };
+    let mut writer = QsfWriter::create(dst, &config, dom, dom_block)?;
+    let mut report = ConvertReport::default();
+    let mut done = 0usize;
+
+    let mut run_group = |group: &[&crate::import::SourceTensor],
+                         report: &mut ConvertReport,
+                         done: &mut usize,
+                         progress: &mut dyn FnMut(&Progress<'_>) -> bool|
+     -> Result<Vec<WriteTensor>> {
+        let encoded: Vec<Result<Encoded>> = pool.install(|| {
+            group
+                .par_iter()
+                .map(|t| encode(source, params, &t.name, &t.shape, &t.source_type))
+                .collect()
+        });
+        let mut out = Vec::with_capacity(encoded.len());
+        for (e, t) in encoded.into_iter().zip(group) {
+            let e = e?;
+            report.n_params += e.numel as u64;
+            if e.copied {
+                report.n_copied += 1;
+            }
+            if let Some(from) = e.requant_from {
+                report.requantized.push((t.name.clone(), from, e.tensor.qtype));
+            }
+            *report.types.entry(e.tensor.qtype.name().to_string()).or_default() += 1;
+            *done += 1;
+            if !progress(&Progress {
+                done: *done,
+                total,
+                tensor: &t.name,
+            }) {
+                return Err(Error::Cancelled);
+            }
+            out.push(e.tensor);
+        }
+        Ok(out)
+    };
+
+    let emb = run_group(&embedding, &mut report, &mut done, progress)?;
+    writer.write_embedding(&emb)?;
+    drop(emb);
+    writer.write_tokenizer(source.tokenizer(), config.n_vocab)?;
+    for (i, group) in layers.iter().enumerate() {
+        let ts = run_group(group, &mut report, &mut done, progress)?;
+        writer.write_layer(i, &ts, params.compress)?;
+    }
+    let fin = run_group(&final_, &mut report, &mut done, progress)?;
+    writer.write_final(&fin)?;
+    writer.set_num_params(report.n_params);
+    report.file_bytes = writer.finish()?;
+    report.bits_per_weight = report.file_bytes as f64 * 8.0 / report.n_params.max(1) as f64;
+    report.seconds = start.elapsed().as_secs_f64();
+    Ok(report)
+}
