@@ -4,8 +4,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod common;
 mod convert;
+mod eval;
 mod info;
+mod perplexity;
+mod run;
 
 /// QStream: CPU-first inference for quantized LLMs.
 #[derive(Parser)]
@@ -17,17 +22,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate text from a prompt, or chat interactively when no prompt is given.
+    #[command(alias = "chat")]
+    Run(run::Args),
     /// Convert a GGUF file or a HuggingFace folder to QSF.
     Convert(convert::Args),
     /// Print a QSF file's header, hyper-parameters, layers and tokenizer.
     Info(info::Args),
+    /// Measure prompt-processing and generation speed.
+    Bench(bench::Args),
+    /// Perplexity of a text file (llama.cpp's method).
+    Perplexity(perplexity::Args),
+    /// One forward pass: write logits, compare with a reference.
+    Eval(eval::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
+        Command::Run(a) => run::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Info(a) => info::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Perplexity(a) => perplexity::run(a),
+        Command::Eval(a) => eval::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust unit + integration tests (incl. the real SmolLM2 model), the C
+# ABI (CMake/ctest, examples, valgrind), and the Python package (pytest).
+# Installs what it needs on a brand-new machine. Used by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/ensure_toolchain.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TERM_COLOR=never
+
+echo "== fetching the default model (cached in ~/.cache/qstream)"
+QSTREAM_SMOLLM2_GGUF=$(bash scripts/fetch_model.sh)
+export QSTREAM_SMOLLM2_GGUF
+
+mkdir -p build
+echo "== cargo test (release)"
+cargo test --release --workspace 2>&1 | tee build/cargo-test.log | grep -E "^(test result|running|error|warning: unused)|FAILED|panicked" || true
+status=${PIPESTATUS[0]}
+[ "$status" -eq 0 ] || { echo "cargo test failed"; tail -n 80 build/cargo-test.log; exit "$status"; }
+
+if [ -f scripts/test_c.sh ]; then
+  echo "== C ABI (cmake + ctest)"
+  bash scripts/test_c.sh
+fi
+if [ -f scripts/test_py.sh ]; then
+  echo "== Python package (pytest)"
+  bash scripts/test_py.sh
+fi
+echo "== all test suites passed"
