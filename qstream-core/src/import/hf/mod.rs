@@ -136,6 +136,15 @@ fn token_text(v: &Value) -> Option<String> {
     }
 }
 
+/// Add the tensor name to a decode error's message, keeping its kind.
+fn ctx(name: &str) -> impl Fn(Error) -> Error + '_ {
+    move |e| match e {
+        Error::Corrupt(m) => Error::Corrupt(format!("tensor {name}: {m}")),
+        Error::UnsupportedQuant(m) => Error::UnsupportedQuant(format!("tensor {name}: {m}")),
+        other => other,
+    }
+}
+
 fn product(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b))
 }
@@ -694,8 +703,7 @@ impl HfModel {
         match kind {
             Logical::Float { hf } => {
                 let (t, bytes) = self.raw_slice(hf, expert)?;
-                dequant::decode_float(t.dtype, bytes, &mut out)
-                    .map_err(|e| Error::corrupt(format!("tensor {hf}: {e}")))?;
+                dequant::decode_float(t.dtype, bytes, &mut out).map_err(ctx(hf))?;
             }
             Logical::Fp8 { weight, scale } => {
                 if expert.is_some() {
@@ -706,10 +714,9 @@ impl HfModel {
                 dequant::decode_float(t.dtype, bytes, &mut w)?;
                 let (st, sbytes) = self.raw_bytes(scale)?;
                 let mut s = Vec::new();
-                dequant::decode_float(st.dtype, sbytes, &mut s)
-                    .map_err(|e| Error::corrupt(format!("tensor {scale}: {e}")))?;
+                dequant::decode_float(st.dtype, sbytes, &mut s).map_err(ctx(scale))?;
                 out = dequant::dequant_fp8(&w, shape[0], shape[1], &s, self.fp8_block)
-                    .map_err(|e| Error::corrupt(format!("tensor {weight}: {e}")))?;
+                    .map_err(ctx(weight))?;
             }
             Logical::Awq {
                 qweight,
@@ -740,8 +747,7 @@ impl HfModel {
                 }
                 let mut s = Vec::new();
                 dequant::decode_float(st.dtype, sb, &mut s)?;
-                out = dequant::dequant_awq(qw, qz, &s, n_in, n_out, group)
-                    .map_err(|e| Error::corrupt(format!("tensor {qweight}: {e}")))?;
+                out = dequant::dequant_awq(qw, qz, &s, n_in, n_out, group).map_err(ctx(qweight))?;
             }
             Logical::Mxfp4 { blocks, scales } => {
                 let (bt, bb) = self.raw_slice(blocks, expert)?;
@@ -749,8 +755,7 @@ impl HfModel {
                 let r = bt.shape.len();
                 let nb = bt.shape[r - 2];
                 let rows = sb.len() / nb.max(1);
-                out = dequant::dequant_mxfp4_hf(bb, sb, rows, nb)
-                    .map_err(|e| Error::corrupt(format!("tensor {blocks}: {e}")))?;
+                out = dequant::dequant_mxfp4_hf(bb, sb, rows, nb).map_err(ctx(blocks))?;
             }
         }
         Ok(out)
