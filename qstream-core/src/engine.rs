@@ -308,8 +308,22 @@ pub struct Session {
     /// ids in the KV cache, in order
     history: Vec<u32>,
     n_ctx: usize,
+    /// tokens per forward call (≤ scratch.max_batch)
+    batch: usize,
     cancel: Arc<AtomicBool>,
 }
+
+// Sessions move between threads (one at a time); models are shared.
+const _: () = {
+    fn assert_send<T: Send>() {}
+    fn assert_send_sync<T: Send + Sync>() {}
+    #[allow(dead_code)]
+    fn check() {
+        assert_send::<Session>();
+        assert_send_sync::<Model>();
+        assert_send_sync::<CancelHandle>();
+    }
+};
 
 impl Session {
     /// A fresh session on `model`.
@@ -339,6 +353,7 @@ impl Session {
             scratch,
             history,
             n_ctx,
+            batch: MAX_BATCH.min(n_ctx),
             cancel: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -377,6 +392,7 @@ impl Session {
             scratch,
             logits,
             history,
+            batch,
             ..
         } = self;
         let pool = pool.as_ref().unwrap_or(&model.pool);
@@ -384,7 +400,7 @@ impl Session {
         let arch = &model.arch;
         pool.install(|| -> Result<()> {
             let mut done = 0;
-            for chunk in tokens.chunks(scratch.max_batch) {
+            for chunk in tokens.chunks(*batch) {
                 let pos = history.len();
                 match all.as_deref_mut() {
                     Some(out) => {
@@ -424,6 +440,12 @@ impl Session {
         out.resize(n, 0.0);
         self.run(tokens, Some(&mut out))?;
         Ok(out)
+    }
+
+    /// Process prompts in chunks of at most `n` tokens (clamped to `1..=MAX_BATCH` and the
+    /// context size). Smaller chunks use less cache per step; results are the same.
+    pub fn set_batch_size(&mut self, n: usize) {
+        self.batch = n.clamp(1, self.scratch.max_batch);
     }
 
     /// Logits of the last decoded token (zeros before the first decode).

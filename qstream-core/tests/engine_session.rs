@@ -157,6 +157,21 @@ fn batch_decode_equals_one_by_one() {
 }
 
 #[test]
+fn chunked_prefill_equals_one_batch() {
+    let r = reference("qwen2");
+    let m = model("qwen2", 2);
+    let mut a = Session::new(m.clone(), &SessionParams::default()).unwrap();
+    let want = a.decode_all(&r.input_ids).unwrap();
+    let mut b = Session::new(m, &SessionParams::default()).unwrap();
+    b.set_batch_size(5); // 24 tokens: chunks of 5,5,5,5,4
+    let got = b.decode_all(&r.input_ids).unwrap();
+    assert!(max_abs_diff(&want, &got) <= 1e-6);
+    b.reset();
+    let last = b.decode(&r.input_ids).unwrap();
+    assert!(max_abs_diff(last, &want[want.len() - 512..]) <= 1e-6);
+}
+
+#[test]
 fn cancel_from_another_thread_stops_generate() {
     let r = reference("llama");
     let mut s = Session::new(model("llama", 1), &SessionParams::default()).unwrap();

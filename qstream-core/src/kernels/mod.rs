@@ -146,3 +146,82 @@ pub fn get_row(w: &Tensor, r: usize, out: &mut [f32]) {
     let rb = w.qtype.row_bytes(w.block, cols);
     crate::quant::dequantize_row(w.qtype, w.block, &w.bytes()[r * rb..(r + 1) * rb], out);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::QuantType;
+
+    fn naive(w: &[f32], rows: usize, cols: usize, xs: &[f32], n: usize) -> Vec<f32> {
+        let mut out = vec![0f32; n * rows];
+        for t in 0..n {
+            for r in 0..rows {
+                out[t * rows + r] = (0..cols).map(|c| w[r * cols + c] * xs[t * cols + c]).sum();
+            }
+        }
+        out
+    }
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..len)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matmul_matches_naive_on_any_pool_size() {
+        let (rows, cols, n) = (301, 70, 5);
+        let w = data(rows * cols, 1);
+        let xs = data(n * cols, 2);
+        let want = naive(&w, rows, cols, &xs, n);
+        let t32 = Tensor::from_f32("w", vec![rows, cols], &w);
+        let h: Vec<u8> = w
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect();
+        let t16 = Tensor::from_bytes("w16", QuantType::F16, 1, vec![rows, cols], &h);
+        let w16: Vec<f32> = w.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect();
+        let want16 = naive(&w16, rows, cols, &xs, n);
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut out = vec![0f32; n * rows];
+                matmul(&t32, &xs, n, &mut out);
+                for (a, b) in out.iter().zip(&want) {
+                    assert!((a - b).abs() < 1e-5);
+                }
+                matmul(&t16, &xs, n, &mut out);
+                for (a, b) in out.iter().zip(&want16) {
+                    assert!((a - b).abs() < 1e-5);
+                }
+                let mut one = vec![0f32; rows];
+                matvec(&t32, &xs[cols..2 * cols], &mut one);
+                assert_eq!(one, out_row(&t32, &xs, n, 1));
+            });
+        }
+    }
+
+    fn out_row(w: &Tensor, xs: &[f32], n: usize, t: usize) -> Vec<f32> {
+        let rows = w.rows();
+        let mut out = vec![0f32; n * rows];
+        matmul(w, xs, n, &mut out);
+        out[t * rows..(t + 1) * rows].to_vec()
+    }
+
+    #[test]
+    fn validate_rejects_short_bytes() {
+        let t = Tensor::from_f32("w", vec![4, 4], &[0.0; 15]);
+        assert!(matches!(validate(&t), Err(crate::Error::Corrupt(m)) if m.contains("w")));
+        let t = Tensor::from_bytes("q", QuantType::Q8, 32, vec![2, 40], &[0u8; 2 * 34]);
+        assert!(validate(&t).is_err());
+        let t = Tensor::from_bytes("q", QuantType::Q8, 32, vec![2, 40], &[0u8; 4 * 34]);
+        assert!(validate(&t).is_ok());
+    }
+}
