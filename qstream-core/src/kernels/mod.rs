@@ -103,7 +103,7 @@ pub fn matmul(w: &Tensor, xs: &[f32], n: usize, out: &mut [f32]) {
             let r0 = c * chunk;
             let mut buf = vec![0f32; cols];
             scalar::matmul_rows_outlier(
-                &view,
+                |r, b| view.dequantize_row(r, b),
                 xs,
                 cols,
                 n,
