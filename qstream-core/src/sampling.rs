@@ -5,7 +5,8 @@
 //! 2. Penalties over the last `repeat_last_n` ids of the history (llama.cpp semantics):
 //!    repetition penalty once per distinct id (`logit > 0 → logit / p`, else `logit × p`),
 //!    then `logit −= count × frequency_penalty + presence_penalty` (if count > 0).
-//! 3. `temperature ≤ 0` (or `top_k == 1`): greedy argmax, ties to the lowest id.
+//! 3. `temperature ≤ 0` (also NaN or ∞) or `top_k == 1`: greedy argmax, ties to the
+//!    lowest id.
 //! 4. Temperature scaling, then top-k, top-p (smallest most-probable set whose mass reaches
 //!    `top_p`, at least one token) and min-p (keep `p ≥ min_p × p_max`), as HF's logits
 //!    warpers order them.
@@ -209,27 +210,50 @@ impl Sampler {
             self.apply_penalties(history);
         }
         let p = &self.params;
-        if !(p.temperature > 0.0) || p.top_k == 1 || !p.temperature.is_finite() {
+        // NaN, ≤ 0 or infinite temperature: greedy
+        if p.temperature.is_nan()
+            || p.temperature <= 0.0
+            || p.top_k == 1
+            || !p.temperature.is_finite()
+        {
             return argmax(&self.logits);
         }
 
-        // candidates: every id that can still be chosen
+        // candidates: every id that can still be chosen, or the top-k of them
         self.cand.clear();
-        self.cand.extend(
-            self.logits
-                .iter()
-                .enumerate()
-                .filter(|(_, &l)| l > f32::NEG_INFINITY)
-                .map(|(i, &l)| (l, i as u32)),
-        );
+        let k = p.top_k;
+        if k > 0 && k < n {
+            // one pass with a bounded buffer: keep what beats the current k-th best. Ids
+            // come in ascending order, so an id equal to the k-th logit ranks after it.
+            let cap = (2 * k).max(64);
+            let mut thresh = f32::NEG_INFINITY;
+            for (i, &l) in self.logits.iter().enumerate() {
+                if l > thresh {
+                    self.cand.push((l, i as u32));
+                    if self.cand.len() == cap {
+                        self.cand.select_nth_unstable_by(k - 1, by_logit_desc);
+                        self.cand.truncate(k);
+                        thresh = self.cand[k - 1].0;
+                    }
+                }
+            }
+            if self.cand.len() > k {
+                self.cand.select_nth_unstable_by(k - 1, by_logit_desc);
+                self.cand.truncate(k);
+            }
+        } else {
+            self.cand.extend(
+                self.logits
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &l)| l > f32::NEG_INFINITY)
+                    .map(|(i, &l)| (l, i as u32)),
+            );
+        }
         if self.cand.is_empty() {
             return argmax(&self.logits);
         }
         let mut sorted = false;
-        if p.top_k > 0 && p.top_k < self.cand.len() {
-            self.cand.select_nth_unstable_by(p.top_k - 1, by_logit_desc);
-            self.cand.truncate(p.top_k);
-        }
 
         // probabilities (unnormalised) at temperature T; the max first for stability
         let inv_t = 1.0 / p.temperature;
@@ -281,7 +305,7 @@ impl Sampler {
             sum = self.cand.iter().map(|c| c.0 as f64).sum();
         }
 
-        if self.cand.len() == 1 || !(sum > 0.0) {
+        if self.cand.len() == 1 || sum.is_nan() || sum <= 0.0 {
             return self
                 .cand
                 .first()

@@ -463,3 +463,30 @@ fn large_vocab_speed() {
     eprintln!("default sampler, vocab 49152: {:.1} µs/token", per * 1e6);
     assert!(per < 0.02, "{per} s per token");
 }
+
+#[test]
+fn top_k_ties_keep_lowest_ids() {
+    // 1000 equal logits: top-3 is ids 0, 1, 2 (ties rank by id), uniformly
+    let l = vec![1.0f32; 1000];
+    let mut s = Sampler::new(&SamplingParams {
+        top_k: 3,
+        ..plain(1.0, 8)
+    });
+    let mut expected = vec![0.0; 1000];
+    expected[..3].fill(1.0 / 3.0);
+    check_distribution(&mut s, &l, &expected, 30_000);
+    // the k-th value tied with later ids
+    let mut l = vec![0.0f32; 500];
+    l[400] = 5.0;
+    l[450] = 5.0;
+    l[7] = 4.0;
+    l[9] = 4.0;
+    let mut s = Sampler::new(&SamplingParams {
+        top_k: 3,
+        ..plain(1.0, 8)
+    });
+    for _ in 0..2000 {
+        let id = s.sample(&l, &[]);
+        assert!([400, 450, 7].contains(&id), "{id}");
+    }
+}
