@@ -127,7 +127,7 @@ mod tests {
     #[test]
     fn bf16_known_bits() {
         // 1.0 = 0x3F80, -0.5 = 0xBF00; 1.00390625 (=1+2^-8) ties to even → 1.0.
-        let src = [1.0f32, -0.5, 1.003_906_25, 1.011_718_75];
+        let src = [1.0f32, -0.5, 1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0];
         let mut b = [0u8; 8];
         quantize_row_bf16(&src, &mut b);
         assert_eq!(b, [0x80, 0x3f, 0x00, 0xbf, 0x80, 0x3f, 0x82, 0x3f]);

@@ -59,7 +59,7 @@ fn nearest_fp4(v: f32) -> u8 {
 
 /// Shared exponent for a block whose largest magnitude is `amax`.
 fn choose_e(amax: f32) -> u8 {
-    if !(amax > 0.0) || !amax.is_finite() {
+    if amax.is_nan() || amax <= 0.0 || !amax.is_finite() {
         return if amax.is_infinite() { 254 } else { 0 };
     }
     let mut e = ((amax / 6.0).log2().ceil() as i32 + 127).clamp(0, 254);

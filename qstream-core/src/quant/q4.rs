@@ -27,8 +27,7 @@ pub const fn block_bytes_sym(block: usize) -> usize {
 
 /// Pack `q.len()` (a multiple of 32) 4-bit levels into `q.len()/2` bytes.
 pub fn pack_nibbles(q: &[u8], out: &mut [u8]) {
-    for (g, (qs, os)) in q.chunks_exact(32).zip(out.chunks_exact_mut(16)).enumerate() {
-        let _ = g;
+    for (qs, os) in q.chunks_exact(32).zip(out.chunks_exact_mut(16)) {
         for j in 0..16 {
             os[j] = (qs[j] & 0x0F) | ((qs[j + 16] & 0x0F) << 4);
         }
@@ -249,8 +248,8 @@ mod tests {
                 assert_eq!(b[4 + 16 * g + j], lo | (hi << 4));
             }
         }
-        for i in 0..64 {
-            assert_eq!(dequantize_one(64, &b, i), Some(src[i]));
+        for (i, v) in src.iter().enumerate() {
+            assert_eq!(dequantize_one(64, &b, i), Some(*v));
         }
         assert_eq!(dequantize_one(64, &b, 64), None);
     }
@@ -267,7 +266,7 @@ mod tests {
         let mut b = [0u8; 18];
         quantize_row_sym_minmax(32, &src, &mut b);
         assert_eq!(&b[..2], &[0x00, 0x38]); // f16 0.5
-        assert_eq!(b[2], 0 | (15 << 4));
+        assert_eq!(b[2], 15 << 4); // value 0 → level 0, value 16 → 15
         assert_eq!(b[3], 15 | (7 << 4));
         assert_eq!(b[4], 10 | (8 << 4));
         assert!(b[5..].iter().all(|&v| v == 0x88));

@@ -22,6 +22,10 @@
 //! searched ones in each type's file (`quantize_row_minmax`, ...) for benchmarking and for
 //! bit-exact GGUF parity. [`set_enabled`] switches the default quantizers to plain min/max.
 
+// `x.max(lo).min(hi)` (not `clamp`) on purpose in the hot loops: it maps NaN to `lo`
+// instead of propagating it, so a NaN weight can never produce an out-of-range level.
+#![allow(clippy::manual_clamp)]
+
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::float::round_f16;
@@ -463,7 +467,7 @@ pub fn search_sym(x: &[f32], w: Option<&[f32]>, nstep: i32, refine: u32, q: &mut
     }
     for _ in 0..refine {
         let (slx, sll) = sym_sums(x, w, 0.0, Some(&best_q[..n]));
-        if !(sll > 0.0) {
+        if sll.is_nan() || sll <= 0.0 {
             break;
         }
         let d = round_f16(slx / sll);
@@ -510,6 +514,7 @@ pub fn minmax_sym(x: &[f32], q: &mut [u8]) -> f32 {
 /// takes its range over entries of positive importance only (used by the outlier types,
 /// which pass weight 0 at outlier positions); without, the zero padding counts. `dst` holds whole blocks of
 /// `block_bytes` bytes; the header (f16 d, f16 m) is written here.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn quantize_row_asym(
     block: usize,
     src: &[f32],
