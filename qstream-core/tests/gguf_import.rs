@@ -13,7 +13,9 @@ use qstream_core::quant::{self, QuantType};
 use qstream_core::{Error, ErrorKind};
 
 fn data(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gguf").join(p)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/gguf")
+        .join(p)
 }
 
 const SMOLLM2: &str = "/root/.cache/qstream/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -80,7 +82,11 @@ fn dequantize_every_type_matches_gguf_py_bit_exactly() {
         assert_bits_eq(&r.name, &got, &r.values);
         types_seen.insert(r.ty.clone());
         // Source type and canonical shape.
-        let st = m.tensors().iter().find(|t| t.name == canon(&r.name)).unwrap();
+        let st = m
+            .tensors()
+            .iter()
+            .find(|t| t.name == canon(&r.name))
+            .unwrap();
         assert_eq!(st.source_type, r.ty);
         let mut rev: Vec<usize> = r.ne.iter().rev().map(|&d| d as usize).collect();
         if rev.len() > 2 {
@@ -105,9 +111,17 @@ fn names_and_shapes() {
     assert!(names.contains(&"blk.0.attn_q"));
     assert!(names.contains(&"blk.0.attn_q.bias"));
     assert!(names.contains(&"output_norm"));
-    let q = m.tensors().iter().find(|t| t.name == "blk.0.ffn_gate").unwrap();
+    let q = m
+        .tensors()
+        .iter()
+        .find(|t| t.name == "blk.0.ffn_gate")
+        .unwrap();
     assert_eq!(q.shape, vec![128, 64]); // GGUF ne = [64, 128]
-    let b = m.tensors().iter().find(|t| t.name == "blk.0.attn_q.bias").unwrap();
+    let b = m
+        .tensors()
+        .iter()
+        .find(|t| t.name == "blk.0.attn_q.bias")
+        .unwrap();
     assert_eq!(b.shape, vec![64]);
     let e = m.tensors().iter().find(|t| t.name == "test.exps").unwrap();
     assert_eq!(e.shape, vec![6, 32]); // ne = [32, 3, 2]: 2 experts × 3 rows
@@ -148,7 +162,11 @@ fn native_tensors_are_the_file_bytes_and_decode_like_ggml() {
                 let ours = quant::dequantize(qt, block, &n.bytes, rows, cols).unwrap();
                 assert_bits_eq(name, &ours, &r.values);
             }
-            (e, n) => panic!("{name} ({}): expected {e:?}, got {:?}", r.ty, n.map(|n| n.qtype)),
+            (e, n) => panic!(
+                "{name} ({}): expected {e:?}, got {:?}",
+                r.ty,
+                n.map(|n| n.qtype)
+            ),
         }
     }
 }
@@ -163,7 +181,10 @@ fn config_and_metadata_of_test_file() {
     assert_eq!(c.n_ctx_train, 256);
     assert_eq!(c.norm_eps, 1e-6);
     let rope = c.rope.as_ref().unwrap();
-    assert_eq!((rope.theta, rope.dim, rope.style), (10000.0, 16, RopeStyle::Interleaved));
+    assert_eq!(
+        (rope.theta, rope.dim, rope.style),
+        (10000.0, 16, RopeStyle::Interleaved)
+    );
     assert!(c.tie_embeddings, "no output.weight");
     assert!(c.qkv_bias);
     assert!(!c.qk_norm);
@@ -179,7 +200,10 @@ fn config_and_metadata_of_test_file() {
     assert_eq!(nested[1].as_array().unwrap()[2].as_i64(), Some(5));
     assert_eq!(m.file().version(), 3);
     assert_eq!(m.file().alignment(), 32);
-    assert_eq!(m.tokenizer().chat_template.as_deref(), Some("{{ messages }}"));
+    assert_eq!(
+        m.tokenizer().chat_template.as_deref(),
+        Some("{{ messages }}")
+    );
     // Tokenizer JSON parses and knows the control tokens.
     let tok: tokenizers::Tokenizer = m.tokenizer().tokenizer_json.parse().unwrap();
     let ids = tok.encode("ab<|im_end|> abc", false).unwrap();
@@ -200,7 +224,14 @@ struct Builder {
 
 impl Builder {
     fn new() -> Self {
-        Builder { version: 3, kv: vec![], n_kv: 0, infos: vec![], n_tensors: 0, data: vec![] }
+        Builder {
+            version: 3,
+            kv: vec![],
+            n_kv: 0,
+            infos: vec![],
+            n_tensors: 0,
+            data: vec![],
+        }
     }
     fn s(buf: &mut Vec<u8>, s: &str) {
         buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
@@ -222,7 +253,8 @@ impl Builder {
     }
     fn tensor(mut self, name: &str, ne: &[u64], ty: u32, off: u64) -> Self {
         Self::s(&mut self.infos, name);
-        self.infos.extend_from_slice(&(ne.len() as u32).to_le_bytes());
+        self.infos
+            .extend_from_slice(&(ne.len() as u32).to_le_bytes());
         for d in ne {
             self.infos.extend_from_slice(&d.to_le_bytes());
         }
@@ -279,7 +311,10 @@ fn malformed_files_are_rejected_cleanly() {
     // Wrong magic.
     let e = open_bytes("magic", b"GGUX\x03\0\0\0").unwrap_err();
     assert!(matches!(e, Error::BadMagic { what: "GGUF" }), "{e}");
-    assert_eq!(open_bytes("empty", b"").unwrap_err().kind(), ErrorKind::BadMagic);
+    assert_eq!(
+        open_bytes("empty", b"").unwrap_err().kind(),
+        ErrorKind::BadMagic
+    );
     // Versions.
     for v in [1u32, 4, 0x0300_0000] {
         let mut b = Builder::new();
@@ -319,18 +354,61 @@ fn malformed_files_are_rejected_cleanly() {
     corrupt("vtype", &Builder::new().kv_raw("k", 13, &[0; 8]).bytes());
     corrupt("bool", &Builder::new().kv_raw("k", 7, &[2]).bytes());
     // Tensor data outside the file / misaligned / overflowing dims / bad n_dims.
-    corrupt("oob", &Builder::new().tensor("x", &[32, 2], 0, 0).data(100).bytes());
-    corrupt("off", &Builder::new().tensor("x", &[4], 0, 1 << 60).data(64).bytes());
-    corrupt("align", &Builder::new().tensor("x", &[4], 0, 4).data(64).bytes());
-    corrupt("dims", &Builder::new().tensor("x", &[1 << 32, 1 << 32, 1 << 20], 0, 0).bytes());
-    corrupt("ndims", &Builder::new().tensor("x", &[1, 1, 1, 1, 1], 0, 0).data(4).bytes());
-    corrupt("rowblk", &Builder::new().tensor("x", &[33], 8, 0).data(68).bytes());
-    corrupt("dup", &Builder::new().tensor("x", &[4], 0, 0).tensor("x", &[4], 0, 0).data(16).bytes());
+    corrupt(
+        "oob",
+        &Builder::new().tensor("x", &[32, 2], 0, 0).data(100).bytes(),
+    );
+    corrupt(
+        "off",
+        &Builder::new()
+            .tensor("x", &[4], 0, 1 << 60)
+            .data(64)
+            .bytes(),
+    );
+    corrupt(
+        "align",
+        &Builder::new().tensor("x", &[4], 0, 4).data(64).bytes(),
+    );
+    corrupt(
+        "dims",
+        &Builder::new()
+            .tensor("x", &[1 << 32, 1 << 32, 1 << 20], 0, 0)
+            .bytes(),
+    );
+    corrupt(
+        "ndims",
+        &Builder::new()
+            .tensor("x", &[1, 1, 1, 1, 1], 0, 0)
+            .data(4)
+            .bytes(),
+    );
+    corrupt(
+        "rowblk",
+        &Builder::new().tensor("x", &[33], 8, 0).data(68).bytes(),
+    );
+    corrupt(
+        "dup",
+        &Builder::new()
+            .tensor("x", &[4], 0, 0)
+            .tensor("x", &[4], 0, 0)
+            .data(16)
+            .bytes(),
+    );
     // Bad alignment value.
-    corrupt("alignkv", &Builder::new().kv_u32("general.alignment", 3).bytes());
+    corrupt(
+        "alignkv",
+        &Builder::new().kv_u32("general.alignment", 3).bytes(),
+    );
     // Unknown ggml type → UnsupportedQuant naming it.
-    let e = open_bytes("type", &Builder::new().tensor("x", &[4], 99, 0).data(16).bytes()).unwrap_err();
-    assert!(matches!(&e, Error::UnsupportedQuant(m) if m.contains("99")), "{e}");
+    let e = open_bytes(
+        "type",
+        &Builder::new().tensor("x", &[4], 99, 0).data(16).bytes(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, Error::UnsupportedQuant(m) if m.contains("99")),
+        "{e}"
+    );
 }
 
 #[test]
@@ -351,7 +429,9 @@ fn every_truncation_of_a_real_file_fails_without_panicking() {
     for _ in 0..300 {
         let mut b = bytes.clone();
         for _ in 0..4 {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let i = (state >> 33) as usize % 4096.min(b.len());
             b[i] ^= (state >> 13) as u8 | 1;
         }
@@ -409,7 +489,10 @@ fn smollm2_config_and_tensors() {
     assert_eq!((c.n_head, c.n_head_kv, c.head_dim), (9, 3, 64));
     assert_eq!((c.n_vocab, c.n_ctx_train), (49152, 8192));
     let rope = c.rope.as_ref().unwrap();
-    assert_eq!((rope.theta, rope.dim, rope.style), (100000.0, 64, RopeStyle::Interleaved));
+    assert_eq!(
+        (rope.theta, rope.dim, rope.style),
+        (100000.0, 64, RopeStyle::Interleaved)
+    );
     assert!(rope.scaling.is_none());
     assert!(c.tie_embeddings && !c.qkv_bias && !c.qk_norm);
     assert_eq!(c.norm_eps, 1e-5);
@@ -418,13 +501,31 @@ fn smollm2_config_and_tensors() {
     assert_eq!(c.pad_token_id, Some(2));
     assert!(!c.add_bos);
     assert_eq!(m.tensors().len(), 272);
-    let q = m.tensors().iter().find(|t| t.name == "blk.0.attn_k").unwrap();
-    assert_eq!((q.shape.clone(), q.source_type.as_str()), (vec![192, 576], "Q4_1"));
-    assert!(m.tokenizer().chat_template.as_deref().unwrap().contains("<|im_start|>"));
-    assert!(m.tokenizer().special_tokens.contains(&("eos".into(), "<|im_end|>".into())));
+    let q = m
+        .tensors()
+        .iter()
+        .find(|t| t.name == "blk.0.attn_k")
+        .unwrap();
+    assert_eq!(
+        (q.shape.clone(), q.source_type.as_str()),
+        (vec![192, 576], "Q4_1")
+    );
+    assert!(m
+        .tokenizer()
+        .chat_template
+        .as_deref()
+        .unwrap()
+        .contains("<|im_start|>"));
+    assert!(m
+        .tokenizer()
+        .special_tokens
+        .contains(&("eos".into(), "<|im_end|>".into())));
     // Q4_1 keeps its bytes as q4/32.
     let n = m.load_native("blk.0.attn_q").unwrap().unwrap();
-    assert_eq!((n.qtype, n.block, n.bytes.len()), (QuantType::Q4, 32, 576 * 576 / 32 * 20));
+    assert_eq!(
+        (n.qtype, n.block, n.bytes.len()),
+        (QuantType::Q4, 32, 576 * 576 / 32 * 20)
+    );
 }
 
 #[test]

@@ -32,8 +32,7 @@ fn check(gguf: &Path, golden: &str) {
     let json = &m.tokenizer().tokenizer_json;
     let tok = tokenizers::Tokenizer::from_str(json).unwrap();
     // The engine's wrapper (BOS handling from the config) must agree too.
-    let wrapped =
-        qstream_core::tokenizer::Tokenizer::from_data(m.tokenizer(), m.config()).unwrap();
+    let wrapped = qstream_core::tokenizer::Tokenizer::from_data(m.tokenizer(), m.config()).unwrap();
     let golden: serde_json::Value =
         serde_json::from_slice(&std::fs::read(data(golden)).unwrap()).unwrap();
     let cases = golden["cases"].as_array().unwrap();
@@ -50,11 +49,15 @@ fn check(gguf: &Path, golden: &str) {
         }
         let got = tok.encode(text, true).unwrap().get_ids().to_vec();
         if got != want_special {
-            failures.push(format!("encode+special {text:?}: got {got:?}, want {want_special:?}"));
+            failures.push(format!(
+                "encode+special {text:?}: got {got:?}, want {want_special:?}"
+            ));
         }
         let got = wrapped.encode(text, true).unwrap();
         if got != want_special {
-            failures.push(format!("wrapper encode {text:?}: got {got:?}, want {want_special:?}"));
+            failures.push(format!(
+                "wrapper encode {text:?}: got {got:?}, want {want_special:?}"
+            ));
         }
         for (skip, key) in [(false, "decode"), (true, "decode_skip_special")] {
             let got = tok.decode(&want, skip).unwrap();
@@ -64,7 +67,12 @@ fn check(gguf: &Path, golden: &str) {
             }
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

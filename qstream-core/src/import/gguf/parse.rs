@@ -282,7 +282,7 @@ impl<'a> Cursor<'a> {
         match ty {
             0 | 1 | 7 => 1,
             2 | 3 => 2,
-            4 | 5 | 6 => 4,
+            4..=6 => 4,
             8 => 8,     // string: its u64 length
             9 => 4 + 8, // array: type + count
             _ => 8,     // u64 / i64 / f64
