@@ -131,6 +131,7 @@ pub fn run(a: Args) -> Result<()> {
             let ids = model.tokenizer().encode(&text, true)?;
             if !a.chat {
                 print!("{p}");
+                let _ = std::io::stdout().flush();
             }
             generating.store(true, Ordering::SeqCst);
             let out = generate_streaming(&mut session, &ids, &params)?;

@@ -286,7 +286,7 @@ pub fn convert_source(
     let mut report = ConvertReport::default();
     let mut done = 0usize;
 
-    let mut run_group = |group: &[&crate::import::SourceTensor],
+    let run_group = |group: &[&crate::import::SourceTensor],
                          report: &mut ConvertReport,
                          done: &mut usize,
                          progress: &mut dyn FnMut(&Progress<'_>) -> bool|

@@ -150,7 +150,7 @@ impl Header {
             w.u64(self.final_size);
             w.u32(self.num_experts);
             w.u32(self.metadata_crc32);
-            w.zeros(8);
+            w.zeros(12);
             debug_assert_eq!(w.buf.len(), 252);
             let crc = crc32fast::hash(&w.buf);
             w.u32(crc);
