@@ -172,6 +172,13 @@ impl QsfFile {
             if e.raw_size > (1u64 << 40) {
                 return Err(Error::corrupt(format!("layer {i}: raw size {}", e.raw_size)));
             }
+            // An LZ4 block expands at most 255×: reject before anything allocates raw_size.
+            if e.compression == COMPRESSION_LZ4 && e.raw_size > e.stored_size.saturating_mul(255).saturating_add(16) {
+                return Err(Error::corrupt(format!(
+                    "layer {i}: {} LZ4 bytes cannot hold {} bytes",
+                    e.stored_size, e.raw_size
+                )));
+            }
             layers.push(e);
         }
         regions.sort();
@@ -338,6 +345,15 @@ impl QsfFile {
             .map_err(|err| Error::corrupt(format!("layer {i}: LZ4: {err}")))?;
         if n as u64 != e.raw_size {
             return Err(Error::corrupt(format!("layer {i}: decompressed {n} bytes, index says {}", e.raw_size)));
+        }
+        // Decompression costs more than the CRC: never hand out a garbled decompressed layer.
+        let raw_crc = crc32fast::hash(buf.as_slice());
+        if raw_crc != e.crc32_raw {
+            return Err(Error::Checksum {
+                what: format!("layer {i} (decompressed)"),
+                stored: e.crc32_raw,
+                computed: raw_crc,
+            });
         }
         let dir = parse_payload(buf.as_slice(), &format!("layer {i}"))?;
         let storage = Arc::new(Storage::Owned(buf));
