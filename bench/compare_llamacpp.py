@@ -199,17 +199,33 @@ def main():
     if not os.access(a.qstream, os.X_OK):
         ap.error(f"{a.qstream}: not built (cargo build --release -p qstream-cli)")
     threads = [int(x) for x in a.threads.split(",") if x.strip()]
+    # Snapshot the binary: the shared target/ may be rebuilt while this runs.
+    import hashlib
+    import shutil
+    import tempfile
+
+    snap_dir = tempfile.mkdtemp(prefix="qstream-bench-")
+    snap = os.path.join(snap_dir, "qstream")
+    shutil.copy2(a.qstream, snap)
+    with open(snap, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    src = a.qstream
+    a.qstream = snap
 
     import llama_cpp
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
           f"llama-cpp-python {llama_cpp.__version__}")
     print(f"llama.cpp path: {LlamaCppBench.PATH}")
-    print(f"QStream path: {a.qstream} bench -r 1 --json (subprocess per repetition)")
+    print(f"QStream path: {src} (snapshot sha256 {digest}, repo HEAD {rev or '?'}{' + uncommitted changes' if dirty else ''}) "
+          f"bench -r 1 --json (subprocess per repetition)")
     print(f"pp{a.n_prompt} / tg{a.n_gen}, {a.reps} alternating repetitions, medians (min-max)")
     print("load average at start: %.2f %.2f %.2f (other processes compete for the cores when > 0)\n" % os.getloadavg())
 
-    results = {"n_prompt": a.n_prompt, "n_gen": a.n_gen, "reps": a.reps, "throughput": [], "ttft": []}
+    results = {"qstream_sha256": digest, "repo_head": rev, "n_prompt": a.n_prompt, "n_gen": a.n_gen, "reps": a.reps, "throughput": [], "ttft": []}
     rows = []
     for gguf, qsf in pairs:
         bpt = None
@@ -294,6 +310,7 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)
+    shutil.rmtree(snap_dir, ignore_errors=True)
     return 0
 
 
