@@ -1,20 +1,57 @@
 //! Matrix-vector kernels over quantized weights.
 //!
-//! [`matvec`] and [`matmul`] are the only entry points the forward passes use. Today they
-//! run the scalar reference (`scalar.rs`, built on `quant::dot_row_ref`) with output rows
-//! split across the current rayon pool; SIMD kernels with run-time dispatch go behind the
-//! same two functions.
+//! [`matvec`], [`matmul`] and [`matmul_multi`] are the entry points the forward passes use.
+//!
+//! # Numerics: which path a weight takes
+//!
+//! * **Quantized weights (`Q4`, `Q4Sym`, `Q8`)**: the activation row is quantized once per
+//!   call to 8 bits in groups of 32 (`dispatch::ActRow`, like ggml's `Q8_1`), and the dot
+//!   products run in the integer domain: `Σ_blocks d_w·d_x·Σ q_w·q_x (+ m_w·d_x·Σ q_x)`.
+//!   This is what llama.cpp does; the activation rounding adds a relative error of about
+//!   `0.5/127` per value (tests bound it against `quant::dot_row_ref`).
+//! * **Float weights (`F32`, `F16`, `Bf16`)**: exact f32 activations, SIMD FMA dots (they
+//!   differ from `quant::dot_row_ref` only by summation order). The tiny transformers
+//!   parity fixtures use f32 weights, so they stay on an exact path.
+//! * **`Q2`, `Q3`, `Mxfp4`**: each row is dequantized to f32 once (per call, for all
+//!   tokens) and dotted with the exact f32 activations.
+//! * **Outlier types**: dense part plus outliers dequantized per row, then f32 dots.
+//! * `QSTREAM_EXACT=1`: every dense type uses the exact scalar reference
+//!   `quant::dot_row_ref` (the pre-SIMD path), e.g. for debugging.
+//!
+//! The kernel level (scalar / AVX2 / AVX-512 VNNI / NEON) is chosen once at run time
+//! ([`dispatch::kernels`], `QSTREAM_ISA` forces one). For a given level, the value computed
+//! for one (row, token) does not depend on the batch size or the thread count.
+//!
+//! # Threads
+//!
+//! Rows are split across the current rayon pool: single-token calls use a few large chunks
+//! (about two per thread, none below ~64k multiply-adds), prompt batches use blocks of
+//! 16 rows, each computed for every token while the rows are in L1 (cache blocking).
+//! [`matmul_multi`] runs several matrices that share one input (Q/K/V, gate/up) in one
+//! parallel region with one activation quantization.
 //!
 //! Preconditions (checked when a model binds its tensors, so a malformed file is an
 //! error there, never a panic here): the tensor's byte length matches its type, block and
 //! shape; `x`/`out` lengths match the shape.
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use crate::quant::outlier::OutlierView;
+use crate::quant::QuantType;
 use crate::tensor::Tensor;
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64_neon;
+pub mod dispatch;
 pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx2;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512;
+
+pub use dispatch::{kernel_set, kernels, ActRow, ActRowMut, Isa, KernelSet};
 
 /// Check once (at bind time) that `w`'s bytes can be used by the kernels.
 pub fn validate(w: &Tensor) -> crate::Result<()> {
@@ -53,7 +90,7 @@ pub fn matvec(w: &Tensor, x: &[f32], out: &mut [f32]) {
 /// A raw output pointer shared by tasks that write disjoint elements.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
-// SAFETY: only used by `matmul`, whose tasks write disjoint index sets of one live slice.
+// SAFETY: only used by `matmul_multi`, whose tasks write disjoint index sets of live slices.
 unsafe impl Send for OutPtr {}
 // SAFETY: as above.
 unsafe impl Sync for OutPtr {}
@@ -66,70 +103,348 @@ impl OutPtr {
     }
 }
 
+/// Activation rows quantized to q8 groups of 32 (see [`ActRow`]), `groups` per row.
+#[derive(Default)]
+pub struct QuantAct {
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    s: Vec<f32>,
+    isum: Vec<i32>,
+    groups: usize,
+    n: usize,
+}
+
+impl QuantAct {
+    /// An empty buffer (grows on first use, then is reused).
+    pub fn new() -> QuantAct {
+        QuantAct::default()
+    }
+
+    /// Quantize `n` rows of `xs` (`cols` values each) into `groups` groups per row (values
+    /// past `cols` are zero) with the kernels of `k`.
+    pub fn quantize(&mut self, k: &KernelSet, xs: &[f32], n: usize, cols: usize, groups: usize) {
+        let g = n * groups;
+        if self.d.len() < g {
+            self.qs.resize(32 * g, 0);
+            self.d.resize(g, 0.0);
+            self.s.resize(g, 0.0);
+            self.isum.resize(g, 0);
+        }
+        self.groups = groups;
+        self.n = n;
+        for t in 0..n {
+            let r = t * groups..(t + 1) * groups;
+            (k.quantize_act)(
+                &xs[t * cols..(t + 1) * cols],
+                ActRowMut {
+                    qs: &mut self.qs[32 * r.start..32 * r.end],
+                    d: &mut self.d[r.clone()],
+                    s: &mut self.s[r.clone()],
+                    isum: &mut self.isum[r],
+                },
+            );
+        }
+    }
+
+    /// Row `t` (< the `n` of the last [`QuantAct::quantize`]).
+    #[inline]
+    pub fn row(&self, t: usize) -> ActRow<'_> {
+        let r = t * self.groups..(t + 1) * self.groups;
+        ActRow {
+            qs: &self.qs[32 * r.start..32 * r.end],
+            d: &self.d[r.clone()],
+            s: &self.s[r.clone()],
+            isum: &self.isum[r],
+        }
+    }
+}
+
+thread_local! {
+    /// The calling thread's activation buffer (sized by the largest call, then reused).
+    static ACT: RefCell<QuantAct> = RefCell::new(QuantAct::new());
+    /// A worker's dequantized-row buffer.
+    static ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How one weight's rows are dotted.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Integer kernel on the q8 activation.
+    Q(dispatch::DotQFn),
+    /// Float kernel on the f32 activation.
+    F(dispatch::DotFFn),
+    /// Dequantize the row, then f32 dots.
+    Deq,
+    /// `quant::dot_row_ref` (exact mode).
+    Ref,
+}
+
+fn kind(k: &KernelSet, qt: QuantType) -> Kind {
+    if dispatch::exact() {
+        return Kind::Ref;
+    }
+    match qt {
+        QuantType::Q4 => Kind::Q(k.dot_q4),
+        QuantType::Q4Sym => Kind::Q(k.dot_q4sym),
+        QuantType::Q8 => Kind::Q(k.dot_q8),
+        QuantType::F32 => Kind::F(k.dot_f32),
+        QuantType::F16 => Kind::F(k.dot_f16),
+        QuantType::Bf16 => Kind::F(k.dot_bf16),
+        _ => Kind::Deq,
+    }
+}
+
+/// One matrix of a [`matmul_multi`] call.
+#[derive(Clone, Copy)]
+struct Part<'a> {
+    qt: QuantType,
+    block: usize,
+    kind: Kind,
+    bytes: &'a [u8],
+    rb: usize,
+    rows: usize,
+    out: OutPtr,
+}
+
+/// Most matrices one [`matmul_multi`] call takes.
+pub const MAX_PARTS: usize = 4;
+
+/// Rows per cache block for prompt batches.
+const ROW_BLOCK: usize = 16;
+/// Least multiply-adds per task of a single-token call.
+const MIN_TASK_WORK: usize = 64 * 1024;
+/// Tasks per thread of a single-token call.
+const TASKS_PER_THREAD: usize = 2;
+
 /// Batched `out[t·rows + r] = dot(row r of w, xs[t·cols..])` for `t < n`:
-/// `xs` is `n × cols`, `out` is `n × rows`. Each weight row is read once for all `n` vectors.
+/// `xs` is `n × cols`, `out` is `n × rows`.
 pub fn matmul(w: &Tensor, xs: &[f32], n: usize, out: &mut [f32]) {
-    let (rows, cols) = (w.rows(), w.cols());
-    assert_eq!(xs.len(), n * cols, "matmul {}: input length", w.name);
-    assert_eq!(out.len(), n * rows, "matmul {}: output length", w.name);
-    if rows == 0 || n == 0 {
+    matmul_multi(&[w], &mut [out], xs, n)
+}
+
+/// [`matmul`] for several matrices with the same `cols` and the same input `xs`
+/// (`ws.len() ≤ MAX_PARTS`; `outs[i]` is `n × ws[i].rows()`), in one parallel region
+/// with one activation quantization.
+pub fn matmul_multi(ws: &[&Tensor], outs: &mut [&mut [f32]], xs: &[f32], n: usize) {
+    assert!(
+        ws.len() == outs.len() && ws.len() <= MAX_PARTS,
+        "matmul_multi: parts"
+    );
+    if n == 0 || ws.is_empty() {
         return;
     }
-    // Rows per task: enough work per task (≈ 32k multiply-adds) and ≥ 4 tasks per thread
-    // when the matrix is large.
+    let cols = ws[0].cols();
+    assert_eq!(xs.len(), n * cols, "matmul {}: input length", ws[0].name);
+    for (w, o) in ws.iter().zip(outs.iter()) {
+        assert_eq!(w.cols(), cols, "matmul {}: cols", w.name);
+        assert_eq!(o.len(), n * w.rows(), "matmul {}: output length", w.name);
+    }
+    if ws.iter().any(|w| w.qtype.is_outlier()) {
+        for (w, o) in ws.iter().zip(outs.iter_mut()) {
+            matmul_outlier(w, xs, n, o);
+        }
+        return;
+    }
+    let k = kernels();
+    let empty = Part {
+        qt: QuantType::F32,
+        block: 1,
+        kind: Kind::Ref,
+        bytes: &[],
+        rb: 0,
+        rows: 0,
+        out: OutPtr(std::ptr::null_mut()),
+    };
+    let mut parts = [empty; MAX_PARTS];
+    let mut groups = 0;
+    let mut total_rows = 0;
+    for (i, (w, o)) in ws.iter().zip(outs.iter_mut()).enumerate() {
+        let rb = w.qtype.row_bytes(w.block, cols);
+        let rows = w.rows();
+        assert!(
+            w.bytes().len() >= rb * rows,
+            "matmul {}: tensor bytes",
+            w.name
+        );
+        let kind = kind(k, w.qtype);
+        if let Kind::Q(_) = kind {
+            groups = groups.max(cols.div_ceil(w.block) * w.block / 32);
+        }
+        parts[i] = Part {
+            qt: w.qtype,
+            block: w.block,
+            kind,
+            bytes: w.bytes(),
+            rb,
+            rows,
+            out: OutPtr(o.as_mut_ptr()),
+        };
+        total_rows += rows;
+    }
+    let parts = &parts[..ws.len()];
+    if total_rows == 0 {
+        return;
+    }
+    let run = |act: &QuantAct| run_parts(k, parts, act, xs, cols, n, total_rows);
+    if groups == 0 {
+        run(&QuantAct::new());
+        return;
+    }
+    ACT.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut act) => {
+            act.quantize(k, xs, n, cols, groups);
+            run(&act);
+        }
+        Err(_) => {
+            // Re-entered on this thread (rayon ran another forward pass here while this
+            // one waits): use a private buffer.
+            let mut act = QuantAct::new();
+            act.quantize(k, xs, n, cols, groups);
+            run(&act);
+        }
+    });
+}
+
+/// Split the rows of `parts` (concatenated) across the pool and compute them.
+fn run_parts(
+    k: &KernelSet,
+    parts: &[Part<'_>],
+    act: &QuantAct,
+    xs: &[f32],
+    cols: usize,
+    n: usize,
+    total_rows: usize,
+) {
     let threads = rayon::current_num_threads().max(1);
-    let min_rows = (32 * 1024 / (cols * n).max(1)).max(1);
-    let chunk = rows.div_ceil(threads * 4).max(min_rows).min(rows);
-    let n_chunks = rows.div_ceil(chunk);
-    let ptr = OutPtr(out.as_mut_ptr());
+    let chunk = if n == 1 {
+        let work = total_rows * cols;
+        let tasks = (work / MIN_TASK_WORK).clamp(1, threads * TASKS_PER_THREAD);
+        total_rows.div_ceil(tasks)
+    } else {
+        ROW_BLOCK
+    };
+    let n_chunks = total_rows.div_ceil(chunk);
+    let task = |c: usize| {
+        let (g0, g1) = (c * chunk, ((c + 1) * chunk).min(total_rows));
+        let mut base = 0;
+        for p in parts {
+            let (lo, hi) = (g0.max(base), g1.min(base + p.rows));
+            if lo < hi {
+                rows_of(k, p, act, xs, cols, n, lo - base, hi - base);
+            }
+            base += p.rows;
+        }
+    };
+    if n_chunks == 1 {
+        task(0);
+    } else {
+        (0..n_chunks).into_par_iter().for_each(task);
+    }
+}
+
+/// Rows `r0..r1` of one part for all `n` tokens.
+#[allow(clippy::too_many_arguments)]
+fn rows_of(
+    k: &KernelSet,
+    p: &Part<'_>,
+    act: &QuantAct,
+    xs: &[f32],
+    cols: usize,
+    n: usize,
+    r0: usize,
+    r1: usize,
+) {
+    let rows = p.rows;
+    let out = p.out;
     let write = move |t: usize, r: usize, v: f32| {
         debug_assert!(t < n && r < rows);
-        // SAFETY: `t < n`, `r < rows`, so the index is inside `out` (length n·rows, asserted
-        // above); each (t, r) is written by exactly one task since tasks own disjoint row
-        // ranges; `out` is borrowed mutably for the whole call.
-        unsafe { *ptr.get().add(t * rows + r) = v };
+        // SAFETY: `t < n`, `r < rows`, so the index is inside this part's output (length
+        // n·rows, asserted by `matmul_multi`); each (t, r) is written by exactly one task
+        // since tasks own disjoint row ranges; the output is borrowed mutably for the call.
+        unsafe { *out.get().add(t * rows + r) = v };
     };
-
-    if w.qtype.is_outlier() {
-        let view = match OutlierView::parse(w.qtype, w.block, w.bytes(), rows, cols) {
-            Ok(v) => v,
-            Err(_) => {
-                // Unreachable for bound tensors (validated by `validate`); never read garbage.
-                out.fill(f32::NAN);
-                return;
+    let row = |r: usize| &p.bytes[r * p.rb..(r + 1) * p.rb];
+    match p.kind {
+        Kind::Q(f) => {
+            for t in 0..n {
+                let a = act.row(t);
+                for r in r0..r1 {
+                    write(t, r, f(p.block, row(r), a));
+                }
             }
-        };
-        (0..n_chunks).into_par_iter().for_each(|c| {
-            let r0 = c * chunk;
-            let mut buf = vec![0f32; cols];
+        }
+        Kind::F(f) => {
+            for t in 0..n {
+                let x = &xs[t * cols..(t + 1) * cols];
+                for r in r0..r1 {
+                    write(t, r, f(row(r), x));
+                }
+            }
+        }
+        Kind::Ref => {
+            for t in 0..n {
+                let x = &xs[t * cols..(t + 1) * cols];
+                for r in r0..r1 {
+                    write(t, r, crate::quant::dot_row_ref(p.qt, p.block, row(r), x));
+                }
+            }
+        }
+        Kind::Deq => ROW.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            if buf.len() < cols {
+                buf.resize(cols, 0.0);
+            }
+            let buf = &mut buf[..cols];
+            for r in r0..r1 {
+                crate::quant::dequantize_row(p.qt, p.block, row(r), buf);
+                for t in 0..n {
+                    write(t, r, (k.dot)(buf, &xs[t * cols..(t + 1) * cols]));
+                }
+            }
+        }),
+    }
+}
+
+/// An outlier-type matrix: rows dequantized (dense part plus outliers), f32 dots.
+fn matmul_outlier(w: &Tensor, xs: &[f32], n: usize, out: &mut [f32]) {
+    let (rows, cols) = (w.rows(), w.cols());
+    let view = match OutlierView::parse(w.qtype, w.block, w.bytes(), rows, cols) {
+        Ok(v) => v,
+        Err(_) => {
+            // Unreachable for bound tensors (validated by `validate`); never read garbage.
+            out.fill(f32::NAN);
+            return;
+        }
+    };
+    let k = kernels();
+    let ptr = OutPtr(out.as_mut_ptr());
+    let chunk = if n == 1 {
+        rows.div_ceil(rayon::current_num_threads().max(1) * TASKS_PER_THREAD)
+    } else {
+        ROW_BLOCK
+    };
+    (0..rows.div_ceil(chunk)).into_par_iter().for_each(|c| {
+        let r0 = c * chunk;
+        ROW.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            if buf.len() < cols {
+                buf.resize(cols, 0.0);
+            }
             scalar::matmul_rows_outlier(
                 |r, b| view.dequantize_row(r, b),
                 xs,
                 cols,
                 n,
                 r0..(r0 + chunk).min(rows),
-                &mut buf,
-                write,
+                &mut buf[..cols],
+                |t, r, v| {
+                    // SAFETY: t < n, r < rows: inside `out` (n·rows); rows are disjoint
+                    // between tasks.
+                    unsafe { *ptr.get().add(t * rows + r) = v }
+                },
+                k.dot,
             );
         });
-        return;
-    }
-    let rb = w.qtype.row_bytes(w.block, cols);
-    let bytes = w.bytes();
-    assert!(bytes.len() >= rb * rows, "matmul {}: tensor bytes", w.name);
-    (0..n_chunks).into_par_iter().for_each(|c| {
-        let r0 = c * chunk;
-        scalar::matmul_rows_dense(
-            w.qtype,
-            w.block,
-            bytes,
-            rb,
-            xs,
-            cols,
-            n,
-            r0..(r0 + chunk).min(rows),
-            write,
-        );
     });
 }
 

@@ -31,7 +31,8 @@ pub fn matmul_rows_dense(
 }
 
 /// As [`matmul_rows_dense`] for an outlier type: each row is dequantized (dense part plus
-/// its outliers) by `dequantize_row(r, buf)` into `buf` (`cols` values), then dotted in f32.
+/// its outliers) by `dequantize_row(r, buf)` into `buf` (`cols` values), then dotted with
+/// `dot` (e.g. [`dot`] or a SIMD level's).
 pub fn matmul_rows_outlier(
     dequantize_row: impl Fn(usize, &mut [f32]),
     xs: &[f32],
@@ -40,12 +41,134 @@ pub fn matmul_rows_outlier(
     rows: std::ops::Range<usize>,
     buf: &mut [f32],
     mut out: impl FnMut(usize, usize, f32),
+    dot: fn(&[f32], &[f32]) -> f32,
 ) {
     for r in rows {
         dequantize_row(r, buf);
         for t in 0..n {
-            let x = &xs[t * cols..(t + 1) * cols];
-            out(t, r, buf.iter().zip(x).map(|(a, b)| a * b).sum());
+            out(t, r, dot(buf, &xs[t * cols..(t + 1) * cols]));
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// q8-activation integer kernels (reference for the SIMD levels).
+//
+// Float operations happen in a fixed, documented order: per 32-value group the integer dot
+// `i = Σ q_w·q_x` is exact; then `acc += (d_w·d_x)·i` and, for asymmetric types,
+// `acc_m += m_w·s_x`; the result is `acc + acc_m`.
+// ---------------------------------------------------------------------------------------
+
+use super::dispatch::{ActRow, ActRowMut};
+use crate::quant::float::read_f16;
+
+/// Quantize `x` to q8 groups of 32 (`out` decides the number of groups; values past
+/// `x.len()` are zero). Round half to even, `d = amax / 127`.
+pub fn quantize_act(x: &[f32], out: ActRowMut<'_>) {
+    let groups = out
+        .d
+        .len()
+        .min(out.s.len())
+        .min(out.isum.len())
+        .min(out.qs.len() / 32);
+    for g in 0..groups {
+        let mut v = [0f32; 32];
+        let start = (32 * g).min(x.len());
+        let end = (32 * g + 32).min(x.len());
+        v[..end - start].copy_from_slice(&x[start..end]);
+        let amax = v.iter().fold(0f32, |a, b| a.max(b.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, xv) in out.qs[32 * g..32 * g + 32].iter_mut().zip(&v) {
+            let r = ((xv * id).round_ties_even() as i32).clamp(-128, 127);
+            *q = r as i8;
+            sum += r;
+        }
+        out.d[g] = d;
+        out.isum[g] = sum;
+        out.s[g] = d * sum as f32;
+    }
+}
+
+/// Low/high nibble `i` (0..32) of a 16-byte packed group.
+#[inline]
+fn nib(qs: &[u8], i: usize) -> i32 {
+    if i < 16 {
+        (qs[i] & 0x0F) as i32
+    } else {
+        (qs[i - 16] >> 4) as i32
+    }
+}
+
+/// Blocks of a row (`bb` bytes each, `block` values) the activation covers.
+#[inline]
+fn n_blocks(row: &[u8], bb: usize, block: usize, a: &ActRow<'_>) -> usize {
+    (row.len() / bb).min(a.groups() * 32 / block)
+}
+
+/// `Q4` row × q8 activation.
+pub fn dot_q4(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    let block = block.max(32);
+    let bb = 4 + block / 2;
+    let gpb = block / 32;
+    let (mut acc, mut acc_m) = (0f32, 0f32);
+    for b in 0..n_blocks(row, bb, block, &a) {
+        let blk = &row[b * bb..(b + 1) * bb];
+        let (dw, mw) = (read_f16(&blk[0..2]), read_f16(&blk[2..4]));
+        for g in 0..gpb {
+            let gi = b * gpb + g;
+            let qs = &blk[4 + 16 * g..4 + 16 * g + 16];
+            let x = &a.qs[32 * gi..32 * gi + 32];
+            let i: i32 = (0..32).map(|k| nib(qs, k) * x[k] as i32).sum();
+            acc += (dw * a.d[gi]) * i as f32;
+            acc_m += mw * a.s[gi];
+        }
+    }
+    acc + acc_m
+}
+
+/// `Q4Sym` row × q8 activation: `Σ (q_w − 8)·q_x = Σ q_w·q_x − 8·isum`.
+pub fn dot_q4sym(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    let block = block.max(32);
+    let bb = 2 + block / 2;
+    let gpb = block / 32;
+    let mut acc = 0f32;
+    for b in 0..n_blocks(row, bb, block, &a) {
+        let blk = &row[b * bb..(b + 1) * bb];
+        let dw = read_f16(&blk[0..2]);
+        for g in 0..gpb {
+            let gi = b * gpb + g;
+            let qs = &blk[2 + 16 * g..2 + 16 * g + 16];
+            let x = &a.qs[32 * gi..32 * gi + 32];
+            let i: i32 = (0..32).map(|k| nib(qs, k) * x[k] as i32).sum();
+            acc += (dw * a.d[gi]) * (i - 8 * a.isum[gi]) as f32;
+        }
+    }
+    acc
+}
+
+/// `Q8` row × q8 activation (block 32).
+pub fn dot_q8(_block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    let mut acc = 0f32;
+    for b in 0..n_blocks(row, 34, 32, &a) {
+        let blk = &row[b * 34..(b + 1) * 34];
+        let dw = read_f16(&blk[0..2]);
+        let x = &a.qs[32 * b..32 * b + 32];
+        let i: i32 = (0..32).map(|k| blk[2 + k] as i8 as i32 * x[k] as i32).sum();
+        acc += (dw * a.d[b]) * i as f32;
+    }
+    acc
+}
+
+/// Plain f32 dot product.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `y += a · x`.
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    for (o, v) in y.iter_mut().zip(x) {
+        *o += a * v;
     }
 }

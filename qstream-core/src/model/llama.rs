@@ -189,6 +189,9 @@ impl Llama {
     }
 }
 
+/// Least multiply-adds of one layer's attention (all heads) worth splitting across threads.
+const ATTN_PAR_WORK: usize = 256 * 1024;
+
 fn add_bias(xs: &mut [f32], bias: &Option<Vec<f32>>) {
     if let Some(b) = bias {
         for row in xs.chunks_exact_mut(b.len()) {
@@ -236,9 +239,16 @@ impl Architecture for Llama {
                 );
             }
             let xb = &s.xb[..n * d];
-            kernels::matmul(&w.wq, xb, n, &mut s.q[..n * q_dim]);
-            kernels::matmul(&w.wk, xb, n, &mut s.k[..n * kv_dim]);
-            kernels::matmul(&w.wv, xb, n, &mut s.v[..n * kv_dim]);
+            kernels::matmul_multi(
+                &[&w.wq, &w.wk, &w.wv],
+                &mut [
+                    &mut s.q[..n * q_dim],
+                    &mut s.k[..n * kv_dim],
+                    &mut s.v[..n * kv_dim],
+                ],
+                xb,
+                n,
+            );
             add_bias(&mut s.q[..n * q_dim], &w.bq);
             add_bias(&mut s.k[..n * kv_dim], &w.bk);
             add_bias(&mut s.v[..n * kv_dim], &w.bv);
@@ -262,25 +272,37 @@ impl Architecture for Llama {
             let layer = kv.layer(l);
             let q_all = &s.q[..n * q_dim];
             let window = c.sliding_window;
-            s.att_out[..n * q_dim]
-                .par_chunks_mut(n * hd)
-                .zip(s.att.par_chunks_mut(n_ctx))
-                .enumerate()
-                .for_each(|(h, (o, att))| {
-                    for t in 0..n {
-                        let qh = &q_all[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-                        nn::attention(
-                            qh,
-                            &layer,
-                            h / group,
-                            pos + t,
-                            window,
-                            scale,
-                            att,
-                            &mut o[t * hd..(t + 1) * hd],
-                        );
-                    }
-                });
+            let head = |(h, (o, att)): (usize, (&mut [f32], &mut [f32]))| {
+                for t in 0..n {
+                    let qh = &q_all[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+                    nn::attention(
+                        qh,
+                        &layer,
+                        h / group,
+                        pos + t,
+                        window,
+                        scale,
+                        att,
+                        &mut o[t * hd..(t + 1) * hd],
+                    );
+                }
+            };
+            // Threads only pay off when the heads have real work (long context or batch):
+            // about 2·n·(pos + n)·hd flops per head.
+            let work = n * (pos + n) * hd * c.n_head;
+            if work >= ATTN_PAR_WORK && rayon::current_num_threads() > 1 {
+                s.att_out[..n * q_dim]
+                    .par_chunks_mut(n * hd)
+                    .zip(s.att.par_chunks_mut(n_ctx))
+                    .enumerate()
+                    .for_each(head);
+            } else {
+                s.att_out[..n * q_dim]
+                    .chunks_mut(n * hd)
+                    .zip(s.att.chunks_mut(n_ctx))
+                    .enumerate()
+                    .for_each(head);
+            }
             // Back to token-major `[n][n_head·hd]`, reusing q.
             for h in 0..c.n_head {
                 for t in 0..n {
@@ -302,13 +324,18 @@ impl Architecture for Llama {
                 );
             }
             let xb = &s.xb[..n * d];
-            kernels::matmul(&w.w_up, xb, n, &mut s.hb2[..n * ff]);
             match &w.w_gate {
                 Some(g) => {
-                    kernels::matmul(g, xb, n, &mut s.hb[..n * ff]);
+                    kernels::matmul_multi(
+                        &[&w.w_up, g],
+                        &mut [&mut s.hb2[..n * ff], &mut s.hb[..n * ff]],
+                        xb,
+                        n,
+                    );
                     nn::gated_act(&mut s.hb[..n * ff], &s.hb2[..n * ff], c.act);
                 }
                 None => {
+                    kernels::matmul(&w.w_up, xb, n, &mut s.hb2[..n * ff]);
                     let f: fn(f32) -> f32 = match c.act {
                         super::config::Activation::Silu => nn::silu,
                         super::config::Activation::Gelu => nn::gelu,

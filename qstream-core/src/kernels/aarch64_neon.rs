@@ -1,0 +1,227 @@
+//! AArch64 NEON kernels (compiled only for aarch64; not exercised on the x86 CI machine).
+//!
+//! The integer dots compute each 32-value group's `Σ q_w·q_x` with `vmull_s8` (i8 × i8 →
+//! i16, exact), `vpaddlq_s16`/`vpadalq_s16` (pairwise widening to i32) and `vaddvq_s32`, and
+//! then combine the groups in exactly the scalar reference's float order, so the results are
+//! bit-identical to `scalar::dot_*`. Activation quantization and the f16/bf16 rows use the
+//! scalar reference; f32 dots use 4 `vfmaq_f32` accumulators.
+
+use std::arch::aarch64::*;
+
+use super::dispatch::{ActRow, Isa, KernelSet};
+use super::scalar;
+use crate::quant::float::read_f16;
+
+/// The NEON table.
+pub(super) static KERNELS: KernelSet = KernelSet {
+    isa: Isa::Neon,
+    quantize_act: scalar::quantize_act,
+    dot_q4,
+    dot_q4sym,
+    dot_q8,
+    dot_f32,
+    dot_f16: crate::quant::float::dot_f16_ref,
+    dot_bf16: crate::quant::float::dot_bf16_ref,
+    dot,
+    axpy,
+};
+
+/// Blocks of a row the kernels may touch (bounded by the row and by the activation).
+#[inline]
+fn n_blocks(block: usize, bb: usize, row: &[u8], a: &ActRow<'_>) -> usize {
+    (row.len() / bb).min(a.groups() * 32 / block)
+}
+
+/// `Σ w·x` over 32 i8 pairs (`w` as two 16-lane halves).
+#[inline]
+#[target_feature(enable = "neon")]
+fn idot32(w0: int8x16_t, w1: int8x16_t, x0: int8x16_t, x1: int8x16_t) -> i32 {
+    let mut s = vpaddlq_s16(vmull_s8(vget_low_s8(w0), vget_low_s8(x0)));
+    s = vpadalq_s16(s, vmull_high_s8(w0, x0));
+    s = vpadalq_s16(s, vmull_s8(vget_low_s8(w1), vget_low_s8(x1)));
+    s = vpadalq_s16(s, vmull_high_s8(w1, x1));
+    vaddvq_s32(s)
+}
+
+/// Integer dot of one 16-byte nibble group (at `qs[0..16]`) with 32 activations.
+#[inline]
+#[target_feature(enable = "neon")]
+fn nibble_group(qs: &[u8], x: &[i8]) -> i32 {
+    assert!(qs.len() >= 16 && x.len() >= 32);
+    // SAFETY: the assert above bounds the 16-byte and two 16-byte loads.
+    unsafe {
+        let raw = vld1q_u8(qs.as_ptr());
+        let m = vdupq_n_u8(0x0F);
+        let lo = vreinterpretq_s8_u8(vandq_u8(raw, m));
+        let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(raw));
+        idot32(lo, hi, vld1q_s8(x.as_ptr()), vld1q_s8(x.as_ptr().add(16)))
+    }
+}
+
+fn dot_q4(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    // SAFETY: this table is only handed out after detecting NEON.
+    unsafe { dot_q4_impl(block, row, a) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_q4_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    let block = block.max(32);
+    let bb = 4 + block / 2;
+    let gpb = block / 32;
+    let (mut acc, mut acc_m) = (0f32, 0f32);
+    for b in 0..n_blocks(block, bb, row, &a) {
+        let blk = &row[b * bb..(b + 1) * bb];
+        let (dw, mw) = (read_f16(&blk[0..2]), read_f16(&blk[2..4]));
+        for g in 0..gpb {
+            let gi = b * gpb + g;
+            let i = nibble_group(&blk[4 + 16 * g..], &a.qs[32 * gi..]);
+            acc += (dw * a.d[gi]) * i as f32;
+            acc_m += mw * a.s[gi];
+        }
+    }
+    acc + acc_m
+}
+
+fn dot_q4sym(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    // SAFETY: this table is only handed out after detecting NEON.
+    unsafe { dot_q4sym_impl(block, row, a) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_q4sym_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    let block = block.max(32);
+    let bb = 2 + block / 2;
+    let gpb = block / 32;
+    let mut acc = 0f32;
+    for b in 0..n_blocks(block, bb, row, &a) {
+        let blk = &row[b * bb..(b + 1) * bb];
+        let dw = read_f16(&blk[0..2]);
+        for g in 0..gpb {
+            let gi = b * gpb + g;
+            let i = nibble_group(&blk[2 + 16 * g..], &a.qs[32 * gi..]);
+            acc += (dw * a.d[gi]) * (i - 8 * a.isum[gi]) as f32;
+        }
+    }
+    acc
+}
+
+fn dot_q8(_block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    // SAFETY: this table is only handed out after detecting NEON.
+    unsafe { dot_q8_impl(row, a) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_q8_impl(row: &[u8], a: ActRow<'_>) -> f32 {
+    let mut acc = 0f32;
+    for b in 0..n_blocks(32, 34, row, &a) {
+        let blk = &row[b * 34..(b + 1) * 34];
+        let x = &a.qs[32 * b..32 * b + 32];
+        let dw = read_f16(&blk[0..2]);
+        // SAFETY: blk has 34 bytes (32 from offset 2), x has 32.
+        let i = unsafe {
+            let w = blk.as_ptr().add(2) as *const i8;
+            idot32(
+                vld1q_s8(w),
+                vld1q_s8(w.add(16)),
+                vld1q_s8(x.as_ptr()),
+                vld1q_s8(x.as_ptr().add(16)),
+            )
+        };
+        acc += (dw * a.d[b]) * i as f32;
+    }
+    acc
+}
+
+fn dot_f32(row: &[u8], x: &[f32]) -> f32 {
+    // SAFETY: this table is only handed out after detecting NEON.
+    unsafe { dot_f32_impl(row, x) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_f32_impl(row: &[u8], x: &[f32]) -> f32 {
+    let n = (row.len() / 4).min(x.len());
+    let (rp, xp) = (row.as_ptr(), x.as_ptr());
+    let mut acc = [vdupq_n_f32(0.0); 4];
+    let mut i = 0;
+    while i + 16 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 4k + 4 ≤ n; the row load is a byte load (no alignment needed).
+            unsafe {
+                let w = vreinterpretq_f32_u8(vld1q_u8(rp.add(4 * (i + 4 * k))));
+                *a = vfmaq_f32(*a, w, vld1q_f32(xp.add(i + 4 * k)));
+            }
+        }
+        i += 16;
+    }
+    let mut s = vaddvq_f32(vaddq_f32(
+        vaddq_f32(acc[0], acc[1]),
+        vaddq_f32(acc[2], acc[3]),
+    ));
+    while i < n {
+        s +=
+            f32::from_le_bytes([row[4 * i], row[4 * i + 1], row[4 * i + 2], row[4 * i + 3]]) * x[i];
+        i += 1;
+    }
+    s
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: this table is only handed out after detecting NEON.
+    unsafe { dot_impl(a, b) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let mut acc = [vdupq_n_f32(0.0); 2];
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 ≤ n.
+        unsafe {
+            acc[0] = vfmaq_f32(
+                acc[0],
+                vld1q_f32(a.as_ptr().add(i)),
+                vld1q_f32(b.as_ptr().add(i)),
+            );
+            acc[1] = vfmaq_f32(
+                acc[1],
+                vld1q_f32(a.as_ptr().add(i + 4)),
+                vld1q_f32(b.as_ptr().add(i + 4)),
+            );
+        }
+        i += 8;
+    }
+    let mut s = vaddvq_f32(vaddq_f32(acc[0], acc[1]));
+    while i < n {
+        s += a[i] * b[i];
+        i += 1;
+    }
+    s
+}
+
+fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    // SAFETY: this table is only handed out after detecting NEON.
+    unsafe { axpy_impl(a, x, y) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn axpy_impl(a: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    let mut i = 0;
+    while i + 4 <= n {
+        // SAFETY: i + 4 ≤ n ≤ both lengths.
+        unsafe {
+            let v = vfmaq_n_f32(
+                vld1q_f32(y.as_ptr().add(i)),
+                vld1q_f32(x.as_ptr().add(i)),
+                a,
+            );
+            vst1q_f32(y.as_mut_ptr().add(i), v);
+        }
+        i += 4;
+    }
+    while i < n {
+        y[i] += a * x[i];
+        i += 1;
+    }
+}

@@ -1,0 +1,212 @@
+//! Run-time kernel selection.
+//!
+//! A [`KernelSet`] is a table of function pointers for one instruction-set level
+//! ([`Isa`]). [`kernels`] picks the best level the CPU supports once per process;
+//! the environment variable `QSTREAM_ISA=scalar|avx2|avx512|neon` forces a level (a level
+//! the CPU lacks falls back to the best available one, never to an illegal instruction).
+//! [`kernel_set`] hands out the table of any supported level, which the tests use to run
+//! every SIMD kernel against the scalar reference.
+//!
+//! `QSTREAM_EXACT=1` makes [`exact`] true: the matmul entry points then use the exact f32
+//! reference path (`quant::dot_row_ref`) for every weight type.
+
+use std::sync::OnceLock;
+
+use super::scalar;
+
+/// Instruction-set level of a [`KernelSet`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable Rust: the tested reference.
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// x86-64 AVX-512 (F, BW, VL) + VNNI on top of [`Isa::Avx2`].
+    Avx512,
+    /// AArch64 NEON.
+    Neon,
+}
+
+impl Isa {
+    /// All levels, lowest first.
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon];
+
+    /// Lowercase name as accepted by `QSTREAM_ISA`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+        }
+    }
+
+    /// Parse a name as printed by [`Isa::name`].
+    pub fn from_name(s: &str) -> Option<Isa> {
+        Isa::ALL.iter().copied().find(|i| i.name() == s)
+    }
+
+    /// Whether this CPU can run the level.
+    pub fn supported(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                std::is_x86_feature_detected!("avx2")
+                    && std::is_x86_feature_detected!("fma")
+                    && std::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                Isa::Avx2.supported()
+                    && std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+}
+
+/// One activation row quantized to 8 bits in groups of 32 (like ggml's `Q8_1`):
+/// value `32·g + i` ≈ `d[g] · qs[32·g + i]`; `isum[g] = Σ_i qs[32·g + i]` and
+/// `s[g] = d[g] · isum[g]` (the term asymmetric weight types multiply by their minimum).
+///
+/// Invariant (kernels rely on it for the bounds of their loops, not for memory safety):
+/// `qs.len() == 32 · d.len()`, `s.len() == isum.len() == d.len()`.
+#[derive(Clone, Copy, Debug)]
+pub struct ActRow<'a> {
+    /// quantized values, `32 · groups`
+    pub qs: &'a [i8],
+    /// scale per group
+    pub d: &'a [f32],
+    /// `d[g] · isum[g]`
+    pub s: &'a [f32],
+    /// sum of the group's quantized values
+    pub isum: &'a [i32],
+}
+
+impl ActRow<'_> {
+    /// Number of 32-value groups.
+    #[inline]
+    pub fn groups(&self) -> usize {
+        self.d
+            .len()
+            .min(self.s.len())
+            .min(self.isum.len())
+            .min(self.qs.len() / 32)
+    }
+}
+
+/// Mutable buffers for [`KernelSet::quantize_act`] (same shapes as [`ActRow`]).
+pub struct ActRowMut<'a> {
+    /// quantized values, `32 · groups`
+    pub qs: &'a mut [i8],
+    /// scale per group
+    pub d: &'a mut [f32],
+    /// `d[g] · isum[g]`
+    pub s: &'a mut [f32],
+    /// sum of the group's quantized values
+    pub isum: &'a mut [i32],
+}
+
+/// Dot product of one quantized weight row (`block` values per block) with a q8 activation.
+pub type DotQFn = fn(block: usize, row: &[u8], a: ActRow<'_>) -> f32;
+/// Dot product of one float weight row (raw little-endian bytes) with f32 activations.
+pub type DotFFn = fn(row: &[u8], x: &[f32]) -> f32;
+
+/// Function table of one ISA level. Every kernel is total: mismatched lengths limit the
+/// work to what both sides hold (callers size buffers correctly; nothing reads out of
+/// bounds either way).
+pub struct KernelSet {
+    /// The level.
+    pub isa: Isa,
+    /// Quantize `x` (zero-padded to the buffer's groups) to q8 groups of 32.
+    pub quantize_act: fn(x: &[f32], out: ActRowMut<'_>),
+    /// `Q4` (asymmetric) weights × q8 activation.
+    pub dot_q4: DotQFn,
+    /// `Q4Sym` weights × q8 activation.
+    pub dot_q4sym: DotQFn,
+    /// `Q8` weights × q8 activation (`block` is ignored: always 32).
+    pub dot_q8: DotQFn,
+    /// F32 weight row × f32.
+    pub dot_f32: DotFFn,
+    /// F16 weight row × f32.
+    pub dot_f16: DotFFn,
+    /// BF16 weight row × f32.
+    pub dot_bf16: DotFFn,
+    /// Plain f32 dot product (attention scores).
+    pub dot: fn(a: &[f32], b: &[f32]) -> f32,
+    /// `y += a · x` (attention values).
+    pub axpy: fn(a: f32, x: &[f32], y: &mut [f32]),
+}
+
+static SCALAR: KernelSet = KernelSet {
+    isa: Isa::Scalar,
+    quantize_act: scalar::quantize_act,
+    dot_q4: scalar::dot_q4,
+    dot_q4sym: scalar::dot_q4sym,
+    dot_q8: scalar::dot_q8,
+    dot_f32: crate::quant::float::dot_f32_ref,
+    dot_f16: crate::quant::float::dot_f16_ref,
+    dot_bf16: crate::quant::float::dot_bf16_ref,
+    dot: scalar::dot,
+    axpy: scalar::axpy,
+};
+
+/// The kernel table of `isa`, or `None` when this CPU (or build target) cannot run it.
+pub fn kernel_set(isa: Isa) -> Option<&'static KernelSet> {
+    if !isa.supported() {
+        return None;
+    }
+    match isa {
+        Isa::Scalar => Some(&SCALAR),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Some(&super::x86_avx2::KERNELS),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => Some(&super::x86_avx512::KERNELS),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => Some(&super::aarch64_neon::KERNELS),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// Every level this machine supports, lowest first.
+pub fn supported() -> Vec<Isa> {
+    Isa::ALL.iter().copied().filter(|i| i.supported()).collect()
+}
+
+/// The best supported level.
+pub fn best() -> Isa {
+    *supported().last().unwrap_or(&Isa::Scalar)
+}
+
+/// The process-wide kernel table (chosen once; see the module docs for `QSTREAM_ISA`).
+#[inline]
+pub fn kernels() -> &'static KernelSet {
+    static K: OnceLock<&'static KernelSet> = OnceLock::new();
+    K.get_or_init(|| {
+        let want = std::env::var("QSTREAM_ISA")
+            .ok()
+            .and_then(|s| Isa::from_name(s.trim()));
+        want.and_then(kernel_set)
+            .or_else(|| kernel_set(best()))
+            .unwrap_or(&SCALAR)
+    })
+}
+
+/// Whether `QSTREAM_EXACT=1` asked for the exact f32 reference path everywhere.
+#[inline]
+pub fn exact() -> bool {
+    static E: OnceLock<bool> = OnceLock::new();
+    *E.get_or_init(|| {
+        std::env::var("QSTREAM_EXACT")
+            .map(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+            .unwrap_or(false)
+    })
+}

@@ -1,0 +1,505 @@
+//! x86-64 AVX2 + FMA + F16C kernels.
+//!
+//! Integer dot products use `vpmaddubsw` (unsigned weight byte × signed activation byte,
+//! pairs summed to i16: at most 2·128·128 in magnitude for the sign trick used by `Q8`,
+//! 2·15·128 for nibbles, so nothing saturates) followed by `vpmaddwd` with ones (i16
+//! pairs to i32): the per-group integer sums are exact, the same integers as the scalar
+//! reference. Float accumulation runs in 8 lanes, so results differ from the scalar
+//! reference only by f32 summation order.
+//!
+//! The private wrappers are only reachable through [`KERNELS`], which
+//! `dispatch::kernel_set` hands out only after detecting AVX2, FMA and F16C.
+
+use std::arch::x86_64::*;
+
+use super::dispatch::{ActRow, ActRowMut, Isa, KernelSet};
+
+/// The AVX2 table.
+pub(super) static KERNELS: KernelSet = KernelSet {
+    isa: Isa::Avx2,
+    quantize_act,
+    dot_q4,
+    dot_q4sym,
+    dot_q8,
+    dot_f32,
+    dot_f16,
+    dot_bf16,
+    dot,
+    axpy,
+};
+
+/// Horizontal sum of 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Two f16 values at `p` (unaligned) as f32 `(first, second)`.
+///
+/// # Safety
+/// `p..p+4` must be readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn f16x2(p: *const u8) -> (f32, f32) {
+    // SAFETY: the caller guarantees 4 readable bytes at p.
+    let bits = unsafe { std::ptr::read_unaligned(p as *const i32) };
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+    (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+}
+
+/// 32 nibbles (16 packed bytes at `p`) as 32 u8: low nibbles in the low 128 bits (values
+/// 0..16 of the group), high nibbles in the high 128 bits (values 16..32).
+///
+/// # Safety
+/// `p..p+16` must be readable.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn unpack_nibbles(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 16 readable bytes.
+    let raw = unsafe { _mm_loadu_si128(p as *const __m128i) };
+    let m = _mm_set1_epi8(0x0F);
+    let lo = _mm_and_si128(raw, m);
+    let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), m);
+    _mm256_set_m128i(hi, lo)
+}
+
+/// Σ u8·i8 over 32 bytes as 8 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn dot_u8i8(w: __m256i, x: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1))
+}
+
+/// Blocks of a row the kernels may touch (bounded by the row and by the activation).
+#[inline]
+pub(super) fn n_blocks(block: usize, bb: usize, row: &[u8], a: &ActRow<'_>) -> usize {
+    (row.len() / bb).min(a.groups() * 32 / block)
+}
+
+pub(super) fn quantize_act(x: &[f32], out: ActRowMut<'_>) {
+    // SAFETY: this table is only handed out after AVX2/FMA/F16C detection.
+    unsafe { quantize_act_impl(x, out) }
+}
+
+/// AVX2 activation quantization (identical results to `scalar::quantize_act`).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn quantize_act_impl(x: &[f32], out: ActRowMut<'_>) {
+    let groups = out
+        .d
+        .len()
+        .min(out.s.len())
+        .min(out.isum.len())
+        .min(out.qs.len() / 32);
+    let full = (x.len() / 32).min(groups);
+    let sign = _mm256_set1_ps(-0.0);
+    let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for g in 0..full {
+        // SAFETY: g < x.len() / 32, so 32 floats from 32·g are in bounds; qs has ≥ 32·groups
+        // bytes and d/s/isum ≥ groups entries.
+        unsafe {
+            let p = x.as_ptr().add(32 * g);
+            let v = [
+                _mm256_loadu_ps(p),
+                _mm256_loadu_ps(p.add(8)),
+                _mm256_loadu_ps(p.add(16)),
+                _mm256_loadu_ps(p.add(24)),
+            ];
+            let a01 = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
+            let a23 = _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3]));
+            let m = _mm256_max_ps(a01, a23);
+            let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            let m1 = _mm_max_ss(m2, _mm_movehdup_ps(m2));
+            let amax = _mm_cvtss_f32(m1);
+            let d = amax / 127.0;
+            let id = if amax != 0.0 { 1.0 / d } else { 0.0 };
+            let idv = _mm256_set1_ps(id);
+            const R: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+            let q0 = _mm256_cvtps_epi32(_mm256_round_ps::<R>(_mm256_mul_ps(v[0], idv)));
+            let q1 = _mm256_cvtps_epi32(_mm256_round_ps::<R>(_mm256_mul_ps(v[1], idv)));
+            let q2 = _mm256_cvtps_epi32(_mm256_round_ps::<R>(_mm256_mul_ps(v[2], idv)));
+            let q3 = _mm256_cvtps_epi32(_mm256_round_ps::<R>(_mm256_mul_ps(v[3], idv)));
+            let s = _mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3));
+            let s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            let s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+            let s1 = _mm_add_epi32(s2, _mm_shuffle_epi32(s2, 1));
+            let sum = _mm_cvtsi128_si32(s1);
+            let p01 = _mm256_packs_epi32(q0, q1);
+            let p23 = _mm256_packs_epi32(q2, q3);
+            let q = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p01, p23), perm);
+            _mm256_storeu_si256(out.qs.as_mut_ptr().add(32 * g) as *mut __m256i, q);
+            *out.d.get_unchecked_mut(g) = d;
+            *out.isum.get_unchecked_mut(g) = sum;
+            *out.s.get_unchecked_mut(g) = d * sum as f32;
+        }
+    }
+    if full < groups {
+        // Tail (partial group and zero padding): the scalar reference, identical results.
+        let tail = &x[(32 * full).min(x.len())..];
+        super::scalar::quantize_act(
+            tail,
+            ActRowMut {
+                qs: &mut out.qs[32 * full..32 * groups],
+                d: &mut out.d[full..groups],
+                s: &mut out.s[full..groups],
+                isum: &mut out.isum[full..groups],
+            },
+        );
+    }
+}
+
+/// Defines `dot_q4_impl`, `dot_q4sym_impl` and `dot_q8_impl` (plus their safe table
+/// wrappers `dot_q4`, `dot_q4sym`, `dot_q8`) for a target-feature set and a
+/// `u8 × i8 → 8 × i32` dot (`$dot`), so the AVX2 and AVX-512 VNNI levels share one body.
+///
+/// Two accumulators (even/odd groups) hide the FMA latency; the unrolled pairs keep them in
+/// registers.
+macro_rules! q_kernels {
+    ($features:literal, $dot:ident) => {
+        fn dot_q4(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+            // SAFETY: this table is only handed out after detecting `$features`.
+            unsafe { dot_q4_impl(block, row, a) }
+        }
+
+        fn dot_q4sym(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+            // SAFETY: this table is only handed out after detecting `$features`.
+            unsafe { dot_q4sym_impl(block, row, a) }
+        }
+
+        fn dot_q8(_block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+            // SAFETY: this table is only handed out after detecting `$features`.
+            unsafe { dot_q8_impl(row, a) }
+        }
+
+        /// One group: `acc += (dw·d_x[gi]) · Σ q_w·q_x`.
+        ///
+        /// # Safety
+        /// `w16` must point at 16 readable nibble bytes, `gi < a.groups()`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn q4_group(
+            w16: *const u8,
+            a: &ActRow<'_>,
+            gi: usize,
+            dw: f32,
+            acc: __m256,
+        ) -> __m256 {
+            // SAFETY: per the contract; gi < a.groups() so 32 bytes at 32·gi are in qs.
+            unsafe {
+                let w = unpack_nibbles(w16);
+                let x = _mm256_loadu_si256(a.qs.as_ptr().add(32 * gi) as *const __m256i);
+                let p = _mm256_cvtepi32_ps($dot(w, x));
+                _mm256_fmadd_ps(_mm256_set1_ps(dw * *a.d.get_unchecked(gi)), p, acc)
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn dot_q4_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+            let block = block.max(32);
+            let bb = 4 + block / 2;
+            let gpb = block / 32;
+            let nb = n_blocks(block, bb, row, &a);
+            let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut acc_m = 0f32;
+            let rp = row.as_ptr();
+            // SAFETY (all blocks below): b < nb ≤ row.len() / bb, so block b's bytes are in
+            // the row; its groups gi < nb·gpb ≤ a.groups().
+            if gpb == 1 {
+                let mut b = 0;
+                while b + 2 <= nb {
+                    unsafe {
+                        let (b0, b1) = (rp.add(b * bb), rp.add((b + 1) * bb));
+                        let (dw0, mw0) = f16x2(b0);
+                        let (dw1, mw1) = f16x2(b1);
+                        acc0 = q4_group(b0.add(4), &a, b, dw0, acc0);
+                        acc1 = q4_group(b1.add(4), &a, b + 1, dw1, acc1);
+                        acc_m += mw0 * *a.s.get_unchecked(b) + mw1 * *a.s.get_unchecked(b + 1);
+                    }
+                    b += 2;
+                }
+                if b < nb {
+                    unsafe {
+                        let b0 = rp.add(b * bb);
+                        let (dw0, mw0) = f16x2(b0);
+                        acc0 = q4_group(b0.add(4), &a, b, dw0, acc0);
+                        acc_m += mw0 * *a.s.get_unchecked(b);
+                    }
+                }
+            } else {
+                for b in 0..nb {
+                    unsafe {
+                        let blk = rp.add(b * bb);
+                        let (dw, mw) = f16x2(blk);
+                        let mut sm = 0f32;
+                        for g in (0..gpb).step_by(2) {
+                            let gi = b * gpb + g;
+                            acc0 = q4_group(blk.add(4 + 16 * g), &a, gi, dw, acc0);
+                            acc1 = q4_group(blk.add(4 + 16 * g + 16), &a, gi + 1, dw, acc1);
+                            sm += *a.s.get_unchecked(gi) + *a.s.get_unchecked(gi + 1);
+                        }
+                        acc_m += mw * sm;
+                    }
+                }
+            }
+            hsum(_mm256_add_ps(acc0, acc1)) + acc_m
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn dot_q4sym_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+            let block = block.max(32);
+            let bb = 2 + block / 2;
+            let gpb = block / 32;
+            let nb = n_blocks(block, bb, row, &a);
+            let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut acc_m = 0f32;
+            let rp = row.as_ptr();
+            // SAFETY: as in dot_q4_impl; bb ≥ 18, so f16x2's 4 bytes are in the block.
+            if gpb == 1 {
+                let mut b = 0;
+                while b + 2 <= nb {
+                    unsafe {
+                        let (b0, b1) = (rp.add(b * bb), rp.add((b + 1) * bb));
+                        let (dw0, _) = f16x2(b0);
+                        let (dw1, _) = f16x2(b1);
+                        acc0 = q4_group(b0.add(2), &a, b, dw0, acc0);
+                        acc1 = q4_group(b1.add(2), &a, b + 1, dw1, acc1);
+                        acc_m += dw0 * *a.s.get_unchecked(b) + dw1 * *a.s.get_unchecked(b + 1);
+                    }
+                    b += 2;
+                }
+                if b < nb {
+                    unsafe {
+                        let b0 = rp.add(b * bb);
+                        let (dw0, _) = f16x2(b0);
+                        acc0 = q4_group(b0.add(2), &a, b, dw0, acc0);
+                        acc_m += dw0 * *a.s.get_unchecked(b);
+                    }
+                }
+            } else {
+                for b in 0..nb {
+                    unsafe {
+                        let blk = rp.add(b * bb);
+                        let (dw, _) = f16x2(blk);
+                        let mut sm = 0f32;
+                        for g in (0..gpb).step_by(2) {
+                            let gi = b * gpb + g;
+                            acc0 = q4_group(blk.add(2 + 16 * g), &a, gi, dw, acc0);
+                            acc1 = q4_group(blk.add(2 + 16 * g + 16), &a, gi + 1, dw, acc1);
+                            sm += *a.s.get_unchecked(gi) + *a.s.get_unchecked(gi + 1);
+                        }
+                        acc_m += dw * sm;
+                    }
+                }
+            }
+            // Σ (q − 8)·q_x = Σ q·q_x − 8·isum
+            hsum(_mm256_add_ps(acc0, acc1)) - 8.0 * acc_m
+        }
+
+        /// One `Q8` block.
+        ///
+        /// # Safety
+        /// `blk` must point at 34 readable bytes, `b < a.groups()`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn q8_block(blk: *const u8, a: &ActRow<'_>, b: usize, acc: __m256) -> __m256 {
+            // SAFETY: per the contract.
+            unsafe {
+                let (dw, _) = f16x2(blk);
+                let w = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+                let x = _mm256_loadu_si256(a.qs.as_ptr().add(32 * b) as *const __m256i);
+                // |w| as u8 times x with w's sign: the products w·x, exactly.
+                let p = $dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+                _mm256_fmadd_ps(
+                    _mm256_set1_ps(dw * *a.d.get_unchecked(b)),
+                    _mm256_cvtepi32_ps(p),
+                    acc,
+                )
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn dot_q8_impl(row: &[u8], a: ActRow<'_>) -> f32 {
+            let nb = n_blocks(32, 34, row, &a);
+            let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let rp = row.as_ptr();
+            let mut b = 0;
+            // SAFETY: b + 1 < nb ≤ row.len() / 34 and ≤ a.groups().
+            while b + 2 <= nb {
+                unsafe {
+                    acc0 = q8_block(rp.add(b * 34), &a, b, acc0);
+                    acc1 = q8_block(rp.add((b + 1) * 34), &a, b + 1, acc1);
+                }
+                b += 2;
+            }
+            if b < nb {
+                // SAFETY: b < nb.
+                unsafe { acc0 = q8_block(rp.add(b * 34), &a, b, acc0) };
+            }
+            hsum(_mm256_add_ps(acc0, acc1))
+        }
+    };
+}
+pub(super) use q_kernels;
+
+q_kernels!("avx2,fma,f16c", dot_u8i8);
+
+/// Shared body of the float-row dots: `$load(i)` gives the 8 weights from value `i`,
+/// `$one(i)` weight `i` alone.
+macro_rules! float_dot {
+    ($row:ident, $x:ident, $elem:expr, $load:expr, $one:expr) => {{
+        let n = ($row.len() / $elem).min($x.len());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        let xp = $x.as_ptr();
+        while i + 32 <= n {
+            for (k, a) in acc.iter_mut().enumerate() {
+                // SAFETY: i + 8k + 8 ≤ n ≤ both lengths (in elements).
+                *a = _mm256_fmadd_ps(
+                    $load(i + 8 * k),
+                    unsafe { _mm256_loadu_ps(xp.add(i + 8 * k)) },
+                    *a,
+                );
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            // SAFETY: i + 8 ≤ n.
+            acc[0] = _mm256_fmadd_ps($load(i), unsafe { _mm256_loadu_ps(xp.add(i)) }, acc[0]);
+            i += 8;
+        }
+        let mut s = hsum(_mm256_add_ps(
+            _mm256_add_ps(acc[0], acc[1]),
+            _mm256_add_ps(acc[2], acc[3]),
+        ));
+        while i < n {
+            s += $one(i) * $x[i];
+            i += 1;
+        }
+        s
+    }};
+}
+
+pub(super) fn dot_f32(row: &[u8], x: &[f32]) -> f32 {
+    // SAFETY: this table is only handed out after AVX2/FMA/F16C detection.
+    unsafe { dot_f32_impl(row, x) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f32_impl(row: &[u8], x: &[f32]) -> f32 {
+    let rp = row.as_ptr();
+    // SAFETY: `float_dot` calls `load(i)` only with i + 8 ≤ row.len() / 4.
+    let load = |i: usize| unsafe { _mm256_loadu_ps(rp.add(4 * i) as *const f32) };
+    let one =
+        |i: usize| f32::from_le_bytes([row[4 * i], row[4 * i + 1], row[4 * i + 2], row[4 * i + 3]]);
+    float_dot!(row, x, 4, load, one)
+}
+
+pub(super) fn dot_f16(row: &[u8], x: &[f32]) -> f32 {
+    // SAFETY: this table is only handed out after AVX2/FMA/F16C detection.
+    unsafe { dot_f16_impl(row, x) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16_impl(row: &[u8], x: &[f32]) -> f32 {
+    let rp = row.as_ptr();
+    // SAFETY: `float_dot` calls `load(i)` only with i + 8 ≤ row.len() / 2.
+    let load =
+        |i: usize| unsafe { _mm256_cvtph_ps(_mm_loadu_si128(rp.add(2 * i) as *const __m128i)) };
+    let one = |i: usize| half::f16::from_le_bytes([row[2 * i], row[2 * i + 1]]).to_f32();
+    float_dot!(row, x, 2, load, one)
+}
+
+pub(super) fn dot_bf16(row: &[u8], x: &[f32]) -> f32 {
+    // SAFETY: this table is only handed out after AVX2/FMA/F16C detection.
+    unsafe { dot_bf16_impl(row, x) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_bf16_impl(row: &[u8], x: &[f32]) -> f32 {
+    let rp = row.as_ptr();
+    // SAFETY: `float_dot` calls `load(i)` only with i + 8 ≤ row.len() / 2.
+    let load = |i: usize| unsafe {
+        let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(rp.add(2 * i) as *const __m128i));
+        _mm256_castsi256_ps(_mm256_slli_epi32(h, 16))
+    };
+    let one = |i: usize| half::bf16::from_le_bytes([row[2 * i], row[2 * i + 1]]).to_f32();
+    float_dot!(row, x, 2, load, one)
+}
+
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: this table is only handed out after AVX2/FMA/F16C detection.
+    unsafe { dot_impl(a, b) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (ap, bp) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: i + 16 ≤ n.
+        unsafe {
+            acc[0] = _mm256_fmadd_ps(
+                _mm256_loadu_ps(ap.add(i)),
+                _mm256_loadu_ps(bp.add(i)),
+                acc[0],
+            );
+            acc[1] = _mm256_fmadd_ps(
+                _mm256_loadu_ps(ap.add(i + 8)),
+                _mm256_loadu_ps(bp.add(i + 8)),
+                acc[1],
+            );
+        }
+        i += 16;
+    }
+    while i + 8 <= n {
+        // SAFETY: i + 8 ≤ n.
+        unsafe {
+            acc[0] = _mm256_fmadd_ps(
+                _mm256_loadu_ps(ap.add(i)),
+                _mm256_loadu_ps(bp.add(i)),
+                acc[0],
+            );
+        }
+        i += 8;
+    }
+    let mut s = hsum(_mm256_add_ps(acc[0], acc[1]));
+    while i < n {
+        s += a[i] * b[i];
+        i += 1;
+    }
+    s
+}
+
+pub(super) fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    // SAFETY: this table is only handed out after AVX2/FMA/F16C detection.
+    unsafe { axpy_impl(a, x, y) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_impl(a: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    let av = _mm256_set1_ps(a);
+    let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 ≤ n ≤ both lengths.
+        unsafe {
+            let v = _mm256_fmadd_ps(av, _mm256_loadu_ps(xp.add(i)), _mm256_loadu_ps(yp.add(i)));
+            _mm256_storeu_ps(yp.add(i), v);
+        }
+        i += 8;
+    }
+    while i < n {
+        y[i] += a * x[i];
+        i += 1;
+    }
+}

@@ -1,0 +1,393 @@
+//! Every SIMD kernel level this machine supports against the scalar reference
+//! (`kernels::scalar`) and against the exact f32 path (`quant::dot_row_ref`).
+//!
+//! * Activation quantization: bit-identical to the scalar reference.
+//! * Integer dots on "dyadic" data (power-of-two scales, activations exactly representable
+//!   in q8, all sums exact in f32): bit-identical to the scalar reference *and* to the exact
+//!   f64 dot of the dequantized weights — any nibble-order, scale or min-term mistake shows.
+//! * Integer dots on random data: within f32 summation-order error of the scalar reference
+//!   and within the activation-rounding bound `Σ_i |w_i|·d_x(i)/2` of `quant::dot_row_ref`.
+//! * Float dots (f32/f16/bf16), `dot`, `axpy`: within f32 summation error of the references.
+//! * `matmul`: results independent of batch size and thread count, close to the reference.
+
+use qstream_core::kernels::{self, kernel_set, scalar, ActRow, Isa, KernelSet, QuantAct};
+use qstream_core::quant::{self, QuantParams, QuantType};
+use qstream_core::tensor::Tensor;
+
+/// xorshift64* in [-0.5, 0.5).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn f(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn levels() -> Vec<&'static KernelSet> {
+    let v: Vec<_> = Isa::ALL.iter().filter_map(|&i| kernel_set(i)).collect();
+    assert_eq!(v[0].isa, Isa::Scalar);
+    eprintln!("levels: {:?}", v.iter().map(|k| k.isa).collect::<Vec<_>>());
+    v
+}
+
+fn quantize_with(k: &KernelSet, x: &[f32], groups: usize) -> QuantAct {
+    let mut a = QuantAct::new();
+    a.quantize(k, x, 1, x.len(), groups);
+    a
+}
+
+fn row_eq(a: ActRow<'_>, b: ActRow<'_>) -> bool {
+    a.qs == b.qs
+        && a.isum == b.isum
+        && a.d.iter().zip(b.d).all(|(x, y)| x.to_bits() == y.to_bits())
+        && a.s.iter().zip(b.s).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+#[test]
+fn quantize_act_is_bit_identical() {
+    let mut rng = Rng(7);
+    for k in levels() {
+        for len in [1usize, 5, 31, 32, 33, 64, 100, 576, 1536, 2048 + 7] {
+            let mut x: Vec<f32> = (0..len).map(|_| rng.f() * 8.0).collect();
+            if len > 3 {
+                x[2] = 0.0;
+                x[3] = -x[1]; // ties between lanes
+            }
+            let groups = len.div_ceil(256) * 8;
+            let want = quantize_with(kernel_set(Isa::Scalar).unwrap(), &x, groups);
+            let got = quantize_with(k, &x, groups);
+            assert!(row_eq(want.row(0), got.row(0)), "{:?} len {len}", k.isa);
+            // The reference itself: q = round(x/d) with d = amax/127, and isum.
+            let r = want.row(0);
+            for g in 0..groups {
+                let xs: Vec<f32> = (32 * g..32 * g + 32)
+                    .map(|i| x.get(i).copied().unwrap_or(0.0))
+                    .collect();
+                let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+                assert_eq!(r.d[g], amax / 127.0);
+                for (i, v) in xs.iter().enumerate() {
+                    let q = r.qs[32 * g + i] as f32;
+                    assert!(
+                        (v - q * r.d[g]).abs() <= r.d[g] * 0.5 * (1.0 + 1e-6),
+                        "g {g} i {i}"
+                    );
+                }
+                assert_eq!(
+                    r.isum[g],
+                    r.qs[32 * g..32 * g + 32]
+                        .iter()
+                        .map(|&q| q as i32)
+                        .sum::<i32>()
+                );
+            }
+        }
+        // An all-zero group: d = 0, q = 0.
+        let z = quantize_with(k, &[0.0; 40], 2);
+        assert!(z.row(0).d.iter().all(|&d| d == 0.0) && z.row(0).qs.iter().all(|&q| q == 0));
+    }
+}
+
+fn dot_fn(k: &KernelSet, qt: QuantType) -> kernels::dispatch::DotQFn {
+    match qt {
+        QuantType::Q4 => k.dot_q4,
+        QuantType::Q4Sym => k.dot_q4sym,
+        QuantType::Q8 => k.dot_q8,
+        _ => unreachable!(),
+    }
+}
+
+fn f16(v: f32) -> [u8; 2] {
+    half::f16::from_f32(v).to_le_bytes()
+}
+
+/// A row of `nb` blocks with power-of-two scales and small-integer minima.
+fn dyadic_row(qt: QuantType, block: usize, nb: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut row = Vec::new();
+    for _ in 0..nb {
+        let d = [0.125f32, 0.0625][rng.below(2) as usize];
+        match qt {
+            QuantType::Q4 => {
+                row.extend(f16(d));
+                row.extend(f16((rng.below(33) as f32 - 16.0) * 0.0625));
+                row.extend((0..block / 2).map(|_| rng.next() as u8));
+            }
+            QuantType::Q4Sym => {
+                row.extend(f16(d));
+                row.extend((0..block / 2).map(|_| rng.next() as u8));
+            }
+            QuantType::Q8 => {
+                row.extend(f16(d));
+                row.extend((0..32).map(|_| (rng.below(255) as i32 - 127) as i8 as u8));
+            }
+            _ => unreachable!(),
+        }
+    }
+    row
+}
+
+/// Activations `m·2^-5` with |m| ≤ 127 and one ±127 per group: q8 represents them exactly.
+fn dyadic_x(len: usize, rng: &mut Rng) -> Vec<f32> {
+    let mut x: Vec<f32> = (0..len)
+        .map(|_| (rng.below(255) as f32 - 127.0) / 32.0)
+        .collect();
+    for g in 0..len / 32 {
+        let i = 32 * g + rng.below(32) as usize;
+        x[i] = if rng.below(2) == 0 {
+            127.0 / 32.0
+        } else {
+            -127.0 / 32.0
+        };
+    }
+    x
+}
+
+fn exact_dot(qt: QuantType, block: usize, row: &[u8], x: &[f32]) -> f64 {
+    let mut w = vec![0f32; x.len()];
+    quant::dequantize_row(qt, block, row, &mut w);
+    w.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64).sum()
+}
+
+const INT_CASES: [(QuantType, usize); 6] = [
+    (QuantType::Q4, 32),
+    (QuantType::Q4, 64),
+    (QuantType::Q4, 128),
+    (QuantType::Q4, 256),
+    (QuantType::Q4Sym, 32),
+    (QuantType::Q8, 32),
+];
+
+#[test]
+fn integer_dots_bit_exact_on_dyadic_data() {
+    let mut rng = Rng(11);
+    let sc = kernel_set(Isa::Scalar).unwrap();
+    let extra_sym = [(QuantType::Q4Sym, 64), (QuantType::Q4Sym, 256)];
+    for k in levels() {
+        for &(qt, block) in INT_CASES.iter().chain(&extra_sym) {
+            for nb in [1usize, 2, 3, 5, 8, 17, 18] {
+                if nb * block > 64 * 32 && block > 32 {
+                    continue;
+                }
+                let len = nb * block;
+                let row = dyadic_row(qt, block, nb, &mut rng);
+                assert_eq!(row.len(), qt.row_bytes(block, len));
+                let x = dyadic_x(len, &mut rng);
+                let a = quantize_with(sc, &x, len / 32);
+                let want = dot_fn(sc, qt)(block, &row, a.row(0));
+                let got = dot_fn(k, qt)(block, &row, a.row(0));
+                let exact = exact_dot(qt, block, &row, &x);
+                assert_eq!(want as f64, exact, "scalar {qt}/{block} nb {nb}");
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "{:?} {qt}/{block} nb {nb}",
+                    k.isa
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn integer_dots_on_random_data() {
+    let mut rng = Rng(3);
+    let sc = kernel_set(Isa::Scalar).unwrap();
+    for k in levels() {
+        for &(qt, block) in &INT_CASES {
+            for nb_total in [1usize, 2, 3, 7, 18, 33, 64] {
+                // nb_total groups of 32 → cols; blocks of `block` cover it (zero padded).
+                let cols = nb_total * 32 - if nb_total > 2 { 5 } else { 0 };
+                let rows = 3;
+                let w: Vec<f32> = (0..rows * cols)
+                    .map(|_| rng.f() * (1.0 + rng.f()))
+                    .collect();
+                let bytes = quant::quantize(
+                    qt,
+                    &w,
+                    rows,
+                    cols,
+                    &QuantParams {
+                        block_size: block,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+                let x: Vec<f32> = (0..cols).map(|_| rng.f() * 3.0).collect();
+                let groups = cols.div_ceil(block) * block / 32;
+                let a = quantize_with(k, &x, groups);
+                let rb = qt.row_bytes(block, cols);
+                for r in 0..rows {
+                    let row = &bytes[r * rb..(r + 1) * rb];
+                    let got = dot_fn(k, qt)(block, row, a.row(0));
+                    let want = dot_fn(sc, qt)(block, row, a.row(0));
+                    let mut wd = vec![0f32; cols];
+                    quant::dequantize_row(qt, block, row, &mut wd);
+                    let mag: f32 = wd.iter().zip(&x).map(|(p, q)| (p * q).abs()).sum();
+                    let ar = a.row(0);
+                    // rounding of the activation: |x − d·q| ≤ d/2 per value
+                    let act_bound: f32 = wd
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| v.abs() * ar.d[i / 32] * 0.5)
+                        .sum();
+                    assert!(
+                        (got - want).abs() <= 2e-6 * mag.max(1e-3) * (nb_total as f32).sqrt(),
+                        "{:?} {qt}/{block} cols {cols}: {got} vs scalar {want}",
+                        k.isa
+                    );
+                    let exact = quant::dot_row_ref(qt, block, row, &x);
+                    let tol = act_bound * 1.001 + 1e-5 * mag + 1e-6;
+                    assert!(
+                        (got - exact).abs() <= tol,
+                        "{:?} {qt}/{block} cols {cols}: {got} vs exact {exact} (bound {tol})",
+                        k.isa
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn float_dots_and_vector_ops() {
+    let mut rng = Rng(5);
+    for k in levels() {
+        for len in [1usize, 7, 8, 9, 31, 32, 33, 64, 100, 576, 1537] {
+            let w: Vec<f32> = (0..len).map(|_| rng.f()).collect();
+            let x: Vec<f32> = (0..len).map(|_| rng.f()).collect();
+            let mag: f32 = w.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
+            for qt in [QuantType::F32, QuantType::F16, QuantType::Bf16] {
+                let bytes = quant::quantize(qt, &w, 1, len, &QuantParams::default()).unwrap();
+                let f = match qt {
+                    QuantType::F32 => k.dot_f32,
+                    QuantType::F16 => k.dot_f16,
+                    _ => k.dot_bf16,
+                };
+                let got = f(&bytes, &x);
+                let want = quant::dot_row_ref(qt, 1, &bytes, &x);
+                assert!(
+                    (got - want).abs() <= 1e-6 * mag * (len as f32).sqrt() + 1e-7,
+                    "{:?} {qt} {len}",
+                    k.isa
+                );
+            }
+            let want: f64 = w.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
+            assert!(((k.dot)(&w, &x) as f64 - want).abs() <= 1e-6 * mag as f64 + 1e-7);
+            let mut y = x.clone();
+            (k.axpy)(0.75, &w, &mut y);
+            for i in 0..len {
+                assert!(
+                    (y[i] - (x[i] + 0.75 * w[i])).abs() <= 1e-6,
+                    "{:?} axpy {len}",
+                    k.isa
+                );
+            }
+        }
+    }
+}
+
+/// `matmul` through the process's kernel level: batch-size and thread-count independent,
+/// and close to the exact reference, for every weight type (including the dequantize path).
+#[test]
+fn matmul_is_batch_and_thread_independent() {
+    let mut rng = Rng(9);
+    let (rows, cols, n) = (301, 200, 5);
+    let w: Vec<f32> = (0..rows * cols).map(|_| rng.f()).collect();
+    let xs: Vec<f32> = (0..n * cols).map(|_| rng.f() * 2.0).collect();
+    for qt in [
+        QuantType::Q4,
+        QuantType::Q4Sym,
+        QuantType::Q8,
+        QuantType::Q3,
+        QuantType::Q2,
+        QuantType::Mxfp4,
+        QuantType::F16,
+        QuantType::Q4Outlier,
+    ] {
+        let block = if matches!(qt, QuantType::F16) { 1 } else { 32 };
+        let bytes = quant::quantize(qt, &w, rows, cols, &QuantParams::default()).unwrap();
+        let t = Tensor::from_bytes("w", qt, block, vec![rows, cols], &bytes);
+        kernels::validate(&t).unwrap();
+        let wd = quant::dequantize(qt, block, &bytes, rows, cols).unwrap();
+        let mut first: Option<Vec<f32>> = None;
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let out = pool.install(|| {
+                let mut out = vec![0f32; n * rows];
+                kernels::matmul(&t, &xs, n, &mut out);
+                for tk in 0..n {
+                    let mut one = vec![0f32; rows];
+                    kernels::matvec(&t, &xs[tk * cols..(tk + 1) * cols], &mut one);
+                    assert_eq!(one, out[tk * rows..(tk + 1) * rows], "{qt}: token {tk}");
+                }
+                out
+            });
+            match &first {
+                None => first = Some(out),
+                Some(f) => assert_eq!(f, &out, "{qt}: threads {threads}"),
+            }
+        }
+        let out = first.unwrap();
+        for tk in 0..n {
+            let x = &xs[tk * cols..(tk + 1) * cols];
+            let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+            for r in 0..rows {
+                let wr = &wd[r * cols..(r + 1) * cols];
+                let exact: f32 = wr.iter().zip(x).map(|(a, b)| a * b).sum();
+                let l1: f32 = wr.iter().map(|v| v.abs()).sum();
+                // q8 activations: each value off by at most amax/254
+                let tol = l1 * amax / 254.0 * 1.01 + 1e-4;
+                let got = out[tk * rows + r];
+                assert!(
+                    (got - exact).abs() <= tol,
+                    "{qt} t {tk} r {r}: {got} vs {exact}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_multi_equals_separate_calls() {
+    let mut rng = Rng(13);
+    let cols = 96;
+    let shapes = [64usize, 32, 32];
+    let ts: Vec<Tensor> = shapes
+        .iter()
+        .map(|&rows| {
+            let w: Vec<f32> = (0..rows * cols).map(|_| rng.f()).collect();
+            let b =
+                quant::quantize(QuantType::Q4, &w, rows, cols, &QuantParams::default()).unwrap();
+            Tensor::from_bytes("w", QuantType::Q4, 32, vec![rows, cols], &b)
+        })
+        .collect();
+    for n in [1usize, 3] {
+        let xs: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
+        let mut a = vec![0f32; n * 64];
+        let mut b = vec![0f32; n * 32];
+        let mut c = vec![0f32; n * 32];
+        kernels::matmul_multi(
+            &[&ts[0], &ts[1], &ts[2]],
+            &mut [&mut a, &mut b, &mut c],
+            &xs,
+            n,
+        );
+        for (t, o) in ts.iter().zip([&a, &b, &c]) {
+            let mut want = vec![0f32; o.len()];
+            kernels::matmul(t, &xs, n, &mut want);
+            assert_eq!(&want, o);
+        }
+    }
+    // the scalar reference of Q4 for a direct call, too
+    let _ = scalar::dot_q4;
+}
