@@ -1,0 +1,48 @@
+"""QStream: CPU-first inference for quantized LLMs.
+
+Load a QSF model with :class:`Model`, generate with :meth:`Model.generate` /
+:meth:`Model.stream` / :meth:`Model.chat`, convert GGUF or HuggingFace models with
+:func:`convert`, inspect files with :func:`info`.
+
+Every error is a :class:`QStreamError` whose ``code`` equals the C API's ``qs_status``.
+"""
+
+from ._qstream import (
+    BusyError,
+    CancelledError,
+    ClosedError,
+    ContextFullError,
+    FormatError,
+    InternalError,
+    InvalidArgumentError,
+    Model,
+    QStreamError,
+    QStreamFileNotFoundError,
+    QStreamMemoryError,
+    QStreamOSError,
+    TokenStream,
+    UnsupportedError,
+    __version__,
+    convert,
+    info,
+)
+
+__all__ = [
+    "Model",
+    "TokenStream",
+    "convert",
+    "info",
+    "QStreamError",
+    "InvalidArgumentError",
+    "ClosedError",
+    "QStreamFileNotFoundError",
+    "QStreamOSError",
+    "FormatError",
+    "UnsupportedError",
+    "QStreamMemoryError",
+    "ContextFullError",
+    "CancelledError",
+    "BusyError",
+    "InternalError",
+    "__version__",
+]

@@ -1,0 +1,253 @@
+//! QStream Python bindings: the `qstream._qstream` extension module.
+//!
+//! The public Python surface is re-exported by `python/qstream/__init__.py`:
+//! [`model::PyModel`] (`qstream.Model`), [`model::TokenStream`], `convert`, `info`, and the
+//! exception hierarchy of [`errors`]. Every call into the engine runs with the GIL released
+//! and inside a panic guard.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use qstream_core::convert::{ConvertParams, Progress, QuantChoice};
+use qstream_core::format::{LoadOptions, QsfFile};
+use qstream_core::model::ModelConfig;
+
+mod errors;
+mod model;
+
+use errors::{detached, Fail};
+
+/// `config` as a Python dict (through its JSON form).
+pub(crate) fn config_dict<'py>(py: Python<'py>, c: &ModelConfig) -> PyResult<Bound<'py, PyAny>> {
+    let s = serde_json::to_string(c)
+        .map_err(|e| Fail::Panic(format!("config to JSON: {e}")).into_pyerr(py))?;
+    py.import("json")?.call_method1("loads", (s,))
+}
+
+/// `progress=` as passed: a bool or a callable.
+#[derive(FromPyObject)]
+enum ProgressIn {
+    Flag(bool),
+    Func(Py<PyAny>),
+}
+
+/// Progress reporting requested by `convert(progress=...)`.
+enum ProgressArg {
+    Off,
+    Stderr,
+    Callback(Py<PyAny>),
+}
+
+/// Convert a GGUF file or HuggingFace model folder `src` to the QSF file `dst`.
+///
+/// quant: "keep", "f32", "f16", "bf16", "8bit", "4bit", "4bit_sym", "3bit", "2bit",
+/// "2bit_outlier", "3bit_outlier", "4bit_outlier", "mxfp4" (or a QSF type name such as
+/// "q4"). block_size: 32/64/128/256 for the q2/q3/q4 types. outlier_frac: fraction of
+/// weights the outlier types keep in FP16. compress: LZ4-compress layers. progress: True
+/// prints a progress line to stderr, False is silent, a callable gets
+/// (done, total, tensor_name) after each tensor and may return False to cancel.
+/// threads: worker threads (None = all cores). Ctrl-C cancels (the partial output is
+/// removed). Returns a report dict.
+#[pyfunction]
+#[pyo3(signature = (src, dst, *, quant="4bit", block_size=32, outlier_frac=0.005, compress=false, progress=ProgressIn::Flag(true), threads=None))]
+#[allow(clippy::too_many_arguments)]
+fn convert<'py>(
+    py: Python<'py>,
+    src: PathBuf,
+    dst: PathBuf,
+    quant: &str,
+    block_size: usize,
+    outlier_frac: f32,
+    compress: bool,
+    progress: ProgressIn,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let quant = QuantChoice::parse(quant).map_err(|e| Fail::Core(e).into_pyerr(py))?;
+    if !matches!(block_size, 32 | 64 | 128 | 256) {
+        return Err(Fail::Arg(format!(
+            "block_size must be 32, 64, 128 or 256, got {block_size}"
+        ))
+        .into_pyerr(py));
+    }
+    if !(0.0..0.5).contains(&outlier_frac) {
+        return Err(Fail::Arg(format!(
+            "outlier_frac must be in [0, 0.5), got {outlier_frac}"
+        ))
+        .into_pyerr(py));
+    }
+    let prog = match progress {
+        ProgressIn::Flag(true) => ProgressArg::Stderr,
+        ProgressIn::Flag(false) => ProgressArg::Off,
+        ProgressIn::Func(f) if f.bind(py).is_callable() => ProgressArg::Callback(f),
+        ProgressIn::Func(f) if f.bind(py).is_none() => ProgressArg::Off,
+        ProgressIn::Func(_) => {
+            return Err(
+                Fail::Arg("progress must be a bool, None or a callable".into()).into_pyerr(py),
+            )
+        }
+    };
+    let params = ConvertParams {
+        quant,
+        block_size,
+        outlier_frac,
+        compress,
+        n_threads: threads.unwrap_or(0),
+    };
+    let mut interrupt: Option<PyErr> = None;
+    let report = detached(py, || {
+        let mut last = Instant::now();
+        let mut cb = |p: &Progress<'_>| -> bool {
+            match &prog {
+                ProgressArg::Callback(f) => Python::attach(|py| {
+                    match f.call1(py, (p.done, p.total, p.tensor)) {
+                        Ok(r) => {
+                            // None or anything truthy continues
+                            let r = r.bind(py);
+                            if r.is_none() || r.is_truthy().unwrap_or(true) {
+                                true
+                            } else {
+                                interrupt =
+                                    Some(Fail::Core(qstream_core::Error::Cancelled).into_pyerr(py));
+                                false
+                            }
+                        }
+                        Err(e) => {
+                            interrupt = Some(e);
+                            false
+                        }
+                    }
+                }),
+                ProgressArg::Stderr => {
+                    eprint!("\rconverting [{}/{}] {:<40}", p.done, p.total, p.tensor);
+                    if p.done == p.total {
+                        eprintln!();
+                    }
+                    true
+                }
+                ProgressArg::Off => true,
+            }
+            .then(|| {
+                if last.elapsed() < Duration::from_millis(50) {
+                    return true;
+                }
+                last = Instant::now();
+                match Python::attach(|py| py.check_signals()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        interrupt = Some(e);
+                        false
+                    }
+                }
+            })
+            .unwrap_or(false)
+        };
+        Ok(qstream_core::convert::convert(&src, &dst, &params, &mut cb))
+    })?;
+    let report = match (report, interrupt) {
+        (_, Some(e)) => return Err(e),
+        (r, None) => r.map_err(|e| Fail::Core(e).into_pyerr(py))?,
+    };
+    let d = PyDict::new(py);
+    d.set_item("n_params", report.n_params)?;
+    d.set_item("file_bytes", report.file_bytes)?;
+    d.set_item("bits_per_weight", report.bits_per_weight)?;
+    d.set_item("seconds", report.seconds)?;
+    d.set_item("n_copied", report.n_copied)?;
+    d.set_item("types", report.types.clone())?;
+    let req = PyList::empty(py);
+    for (name, from, to) in &report.requantized {
+        req.append((name, from, to.name()))?;
+    }
+    d.set_item("requantized", req)?;
+    Ok(d)
+}
+
+/// Read a QSF file's header, config and tensor directory without loading a model.
+/// Returns a dict: path, format_version, legacy, file_bytes, n_layer, compressed,
+/// n_params, bits_per_weight, quant_types ({type: tensor count}), has_chat_template,
+/// bos_token_id, eos_token_ids and config. verify=True also checks every CRC.
+#[pyfunction]
+#[pyo3(signature = (path, *, verify=false))]
+fn info<'py>(py: Python<'py>, path: PathBuf, verify: bool) -> PyResult<Bound<'py, PyDict>> {
+    struct Summary {
+        version: u32,
+        legacy: bool,
+        file_bytes: u64,
+        n_layer: usize,
+        compressed: bool,
+        n_params: u64,
+        tensor_bytes: u64,
+        types: BTreeMap<String, usize>,
+        has_template: bool,
+        config: ModelConfig,
+    }
+    let p = path.clone();
+    let s = detached(py, move || {
+        let f = QsfFile::open(
+            &p,
+            &LoadOptions {
+                use_mmap: true,
+                verify_checksums: verify,
+            },
+        )?;
+        let tensors = f.all_tensors()?;
+        let mut types = BTreeMap::new();
+        let (mut n_params, mut tensor_bytes) = (0u64, 0u64);
+        for t in tensors.values() {
+            n_params += t.numel() as u64;
+            tensor_bytes += t.bytes().len() as u64;
+            *types.entry(t.qtype.name().to_string()).or_insert(0) += 1;
+        }
+        Ok(Summary {
+            version: f.header().version,
+            legacy: f.is_legacy(),
+            file_bytes: f.file_size(),
+            n_layer: f.layers().len(),
+            compressed: f.layers().iter().any(|l| l.compression != 0),
+            n_params,
+            tensor_bytes,
+            types,
+            has_template: f.tokenizer().chat_template.is_some(),
+            config: f.config().clone(),
+        })
+    })?;
+    let d = PyDict::new(py);
+    d.set_item("path", path.display().to_string())?;
+    d.set_item("format_version", s.version)?;
+    d.set_item("legacy", s.legacy)?;
+    d.set_item("file_bytes", s.file_bytes)?;
+    d.set_item("arch", s.config.arch.name())?;
+    d.set_item("n_layer", s.n_layer)?;
+    d.set_item("compressed", s.compressed)?;
+    d.set_item("n_params", s.n_params)?;
+    d.set_item(
+        "bits_per_weight",
+        if s.n_params > 0 {
+            s.tensor_bytes as f64 * 8.0 / s.n_params as f64
+        } else {
+            0.0
+        },
+    )?;
+    d.set_item("quant_types", s.types)?;
+    d.set_item("has_chat_template", s.has_template)?;
+    d.set_item("bos_token_id", s.config.bos_token_id)?;
+    d.set_item("eos_token_ids", s.config.eos_token_ids.clone())?;
+    d.set_item("config", config_dict(py, &s.config)?)?;
+    Ok(d)
+}
+
+/// QStream: CPU-first inference for quantized LLMs (native module).
+#[pymodule]
+fn _qstream(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<model::PyModel>()?;
+    m.add_class::<model::TokenStream>()?;
+    m.add_function(wrap_pyfunction!(convert, m)?)?;
+    m.add_function(wrap_pyfunction!(info, m)?)?;
+    errors::register(m)?;
+    Ok(())
+}
