@@ -53,6 +53,9 @@ enum ProgressArg {
 /// threads: worker threads (None = all cores). Ctrl-C cancels (the partial output is
 /// removed). Returns a report dict.
 #[pyfunction]
+#[pyo3(
+    text_signature = "(src, dst, *, quant='4bit', block_size=32, outlier_frac=0.005, compress=False, progress=True, threads=None)"
+)]
 #[pyo3(signature = (src, dst, *, quant="4bit", block_size=32, outlier_frac=0.005, compress=false, progress=ProgressIn::Flag(true), threads=None))]
 #[allow(clippy::too_many_arguments)]
 fn convert<'py>(

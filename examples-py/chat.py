@@ -1,0 +1,50 @@
+"""Streaming chat REPL.
+
+    python examples-py/chat.py [MODEL.qsf] [--max-tokens N] [--temperature T] [--seed S]
+
+Reads one user message per line from stdin until EOF (so it can be scripted:
+`echo "Hi" | python examples-py/chat.py`), streams each reply, and keeps the conversation.
+Ctrl-C stops the current reply.
+"""
+
+import argparse
+import os
+import sys
+
+import qstream
+from _common import DEFAULT_MODEL
+
+ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+ap.add_argument("model", nargs="?", default=os.environ.get("QSTREAM_MODEL", DEFAULT_MODEL))
+ap.add_argument("--max-tokens", type=int, default=128)
+ap.add_argument("--temperature", type=float, default=0.7)
+ap.add_argument("--seed", type=int, default=None)
+ap.add_argument("--system", default=None, help="optional system prompt")
+args = ap.parse_args()
+
+with qstream.Model(args.model) as model:
+    messages = []
+    if args.system:
+        messages.append({"role": "system", "content": args.system})
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            print("> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line:  # EOF
+            break
+        line = line.strip()
+        if not line:
+            continue
+        messages.append({"role": "user", "content": line})
+        reply = []
+        try:
+            with model.chat_stream(messages, max_tokens=args.max_tokens,
+                                   temperature=args.temperature, seed=args.seed) as stream:
+                for piece in stream:
+                    reply.append(piece)
+                    print(piece, end="", flush=True)
+        except KeyboardInterrupt:
+            print(" [interrupted]", end="")
+        print()
+        messages.append({"role": "assistant", "content": "".join(reply)})

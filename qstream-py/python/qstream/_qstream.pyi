@@ -1,0 +1,227 @@
+"""Type stubs for the QStream native module (``qstream._qstream``)."""
+
+import os
+from types import TracebackType
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Type, Union
+
+import numpy as np
+import numpy.typing as npt
+from typing_extensions import final
+
+__all__ = [
+    "__version__",
+    "BusyError",
+    "CancelledError",
+    "ClosedError",
+    "ContextFullError",
+    "FormatError",
+    "InternalError",
+    "InvalidArgumentError",
+    "Model",
+    "QStreamError",
+    "QStreamFileNotFoundError",
+    "QStreamMemoryError",
+    "QStreamOSError",
+    "TokenStream",
+    "UnsupportedError",
+    "convert",
+    "info",
+]
+
+__version__: str
+
+_Path = Union[str, "os.PathLike[str]"]
+_Prompt = Union[str, Sequence[int]]
+_Stop = Union[str, Sequence[str], None]
+_Messages = Sequence[Mapping[str, str]]
+
+class QStreamError(Exception):
+    """Base class of every QStream error. ``code`` is the C API's ``qs_status`` value."""
+
+    code: int
+
+class InvalidArgumentError(QStreamError, ValueError):
+    """A bad argument (option value, token id, tokenizer input, missing chat template)."""
+
+class ClosedError(QStreamError, ValueError):
+    """The model (or stream) was closed with ``close()``."""
+
+class QStreamFileNotFoundError(QStreamError, FileNotFoundError):
+    """The file does not exist (``.filename`` is the path)."""
+
+class QStreamOSError(QStreamError, OSError):
+    """Any other I/O failure."""
+
+class FormatError(QStreamError):
+    """The file is not a valid model file: bad magic (202), corrupt (204), checksum (205)."""
+
+class UnsupportedError(QStreamError):
+    """Unsupported format version (203), architecture (401) or tensor type (402)."""
+
+class QStreamMemoryError(QStreamError, MemoryError):
+    """Out of memory (300) or the weights exceed the ``budget`` given to ``Model`` (302)."""
+
+class ContextFullError(QStreamError):
+    """The context window cannot hold the tokens."""
+
+class CancelledError(QStreamError):
+    """The operation was cancelled."""
+
+class BusyError(QStreamError):
+    """The object is in use by another thread."""
+
+class InternalError(QStreamError):
+    """A bug inside QStream (901), or a Rust panic caught at the boundary (900)."""
+
+@final
+class TokenStream:
+    """Iterator over generated text pieces (from ``Model.stream`` / ``Model.chat_stream``).
+
+    Each ``next()`` runs one generation step with the GIL released. Breaking out of the
+    loop, ``close()`` or leaving a ``with`` block stops generation.
+    """
+
+    def __iter__(self) -> "TokenStream": ...
+    def __next__(self) -> str: ...
+    def close(self) -> None:
+        """Stop generation now (idempotent)."""
+    def cancel(self) -> None:
+        """Ask the generation to stop after the current token; safe from any thread."""
+    def __enter__(self) -> "TokenStream": ...
+    def __exit__(
+        self,
+        *_args: Any,
+    ) -> bool: ...
+    @property
+    def tokens(self) -> List[int]:
+        """Ids generated so far (including an end-of-sequence id that ended generation)."""
+    @property
+    def text(self) -> str:
+        """Text generated so far."""
+    @property
+    def stop_reason(self) -> Optional[str]:
+        """"max_tokens", "eos", "stop_string", "stopped", "cancelled", "error"; None while running."""
+
+@final
+class Model:
+    """A loaded QSF model; thread-safe (each call gets its own KV cache)."""
+
+    def __new__(
+        cls,
+        path: _Path,
+        *,
+        threads: Optional[int] = None,
+        mmap: bool = True,
+        budget: Optional[int] = None,
+        n_ctx: Optional[int] = None,
+        verify: bool = False,
+    ) -> "Model": ...
+    def close(self) -> None:
+        """Release the weights; later calls raise ``ClosedError``. Idempotent."""
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+    @property
+    def path(self) -> str:
+        """The path the model was loaded from."""
+    @property
+    def info(self) -> Dict[str, Any]:
+        """Model summary: arch, sizes, n_params, quant types, chat_template, config, ..."""
+    def __enter__(self) -> "Model": ...
+    def __exit__(self, *_args: Any) -> bool: ...
+    def tokenize(self, text: str, add_special: bool = True) -> List[int]:
+        """Text -> token ids (``add_special`` adds BOS when the model wants one)."""
+    def detokenize(self, ids: Sequence[int], skip_special: bool = False) -> str:
+        """Token ids -> text."""
+    def apply_chat_template(self, messages: _Messages, add_generation_prompt: bool = True) -> str:
+        """Render ``messages`` with the model's chat template."""
+    def generate(
+        self,
+        prompt: _Prompt,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_k: int = 40,
+        top_p: float = 0.9,
+        min_p: float = 0.0,
+        repeat_penalty: float = 1.0,
+        seed: Optional[int] = None,
+        stop: _Stop = None,
+    ) -> str:
+        """Generate text from a prompt (str or token ids) and return it."""
+    def generate_ids(
+        self,
+        ids: Sequence[int],
+        max_tokens: int = 16,
+        *,
+        temperature: float = 0.0,
+        top_k: int = 40,
+        top_p: float = 0.9,
+        min_p: float = 0.0,
+        repeat_penalty: float = 1.0,
+        seed: Optional[int] = None,
+        stop_on_eos: bool = True,
+    ) -> List[int]:
+        """Generate from token ids; returns the generated ids (greedy by default)."""
+    def stream(
+        self,
+        prompt: _Prompt,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_k: int = 40,
+        top_p: float = 0.9,
+        min_p: float = 0.0,
+        repeat_penalty: float = 1.0,
+        seed: Optional[int] = None,
+        stop: _Stop = None,
+    ) -> TokenStream:
+        """Like ``generate`` but yields text pieces as they are generated."""
+    def chat(
+        self,
+        messages: _Messages,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_k: int = 40,
+        top_p: float = 0.9,
+        min_p: float = 0.0,
+        repeat_penalty: float = 1.0,
+        seed: Optional[int] = None,
+        stop: _Stop = None,
+    ) -> str:
+        """Apply the chat template to ``messages`` and return the assistant's reply."""
+    def chat_stream(
+        self,
+        messages: _Messages,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_k: int = 40,
+        top_p: float = 0.9,
+        min_p: float = 0.0,
+        repeat_penalty: float = 1.0,
+        seed: Optional[int] = None,
+        stop: _Stop = None,
+    ) -> TokenStream:
+        """Streaming ``chat``."""
+    def logits(self, ids: Sequence[int]) -> npt.NDArray[np.float32]:
+        """Logits of every position, shape (len(ids), n_vocab), float32."""
+    def perplexity(self, text: _Prompt, ctx: int = 512) -> float:
+        """Perplexity with llama.cpp's method (chunks of ``ctx``, second half scored)."""
+
+def convert(
+    src: _Path,
+    dst: _Path,
+    *,
+    quant: str = "4bit",
+    block_size: int = 32,
+    outlier_frac: float = 0.005,
+    compress: bool = False,
+    progress: Union[bool, None, Callable[[int, int, str], Optional[bool]]] = True,
+    threads: Optional[int] = None,
+) -> Dict[str, Any]:
+    """Convert a GGUF file or HuggingFace folder to QSF; returns a report dict."""
+
+def info(path: _Path, *, verify: bool = False) -> Dict[str, Any]:
+    """Read a QSF file's header, config and tensor directory."""

@@ -1,0 +1,37 @@
+"""The hand-written stubs (_qstream.pyi) match the runtime module (mypy.stubtest)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import qstream
+
+
+def test_stub_files_are_installed():
+    pkg = Path(qstream.__file__).parent
+    assert (pkg / "_qstream.pyi").is_file()
+    assert (pkg / "py.typed").is_file()
+
+
+def test_stubtest():
+    pytest.importorskip("mypy.stubtest", reason="mypy is not installed")
+    allow = Path(__file__).with_name("stubtest-allowlist.txt")
+    p = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "qstream._qstream", "--allowlist", str(allow)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_public_api_has_docstrings():
+    for name in qstream.__all__:
+        obj = getattr(qstream, name)
+        if name == "__version__":
+            continue
+        assert obj.__doc__, name
+    for cls in (qstream.Model, qstream.TokenStream):
+        for attr, v in vars(cls).items():
+            if not attr.startswith("_"):
+                assert v.__doc__, f"{cls.__name__}.{attr}"
