@@ -80,6 +80,8 @@ pub struct Model {
     tokenizer: Tokenizer,
     arch: Box<dyn Architecture>,
     pool: rayon::ThreadPool,
+    /// per-token matmul workers (same thread count as `pool`)
+    spin: crate::kernels::pool::SpinPool,
     info: ModelInfo,
 }
 
@@ -96,6 +98,11 @@ fn build_pool(n: usize) -> Result<rayon::ThreadPool> {
         .num_threads(thread_count(n))
         .thread_name(|i| format!("qstream-{i}"))
         .build()
+        .map_err(|e| Error::Internal(format!("thread pool: {e}")))
+}
+
+fn build_spin(n: usize) -> Result<crate::kernels::pool::SpinPool> {
+    crate::kernels::pool::SpinPool::new(thread_count(n))
         .map_err(|e| Error::Internal(format!("thread pool: {e}")))
 }
 
@@ -173,6 +180,7 @@ impl Model {
             tokenizer,
             arch,
             pool: build_pool(params.n_threads)?,
+            spin: build_spin(params.n_threads)?,
             info,
         }))
     }
@@ -300,8 +308,8 @@ pub struct GenerateOutput {
 /// at a time.
 pub struct Session {
     model: Arc<Model>,
-    /// own pool when `SessionParams::n_threads` asks for one
-    pool: Option<rayon::ThreadPool>,
+    /// own pools when `SessionParams::n_threads` asks for them
+    pool: Option<(rayon::ThreadPool, crate::kernels::pool::SpinPool)>,
     kv: KvCache,
     scratch: Scratch,
     logits: Vec<f32>,
@@ -337,7 +345,7 @@ impl Session {
         let kv = KvCache::new(params.kv_type, c.n_layer, c.n_head_kv, c.head_dim, n_ctx)?;
         let scratch = Scratch::new(c, MAX_BATCH.min(n_ctx), n_ctx)?;
         let pool = if params.n_threads > 0 && params.n_threads != model.n_threads() {
-            Some(build_pool(params.n_threads)?)
+            Some((build_pool(params.n_threads)?, build_spin(params.n_threads)?))
         } else {
             None
         };
@@ -395,24 +403,29 @@ impl Session {
             batch,
             ..
         } = self;
-        let pool = pool.as_ref().unwrap_or(&model.pool);
+        let (pool, spin) = match pool {
+            Some((p, s)) => (&*p, &*s),
+            None => (&model.pool, &model.spin),
+        };
         let n_vocab = model.config.n_vocab;
         let arch = &model.arch;
-        pool.install(|| -> Result<()> {
-            let mut done = 0;
-            for chunk in tokens.chunks(*batch) {
-                let pos = history.len();
-                match all.as_deref_mut() {
-                    Some(out) => {
-                        let out = &mut out[done * n_vocab..(done + chunk.len()) * n_vocab];
-                        arch.forward(chunk, pos, kv, scratch, LogitsFor::All, out)?;
+        pool.install(|| {
+            crate::kernels::pool::with_pool(spin, || -> Result<()> {
+                let mut done = 0;
+                for chunk in tokens.chunks(*batch) {
+                    let pos = history.len();
+                    match all.as_deref_mut() {
+                        Some(out) => {
+                            let out = &mut out[done * n_vocab..(done + chunk.len()) * n_vocab];
+                            arch.forward(chunk, pos, kv, scratch, LogitsFor::All, out)?;
+                        }
+                        None => arch.forward(chunk, pos, kv, scratch, LogitsFor::Last, logits)?,
                     }
-                    None => arch.forward(chunk, pos, kv, scratch, LogitsFor::Last, logits)?,
+                    history.extend_from_slice(chunk);
+                    done += chunk.len();
                 }
-                history.extend_from_slice(chunk);
-                done += chunk.len();
-            }
-            Ok(())
+                Ok(())
+            })
         })?;
         if let Some(out) = all {
             logits.copy_from_slice(&out[(tokens.len() - 1) * n_vocab..tokens.len() * n_vocab]);

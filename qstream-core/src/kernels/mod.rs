@@ -45,6 +45,7 @@ use crate::tensor::Tensor;
 #[cfg(target_arch = "aarch64")]
 mod aarch64_neon;
 pub mod dispatch;
+pub mod pool;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;
@@ -315,7 +316,26 @@ fn run_parts(
     n: usize,
     total_rows: usize,
 ) {
-    let threads = rayon::current_num_threads().max(1);
+    pool::with_current(|spin| {
+        let threads = spin
+            .map_or_else(rayon::current_num_threads, |p| p.threads())
+            .max(1);
+        run_parts_on(spin, threads, k, parts, act, xs, cols, n, total_rows)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_parts_on(
+    spin: Option<&pool::SpinPool>,
+    threads: usize,
+    k: &KernelSet,
+    parts: &[Part<'_>],
+    act: &QuantAct,
+    xs: &[f32],
+    cols: usize,
+    n: usize,
+    total_rows: usize,
+) {
     let chunk = if n == 1 {
         let work = total_rows * cols;
         let tasks = (work / MIN_TASK_WORK).clamp(1, threads * TASKS_PER_THREAD);
@@ -335,10 +355,10 @@ fn run_parts(
             base += p.rows;
         }
     };
-    if n_chunks == 1 {
-        task(0);
-    } else {
-        (0..n_chunks).into_par_iter().for_each(task);
+    match spin {
+        _ if n_chunks == 1 => task(0),
+        Some(p) => p.run(n_chunks, &task),
+        None => (0..n_chunks).into_par_iter().for_each(task),
     }
 }
 

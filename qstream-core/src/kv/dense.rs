@@ -147,6 +147,16 @@ impl KvLayer<'_> {
         (h * self.n_ctx + pos) * self.head_dim
     }
 
+    /// Keys and values of KV head `h` for positions `start..start + len`
+    /// (`len × head_dim` each) when the cache stores f32; `None` for f16.
+    pub fn head_f32(&self, h: usize, start: usize, len: usize) -> Option<(&[f32], &[f32])> {
+        let r = self.at(h, start)..self.at(h, start) + len * self.head_dim;
+        match (self.k, self.v) {
+            (Slice::F32(k), Slice::F32(v)) => Some((&k[r.clone()], &v[r])),
+            _ => None,
+        }
+    }
+
     /// `scores[i] = scale · dot(q, K[h][start + i])` for `i < scores.len()`.
     pub fn scores(&self, h: usize, start: usize, q: &[f32], scale: f32, scores: &mut [f32]) {
         let hd = self.head_dim;
