@@ -39,7 +39,10 @@ fn assert_fails(path: &Path, verify: bool, needle: &str) {
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
     assert!(lines[0].starts_with("error: "), "{err}");
-    assert!(lines[0].to_lowercase().contains(needle), "{err:?} should mention {needle:?}");
+    assert!(
+        lines[0].to_lowercase().contains(needle),
+        "{err:?} should mention {needle:?}"
+    );
 }
 
 #[test]

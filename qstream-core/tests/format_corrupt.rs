@@ -66,7 +66,13 @@ fn qsf_outcome(bytes: &[u8], name: &str) -> Outcome {
     std::fs::write(&path, bytes).unwrap();
     let run = |use_mmap: bool| -> Outcome {
         let r = catch_unwind(AssertUnwindSafe(|| -> Outcome {
-            let f = match QsfFile::open(&path, &LoadOptions { use_mmap, verify_checksums: false }) {
+            let f = match QsfFile::open(
+                &path,
+                &LoadOptions {
+                    use_mmap,
+                    verify_checksums: false,
+                },
+            ) {
                 Ok(f) => f,
                 Err(e) => return Outcome::OpenErr(e),
             };
@@ -95,7 +101,11 @@ fn qsf_outcome(bytes: &[u8], name: &str) -> Outcome {
     let a = run(true);
     let b = run(false);
     std::fs::remove_file(&path).ok();
-    assert_eq!(format!("{a:?}"), format!("{b:?}"), "{name}: mmap and read modes disagree");
+    assert_eq!(
+        format!("{a:?}"),
+        format!("{b:?}"),
+        "{name}: mmap and read modes disagree"
+    );
     a
 }
 
@@ -172,7 +182,13 @@ fn layout(bytes: &[u8]) -> Layout {
     let layers = f.layers().to_vec();
     drop(f);
     std::fs::remove_file(&path).ok();
-    Layout { header: h, layers, sections, dirs, data }
+    Layout {
+        header: h,
+        layers,
+        sections,
+        dirs,
+        data,
+    }
 }
 
 /// Bytes a flip may leave unnoticed: informative fields nothing checks, and the zero padding
@@ -194,7 +210,9 @@ fn informative(l: &Layout, pos: usize) -> bool {
     }
     // tokenizer header: type, vocab_size, num_merges, num_added_tokens and the flag bits
     // other than 0x100 are informative
-    if (h.tokenizer_offset..h.tokenizer_offset + 16).contains(&p) || (h.tokenizer_offset + 28..h.tokenizer_offset + 32).contains(&p) {
+    if (h.tokenizer_offset..h.tokenizer_offset + 16).contains(&p)
+        || (h.tokenizer_offset + 28..h.tokenizer_offset + 32).contains(&p)
+    {
         return true;
     }
     // padding between sections
@@ -272,14 +290,20 @@ fn qsf_byte_flips_are_detected() {
                         }
                     }
                     Outcome::Ok => {
-                        assert!(informative(&l, pos), "flip {mask:#x} at {pos} went unnoticed (compress {compress})");
+                        assert!(
+                            informative(&l, pos),
+                            "flip {mask:#x} at {pos} went unnoticed (compress {compress})"
+                        );
                         silent += 1;
                     }
                 }
             }
         }
         assert!(positions.len() > 1000, "{} positions", positions.len());
-        eprintln!("compress={compress}: {} positions, {silent} flips in informative bytes", positions.len());
+        eprintln!(
+            "compress={compress}: {} positions, {silent} flips in informative bytes",
+            positions.len()
+        );
     }
 }
 
@@ -313,7 +337,14 @@ fn qsf_bad_headers_and_sizes() {
     assert_eq!(open_kind(&b, "crc2.qsf"), ErrorKind::Checksum);
 
     // absurd counts and dims in the header (CRCs fixed, so the checks behind them are reached)
-    for (off, v) in [(16usize, u32::MAX), (16, 0), (20, u32::MAX), (32, u32::MAX), (24, 0), (44, u32::MAX)] {
+    for (off, v) in [
+        (16usize, u32::MAX),
+        (16, 0),
+        (20, u32::MAX),
+        (32, u32::MAX),
+        (24, 0),
+        (44, u32::MAX),
+    ] {
         let mut b = good.clone();
         put_u32(&mut b, off, v);
         fix_header(&mut b);
@@ -330,7 +361,11 @@ fn qsf_bad_headers_and_sizes() {
             let mut b = good.clone();
             put_u64(&mut b, off, v);
             fix_header(&mut b);
-            assert_eq!(open_kind(&b, "off.qsf"), ErrorKind::Corrupt, "header field {off} = {v:#x}");
+            assert_eq!(
+                open_kind(&b, "off.qsf"),
+                ErrorKind::Corrupt,
+                "header field {off} = {v:#x}"
+            );
         }
     }
     // layer index: offset / sizes near u64::MAX, raw size far beyond what LZ4 can expand to
@@ -372,7 +407,10 @@ fn qsf_bad_headers_and_sizes() {
         let mut b = good.clone();
         b[p + off..p + off + bytes.len()].copy_from_slice(&bytes);
         let k = open_kind(&b, "dir.qsf");
-        assert!(matches!(k, ErrorKind::Corrupt | ErrorKind::UnsupportedQuant), "dir field {off}: {k:?}");
+        assert!(
+            matches!(k, ErrorKind::Corrupt | ErrorKind::UnsupportedQuant),
+            "dir field {off}: {k:?}"
+        );
     }
 }
 
@@ -380,7 +418,12 @@ fn qsf_bad_headers_and_sizes() {
 fn qsf_lz4_garbage() {
     let good = valid(true);
     let l = layout(good);
-    let (i, e) = l.layers.iter().enumerate().find(|(_, e)| e.compression == 1).expect("a compressed layer");
+    let (i, e) = l
+        .layers
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.compression == 1)
+        .expect("a compressed layer");
     let (s, n) = (e.offset as usize, e.stored_size as usize);
     let mut seed = 0x1234_5678u32;
     for variant in 0..6 {
@@ -394,8 +437,8 @@ fn qsf_lz4_garbage() {
                     *x = (seed >> 16) as u8;
                 }
             }
-            3 => b[s + n / 2..s + n].fill(0), // valid start, garbage tail
-            4 => b[s] = 0xF0,                 // literal length runs past the block
+            3 => b[s + n / 2..s + n].fill(0),    // valid start, garbage tail
+            4 => b[s] = 0xF0,                    // literal length runs past the block
             _ => b.copy_within(s + 1..s + n, s), // shifted by one byte
         }
         // fix the stored CRC so the decompressor itself is exercised
@@ -412,7 +455,10 @@ fn qsf_lz4_garbage() {
         }));
         let r = r.unwrap_or_else(|_| panic!("variant {variant}: panic"));
         let err = r.expect_err(&format!("variant {variant}: LZ4 garbage decoded into a layer"));
-        assert!(matches!(err.kind(), ErrorKind::Corrupt | ErrorKind::Checksum), "variant {variant}: {err}");
+        assert!(
+            matches!(err.kind(), ErrorKind::Corrupt | ErrorKind::Checksum),
+            "variant {variant}: {err}"
+        );
     }
 }
 
@@ -422,7 +468,13 @@ fn qsf_lz4_garbage() {
 fn copy_fixture(name: &str) -> PathBuf {
     let d = tmp_dir().join(name);
     std::fs::create_dir_all(&d).unwrap();
-    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
         let src = fixture().join(f);
         if src.exists() {
             std::fs::copy(&src, d.join(f)).unwrap();
@@ -458,7 +510,17 @@ fn hf_bad_folders() {
 
     // truncated safetensors
     let hlen = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
-    for cut in [0, 4, 8, 9, 8 + hlen / 2, 8 + hlen, 8 + hlen + 1, st.len() / 2, st.len() - 1] {
+    for cut in [
+        0,
+        4,
+        8,
+        9,
+        8 + hlen / 2,
+        8 + hlen,
+        8 + hlen + 1,
+        st.len() / 2,
+        st.len() - 1,
+    ] {
         std::fs::write(d.join("model.safetensors"), &st[..cut]).unwrap();
         let e = hf_outcome(&d, "trunc").expect_err(&format!("safetensors cut at {cut} accepted"));
         assert!(matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::Io), "cut {cut}: {e}");
@@ -516,7 +578,10 @@ fn hf_bad_folders() {
         std::fs::write(d.join("config.json"), text).unwrap();
         let e = hf_outcome(&d, &what).expect_err(&format!("config {what} accepted"));
         assert!(
-            matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::UnsupportedArch | ErrorKind::InvalidArgument),
+            matches!(
+                e.kind(),
+                ErrorKind::Corrupt | ErrorKind::UnsupportedArch | ErrorKind::InvalidArgument
+            ),
             "config {what}: {e}"
         );
     }
@@ -525,4 +590,77 @@ fn hf_bad_folders() {
     std::fs::remove_file(d.join("model.safetensors")).unwrap();
     assert!(hf_outcome(&d, "no weights").is_err());
     std::fs::remove_dir_all(&d).ok();
+}
+
+// ---------------------------------------------------------------------------------------
+// GGUF (tests/data/gguf/tiny_llama.gguf, made by tests/data/gguf/make_tiny.py)
+
+/// Open a GGUF file and decode every tensor; test failure on panic.
+fn gguf_outcome(bytes: &[u8], what: &str) -> Result<()> {
+    use qstream_core::import::ModelSource;
+    let path = tmp_dir().join("x.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    let r = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
+        let m = qstream_core::import::gguf::GgufModel::open(&path)?;
+        let names: Vec<String> = m.tensors().iter().map(|t| t.name.clone()).collect();
+        for n in names {
+            m.load_f32(&n)?;
+            m.load_native(&n)?;
+        }
+        Ok(())
+    }));
+    std::fs::remove_file(&path).ok();
+    r.unwrap_or_else(|_| panic!("GGUF {what}: panic"))
+}
+
+#[test]
+fn gguf_bad_files() {
+    let good = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gguf/tiny_llama.gguf")).unwrap();
+    gguf_outcome(&good, "valid").expect("the valid tiny GGUF opens");
+    let len = good.len();
+
+    // truncation anywhere
+    let mut cuts: Vec<usize> = (0..64).map(|k| k * len / 64).collect();
+    cuts.extend([1, 3, 4, 7, 8, 15, 16, 23, 24, 25, len - 1]);
+    for cut in cuts {
+        let e = gguf_outcome(&good[..cut], "trunc").expect_err(&format!("GGUF cut at {cut} accepted"));
+        assert!(
+            matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::BadMagic),
+            "cut {cut}: {e}"
+        );
+    }
+    let mut b = good.clone();
+    b[0] = b'X';
+    assert_eq!(gguf_outcome(&b, "magic").unwrap_err().kind(), ErrorKind::BadMagic);
+    let mut b = good.clone();
+    b[4..8].copy_from_slice(&4u32.to_le_bytes());
+    assert_eq!(
+        gguf_outcome(&b, "version").unwrap_err().kind(),
+        ErrorKind::UnsupportedVersion
+    );
+    // absurd tensor / key counts
+    for (off, v) in [(8usize, u64::MAX), (8, 1 << 40), (16, u64::MAX), (16, 1 << 40)] {
+        let mut b = good.clone();
+        b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+        let e = gguf_outcome(&b, "counts").expect_err(&format!("count at {off} = {v:#x} accepted"));
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "count at {off}: {e}");
+    }
+    // byte flips through the header, key/values and tensor infos (the first 40% of the file):
+    // an error, or a file that still decodes — never a panic or an internal error
+    let (mut rejected, mut accepted) = (0, 0);
+    for pos in (0..len * 2 / 5).step_by(4) {
+        for mask in [0x01u8, 0xFF] {
+            let mut b = good.clone();
+            b[pos] ^= mask;
+            match gguf_outcome(&b, "flip") {
+                Ok(()) => accepted += 1,
+                Err(e) => {
+                    assert_ne!(e.kind(), ErrorKind::Internal, "flip at {pos}: {e}");
+                    rejected += 1;
+                }
+            }
+        }
+    }
+    assert!(rejected > 0 && accepted + rejected > 1000);
+    eprintln!("GGUF flips: {rejected} rejected, {accepted} still valid");
 }

@@ -74,7 +74,11 @@ fn tensors() -> Vec<V1Tensor> {
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
         assert_eq!(view.dtype(), safetensors::Dtype::F32);
-        let data: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
         let qname = match name.as_str() {
             "model.embed_tokens.weight" => "token_embd".to_string(),
             "lm_head.weight" => "output".to_string(),
@@ -186,7 +190,17 @@ fn decode(q: u8, block: usize, data: &[u8], rows: usize, cols: usize) -> Vec<f32
 }
 
 fn kind_name(k: usize) -> &'static str {
-    ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down", "attn_norm", "ffn_norm"][k]
+    [
+        "attn_q",
+        "attn_k",
+        "attn_v",
+        "attn_output",
+        "ffn_gate",
+        "ffn_up",
+        "ffn_down",
+        "attn_norm",
+        "ffn_norm",
+    ][k]
 }
 
 /// Walk a v1 file and decode every tensor by its global name.
@@ -204,21 +218,39 @@ fn decode_file(b: &[u8]) -> HashMap<String, Vec<f32>> {
     out.insert("token_embd".to_string(), decode(eq, block, table, vocab, hidden));
     for i in 0..n_layer {
         let e = 256 + 48 * i;
-        let (off, csize, dsize, lq, comp, nt) =
-            (rd_u64(b, e), rd_u32(b, e + 8), rd_u32(b, e + 12), b[e + 16], b[e + 17], rd_u16(b, e + 18));
+        let (off, csize, dsize, lq, comp, nt) = (
+            rd_u64(b, e),
+            rd_u32(b, e + 8),
+            rd_u32(b, e + 12),
+            b[e + 16],
+            b[e + 17],
+            rd_u16(b, e + 18),
+        );
         assert_eq!(off % 64, 0);
         assert!(b[e + 40..e + 48].iter().all(|&x| x == 0), "reserved index bytes");
         let stored = &b[off..off + csize];
-        let raw = if comp == 1 { lz4_flex::block::decompress(stored, dsize).unwrap() } else { stored.to_vec() };
+        let raw = if comp == 1 {
+            lz4_flex::block::decompress(stored, dsize).unwrap()
+        } else {
+            stored.to_vec()
+        };
         assert_eq!(raw.len(), dsize);
         let mut p = 0;
         for _ in 0..nt {
-            let (kind, q, rows, cols, size) =
-                (rd_u16(&raw, p), raw[p + 2], rd_u32(&raw, p + 4), rd_u32(&raw, p + 8), rd_u32(&raw, p + 12));
+            let (kind, q, rows, cols, size) = (
+                rd_u16(&raw, p),
+                raw[p + 2],
+                rd_u32(&raw, p + 4),
+                rd_u32(&raw, p + 8),
+                rd_u32(&raw, p + 12),
+            );
             let q = if q == 0xFF { lq } else { q };
             let data = &raw[p + 24..p + 24 + size];
             p += 24 + size;
-            out.insert(format!("blk.{i}.{}", kind_name(kind)), decode(q, block, data, rows, cols));
+            out.insert(
+                format!("blk.{i}.{}", kind_name(kind)),
+                decode(q, block, data, rows, cols),
+            );
         }
         assert_eq!(p, raw.len(), "layer {i} fully consumed");
     }
@@ -246,10 +278,21 @@ fn check_roundtrip(quant: V1Quant, block: usize, compress: bool, max_rel_rmse: f
     let size = write_v1(&path, &cfg, &vocab(), &src, &opts).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(size as usize, bytes.len());
+    // `QSTREAM_FUZZ_SEED_DIR=fuzz/corpus/qsf_open cargo test --test format_legacy` seeds the fuzzer
+    if let Some(d) = std::env::var_os("QSTREAM_FUZZ_SEED_DIR") {
+        std::fs::copy(&path, Path::new(&d).join(path.file_name().unwrap())).unwrap();
+    }
     let expected = decode_file(&bytes);
     assert_eq!(expected.len(), src.len());
     for use_mmap in [true, false] {
-        let f = QsfFile::open(&path, &LoadOptions { use_mmap, verify_checksums: true }).unwrap();
+        let f = QsfFile::open(
+            &path,
+            &LoadOptions {
+                use_mmap,
+                verify_checksums: true,
+            },
+        )
+        .unwrap();
         assert!(f.is_legacy());
         assert_eq!(f.header().version, 1);
         assert_eq!(f.config(), &cfg, "config round-trip");
@@ -265,7 +308,14 @@ fn check_roundtrip(quant: V1Quant, block: usize, compress: bool, max_rel_rmse: f
             let want = &expected[&s.name];
             assert_eq!(got.len(), want.len());
             for (k, (g, w)) in got.iter().zip(want).enumerate() {
-                assert_eq!(g.to_bits(), w.to_bits(), "{} ({:?} {}) value {k}: {g} vs {w}", s.name, quant, t.qtype);
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "{} ({:?} {}) value {k}: {g} vs {w}",
+                    s.name,
+                    quant,
+                    t.qtype
+                );
             }
             // and the file is a faithful encoding of the source weights
             let (mut err, mut norm) = (0f64, 0f64);
