@@ -201,7 +201,10 @@ impl Fail {
     /// The Python exception for this failure.
     pub fn into_pyerr(self, py: Python<'_>) -> PyErr {
         use pyo3::types::PyTuple;
-        let one = |s: String| PyTuple::new(py, [s]).expect("tuple of one str");
+        let one = |s: String| {
+            // a 1-tuple of a str; allocation failure leaves an empty tuple (never panics)
+            PyTuple::new(py, [s]).unwrap_or_else(|_| PyTuple::empty(py))
+        };
         match self {
             Fail::Py(e) => e,
             Fail::Panic(msg) => make(

@@ -104,19 +104,17 @@ fn convert<'py>(
     let report = detached(py, || {
         let mut last = Instant::now();
         let mut cb = |p: &Progress<'_>| -> bool {
-            match &prog {
+            let go_on = match &prog {
                 ProgressArg::Callback(f) => Python::attach(|py| {
                     match f.call1(py, (p.done, p.total, p.tensor)) {
-                        Ok(r) => {
-                            // None or anything truthy continues
-                            let r = r.bind(py);
-                            if r.is_none() || r.is_truthy().unwrap_or(true) {
-                                true
-                            } else {
-                                interrupt =
-                                    Some(Fail::Core(qstream_core::Error::Cancelled).into_pyerr(py));
-                                false
-                            }
+                        // None or anything truthy continues
+                        Ok(r) if r.bind(py).is_none() || r.bind(py).is_truthy().unwrap_or(true) => {
+                            true
+                        }
+                        Ok(_) => {
+                            interrupt =
+                                Some(Fail::Core(qstream_core::Error::Cancelled).into_pyerr(py));
+                            false
                         }
                         Err(e) => {
                             interrupt = Some(e);
@@ -132,21 +130,21 @@ fn convert<'py>(
                     true
                 }
                 ProgressArg::Off => true,
+            };
+            if !go_on {
+                return false;
             }
-            .then(|| {
-                if last.elapsed() < Duration::from_millis(50) {
-                    return true;
+            if last.elapsed() < Duration::from_millis(50) {
+                return true;
+            }
+            last = Instant::now();
+            match Python::attach(|py| py.check_signals()) {
+                Ok(()) => true,
+                Err(e) => {
+                    interrupt = Some(e);
+                    false
                 }
-                last = Instant::now();
-                match Python::attach(|py| py.check_signals()) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        interrupt = Some(e);
-                        false
-                    }
-                }
-            })
-            .unwrap_or(false)
+            }
         };
         Ok(qstream_core::convert::convert(&src, &dst, &params, &mut cb))
     })?;
