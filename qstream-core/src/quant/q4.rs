@@ -108,7 +108,7 @@ fn quantize_row_sym_impl(
                     0.0
                 };
             }
-            search::search_sym(&x[..block], Some(&w[..block]), 3, 2, &mut q[..block])
+            search::search_sym(&x[..block], Some(&w[..block]), 2, 1, &mut q[..block])
         } else {
             search::minmax_sym(&x[..block], &mut q[..block])
         };

@@ -7,16 +7,20 @@
 //! reported error is exactly the error of the stored block.
 //!
 //! Asymmetric (`x̂ = d·q + m`, q ∈ 0..=nmax), in the spirit of ggml's `make_qkx2_quants`:
-//! 1. the plain min/max fit;
+//! 1. the plain min/max levels;
 //! 2. a small grid of stretched/shrunk ranges: levels `q = round(iscale·(x − min))` with
-//!    `iscale = (nmax + rmin + k·rdelta) / (max − min)`, then the weighted least-squares
-//!    `(d, m)` for those levels;
-//! 3. alternating refinement on the best candidate: least-squares `(d, m)` given the
-//!    levels, then the nearest levels given `(d, m)`.
+//!    `iscale = (nmax + rmin + k·rdelta) / (max − min)`;
+//! 3. for every level set, the weighted least-squares `(d, m)`, f16-rounded, ranked by its
+//!    *exact* error computed in closed form from the level sums (no extra pass);
+//! 4. the winner is re-levelled (nearest levels) and refined by alternating least squares
+//!    while the closed form predicts a gain (early exit otherwise).
 //!
 //! Symmetric (`x̂ = d·(q − 8)`), in the spirit of ggml's `make_qx_quants`: the plain fit
-//! `d = max / −8` plus grids `iscale = −(8 + k·0.1) / max` and `(7 + k·0.1) / max`,
-//! least-squares `d` for each, refinement.
+//! `d = max / −8`, its least-squares refit, and a short ordered list of other scales
+//! ([`SYM_CANDIDATES`]), ranked the same way.
+//!
+//! Each candidate costs one vectorizable pass over the block; blocks that min/max already
+//! represents exactly (e.g. a dequantized GGUF of the same type) skip the search.
 //!
 //! The plain min/max quantizers (ggml's reference `Q4_0`/`Q4_1` rules) live next to the
 //! searched ones in each type's file (`quantize_row_minmax`, ...) for benchmarking and for
@@ -60,12 +64,14 @@ pub struct AsymGrid {
     pub refine: u32,
 }
 
-/// Default grid: a handful of points around the min/max scale plus two refinements —
-/// a compromise between error and speed (see the quant_error_budget tests).
+/// Default grid: the min/max levels, two more level sets (range mapped to `nmax ± 0.5`)
+/// and up to two refinements — on SmolLM2's weights this keeps ~90% of the gain of a
+/// 21-point grid (ggml `make_qkx2_quants`-style) at about 1.6× the time of min/max
+/// (`tune_on_real_weights` below).
 pub const DEFAULT_ASYM_GRID: AsymGrid = AsymGrid {
     rmin: -0.5,
-    rdelta: 0.25,
-    nstep: 4,
+    rdelta: 1.0,
+    nstep: 1,
     refine: 2,
 };
 
@@ -90,15 +96,16 @@ fn hsum(a: [f32; 8]) -> f32 {
     ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
 }
 
-/// Levels for `(d, m)` (f16-rounded) and the weighted squared error they give.
-fn eval_asym(x: &[f32], w: &[f32], nmax: u8, d: f32, m: f32, q: &mut [u8]) -> f32 {
+/// Levels for `(d, m)` (f16-rounded), the weighted squared error they give, and the
+/// level sums `(Σw·q, Σw·q², Σw·q·x)` of those levels (for a least-squares refit).
+fn eval_asym(x: &[f32], w: &[f32], nmax: u8, d: f32, m: f32, q: &mut [u8]) -> (f32, [f32; 3]) {
     let nm = nmax as f32;
     let (id, d) = if d == 0.0 || !d.is_finite() {
         (0.0, 0.0)
     } else {
         (1.0 / d, d)
     };
-    let mut acc = [0f32; 8];
+    let (mut acc, mut a, mut b, mut c) = ([0f32; 8], [0f32; 8], [0f32; 8], [0f32; 8]);
     let n8 = x.len() / 8 * 8;
     for ((xs, ws), qs) in x[..n8]
         .chunks_exact(8)
@@ -110,84 +117,107 @@ fn eval_asym(x: &[f32], w: &[f32], nmax: u8, d: f32, m: f32, q: &mut [u8]) -> f3
             qs[j] = l as u8;
             let e = xs[j] - (d * l + m);
             acc[j] += ws[j] * e * e;
+            let wl = ws[j] * l;
+            a[j] += wl;
+            b[j] += wl * l;
+            c[j] += wl * xs[j];
         }
     }
     let mut err = hsum(acc);
+    let mut sums = [hsum(a), hsum(b), hsum(c)];
     for i in n8..x.len() {
         let l = rnd(((x[i] - m) * id).max(0.0).min(nm));
         q[i] = l as u8;
         let e = x[i] - (d * l + m);
         err += w[i] * e * e;
+        let wl = w[i] * l;
+        sums[0] += wl;
+        sums[1] += wl * l;
+        sums[2] += wl * x[i];
     }
-    err
+    (err, sums)
 }
 
-/// Weighted sums `(Σw·q, Σw·q², Σw·q·x)` for levels `q = round(clamp(iscale·(x − lo)))`
-/// (when `q_in` is `None`) or for the given levels.
-fn level_sums(
-    x: &[f32],
-    w: &[f32],
-    nmax: u8,
-    iscale: f32,
-    lo: f32,
-    q_in: Option<&[u8]>,
-) -> (f32, f32, f32) {
+/// Weighted sums `(Σw·q, Σw·q², Σw·q·x)` for levels `q = round(clamp(iscale·(x − lo)))`.
+fn level_sums(x: &[f32], w: &[f32], nmax: u8, iscale: f32, lo: f32) -> [f32; 3] {
     let nm = nmax as f32;
     let (mut a, mut b, mut c) = ([0f32; 8], [0f32; 8], [0f32; 8]);
     let n8 = x.len() / 8 * 8;
-    let level = |i: usize| match q_in {
-        Some(q) => q[i] as f32,
-        None => rnd((iscale * (x[i] - lo)).max(0.0).min(nm)),
-    };
-    match q_in {
-        Some(q) => {
-            for ((xs, ws), qs) in x[..n8]
-                .chunks_exact(8)
-                .zip(w[..n8].chunks_exact(8))
-                .zip(q[..n8].chunks_exact(8))
-            {
-                for j in 0..8 {
-                    let l = qs[j] as f32;
-                    let wl = ws[j] * l;
-                    a[j] += wl;
-                    b[j] += wl * l;
-                    c[j] += wl * xs[j];
-                }
-            }
-        }
-        None => {
-            for (xs, ws) in x[..n8].chunks_exact(8).zip(w[..n8].chunks_exact(8)) {
-                for j in 0..8 {
-                    let l = rnd((iscale * (xs[j] - lo)).max(0.0).min(nm));
-                    let wl = ws[j] * l;
-                    a[j] += wl;
-                    b[j] += wl * l;
-                    c[j] += wl * xs[j];
-                }
-            }
+    for (xs, ws) in x[..n8].chunks_exact(8).zip(w[..n8].chunks_exact(8)) {
+        for j in 0..8 {
+            let l = rnd((iscale * (xs[j] - lo)).max(0.0).min(nm));
+            let wl = ws[j] * l;
+            a[j] += wl;
+            b[j] += wl * l;
+            c[j] += wl * xs[j];
         }
     }
-    let (mut sq, mut sq2, mut sqx) = (hsum(a), hsum(b), hsum(c));
+    let mut s = [hsum(a), hsum(b), hsum(c)];
     for i in n8..x.len() {
-        let l = level(i);
-        sq += w[i] * l;
-        sq2 += w[i] * l * l;
-        sqx += w[i] * l * x[i];
+        let l = rnd((iscale * (x[i] - lo)).max(0.0).min(nm));
+        s[0] += w[i] * l;
+        s[1] += w[i] * l * l;
+        s[2] += w[i] * l * x[i];
     }
-    (sq, sq2, sqx)
+    s
 }
 
-/// Weighted least-squares `(d, m)` from level sums; `None` if degenerate.
+/// Weighted block moments `(Σw, Σw·x, Σw·x²)` and the range over entries of positive
+/// weight (`lo > hi` when there is none), in one vectorizable pass.
+fn block_stats(x: &[f32], w: &[f32]) -> ([f32; 3], f32, f32) {
+    let (mut a, mut b, mut c) = ([0f32; 8], [0f32; 8], [0f32; 8]);
+    let (mut lo, mut hi) = ([f32::INFINITY; 8], [f32::NEG_INFINITY; 8]);
+    let n8 = x.len() / 8 * 8;
+    for (xs, ws) in x[..n8].chunks_exact(8).zip(w[..n8].chunks_exact(8)) {
+        for j in 0..8 {
+            let wx = ws[j] * xs[j];
+            a[j] += ws[j];
+            b[j] += wx;
+            c[j] += wx * xs[j];
+            let pos = ws[j] > 0.0;
+            lo[j] = lo[j].min(if pos { xs[j] } else { f32::INFINITY });
+            hi[j] = hi[j].max(if pos { xs[j] } else { f32::NEG_INFINITY });
+        }
+    }
+    let mut s = [hsum(a), hsum(b), hsum(c)];
+    let mut l = lo.iter().fold(f32::INFINITY, |m, v| m.min(*v));
+    let mut h = hi.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    for i in n8..x.len() {
+        s[0] += w[i];
+        s[1] += w[i] * x[i];
+        s[2] += w[i] * x[i] * x[i];
+        if w[i] > 0.0 {
+            l = l.min(x[i]);
+            h = h.max(x[i]);
+        }
+    }
+    (s, l, h)
+}
+
+/// Exact weighted squared error `Σw·(x − d·q − m)²` of fixed levels from their sums
+/// (closed form, in f64 to limit cancellation): lets the search rank any `(d, m)` on a
+/// level set without another pass over the block.
 #[inline]
-fn lsq_from_sums(sw: f32, swx: f32, swq: f32, swq2: f32, swqx: f32) -> Option<(f32, f32)> {
+fn asym_cf_err(st: &[f32; 3], s: &[f32; 3], d: f32, m: f32) -> f64 {
+    let (sw, swx, swx2) = (st[0] as f64, st[1] as f64, st[2] as f64);
+    let (sq, sq2, sqx) = (s[0] as f64, s[1] as f64, s[2] as f64);
+    let (d, m) = (d as f64, m as f64);
+    swx2 - 2.0 * d * sqx - 2.0 * m * swx + d * d * sq2 + 2.0 * d * m * sq + m * m * sw
+}
+
+/// Weighted least-squares `(d, m)` from level sums, f16-rounded; `None` if degenerate.
+#[inline]
+fn lsq_asym(st: &[f32; 3], s: &[f32; 3]) -> Option<(f32, f32)> {
+    let (sw, swx) = (st[0] as f64, st[1] as f64);
+    let (swq, swq2, swqx) = (s[0] as f64, s[1] as f64, s[2] as f64);
     let det = sw * swq2 - swq * swq;
     if det <= 0.0 || !det.is_finite() {
         return None;
     }
-    let d = (sw * swqx - swq * swx) / det;
-    let m = (swq2 * swx - swq * swqx) / det;
+    let d = ((sw * swqx - swq * swx) / det) as f32;
+    let m = ((swq2 * swx - swq * swqx) / det) as f32;
     if d > 0.0 && d.is_finite() && m.is_finite() {
-        Some((d, m))
+        Some((round_f16(d), round_f16(m)))
     } else {
         None
     }
@@ -216,12 +246,20 @@ fn weighted_range(x: &[f32], w: Option<&[f32]>) -> (f32, f32) {
     }
 }
 
+/// Relative error (to the block's weighted variance) below which the min/max fit is kept
+/// without searching: the block is already on a grid (e.g. a dequantized Q4_1 source).
+const EARLY_EXIT_REL: f64 = 1e-9;
+
 /// Searched asymmetric fit of one block (`x.len() <= 256`): writes the levels to `q`
 /// (`q.len() >= x.len()`) and returns the f16-rounded `(d, m)` they were chosen with.
 ///
-/// Grid candidates are ranked by the exact least-squares error of their levels
-/// (`Σw·x² − d·Σw·q·x − m·Σw·x` at the optimum, one pass each); only the winner is
-/// re-levelled with f16-rounded `(d, m)` and measured, against the plain min/max fit.
+/// Passes over the block: one for the moments and range; one level-sum pass for the
+/// min/max levels and one per grid point (each candidate's least-squares `(d, m)` is
+/// f16-rounded and ranked by its exact error from the sums, [`asym_cf_err`], without
+/// another pass); one pass re-levelling the winner (nearest levels, never worse than the
+/// ranked error, so never worse than min/max); then up to `refine` alternating
+/// least-squares steps, each taken only when the closed form says it improves.
+/// Blocks the min/max fit already represents (relative error < 1e-9) exit after it.
 pub fn search_asym(
     x: &[f32],
     w: Option<&[f32]>,
@@ -236,7 +274,13 @@ pub fn search_asym(
         Some(w) if w.len() >= n => &w[..n],
         _ => &wbuf[..n],
     };
-    let (lo, hi) = weighted_range(x, Some(w));
+    let (st, mut lo, mut hi) = block_stats(x, w);
+    if lo > hi {
+        // no entry has positive weight: fit all of them
+        let (l, h) = weighted_range(x, None);
+        lo = l;
+        hi = h;
+    }
     let range = hi - lo;
     if range <= 0.0 || !range.is_finite() {
         let m = round_f16(lo);
@@ -244,62 +288,52 @@ pub fn search_asym(
         return AsymParams { d: 0.0, m };
     }
     let nm = nmax as f32;
-    let mut best_q = [0u8; MAX_BLOCK];
-    let mut tq = [0u8; MAX_BLOCK];
-
-    let (mut sw, mut swx, mut swx2) = (0f32, 0f32, 0f32);
-    for (xv, wv) in x.iter().zip(w) {
-        sw += wv;
-        swx += wv * xv;
-        swx2 += wv * xv * xv;
-    }
-
     let d0 = round_f16(range / nm);
     let m0 = round_f16(lo);
-    let mut best = AsymParams { d: d0, m: m0 };
-    let mut best_err = eval_asym(x, w, nmax, d0, m0, &mut best_q[..n]);
-
-    // Rank the grid by exact LS error of its levels.
-    let mut cand: Option<(f32, f32, f32)> = None;
-    for k in 0..=grid.nstep {
-        let iscale = (nm + grid.rmin + grid.rdelta * k as f32) / range;
-        let (swq, swq2, swqx) = level_sums(x, w, nmax, iscale, lo, None);
-        if let Some((d, m)) = lsq_from_sums(sw, swx, swq, swq2, swqx) {
-            let sse = swx2 - d * swqx - m * swx;
-            if cand.map_or(true, |c| sse < c.0) {
-                cand = Some((sse, d, m));
+    let s0 = level_sums(x, w, nmax, nm / range, lo);
+    let mut best = (asym_cf_err(&st, &s0, d0, m0), d0, m0);
+    let var =
+        (st[2] as f64 - (st[1] as f64).powi(2) / (st[0] as f64).max(f64::MIN_POSITIVE)).max(0.0);
+    if best.0 > EARLY_EXIT_REL * var {
+        let mut consider = |s: &[f32; 3]| {
+            if let Some((d, m)) = lsq_asym(&st, s) {
+                let e = asym_cf_err(&st, s, d, m);
+                if e < best.0 {
+                    best = (e, d, m);
+                }
             }
+        };
+        consider(&s0);
+        for k in 0..=grid.nstep {
+            let r = grid.rmin + grid.rdelta * k as f32;
+            if r.abs() < 1e-6 {
+                continue; // the min/max levels, done above
+            }
+            consider(&level_sums(x, w, nmax, (nm + r) / range, lo));
         }
     }
-    if let Some((_, d, m)) = cand {
-        let (d, m) = (round_f16(d), round_f16(m));
-        let err = eval_asym(x, w, nmax, d, m, &mut tq[..n]);
-        if err < best_err {
-            best_err = err;
-            best = AsymParams { d, m };
-            best_q[..n].copy_from_slice(&tq[..n]);
-        }
-    }
+    let (d, m) = (best.1, best.2);
+    let (mut err, mut s) = eval_asym(x, w, nmax, d, m, &mut q[..n]);
+    let mut cur = AsymParams { d, m };
+    let mut tq = [0u8; MAX_BLOCK];
     for _ in 0..grid.refine {
-        let (swq, swq2, swqx) = level_sums(x, w, nmax, 0.0, 0.0, Some(&best_q[..n]));
-        let Some((d, m)) = lsq_from_sums(sw, swx, swq, swq2, swqx) else {
+        let Some((d, m)) = lsq_asym(&st, &s) else {
             break;
         };
-        let (d, m) = (round_f16(d), round_f16(m));
-        if d == best.d && m == best.m {
+        if (d == cur.d && m == cur.m) || asym_cf_err(&st, &s, d, m) >= err as f64 * (1.0 - 1e-5) {
             break;
         }
-        let err = eval_asym(x, w, nmax, d, m, &mut tq[..n]);
-        if err < best_err {
-            best_err = err;
-            best = AsymParams { d, m };
-            best_q[..n].copy_from_slice(&tq[..n]);
+        let (e2, s2) = eval_asym(x, w, nmax, d, m, &mut tq[..n]);
+        if e2 < err {
+            err = e2;
+            s = s2;
+            cur = AsymParams { d, m };
+            q[..n].copy_from_slice(&tq[..n]);
         } else {
             break;
         }
     }
-    q[..n].copy_from_slice(&best_q[..n]);
-    best
+    cur
 }
 
 /// Plain min/max asymmetric fit (ggml `Q4_1` reference rule, generalised to `nmax`):
@@ -340,14 +374,15 @@ pub fn minmax_asym(x: &[f32], w: Option<&[f32]>, nmax: u8, q: &mut [u8]) -> Asym
     }
 }
 
-/// Levels `0..=15` for the symmetric `x̂ = d·(q−8)` given an f16-rounded `d`, and the error.
-fn eval_sym(x: &[f32], w: &[f32], d: f32, q: &mut [u8]) -> f32 {
+/// Levels `0..=15` for the symmetric `x̂ = d·(q−8)` given an f16-rounded `d`, the error,
+/// and the sums `(Σw·l·x, Σw·l²)` of `l = q − 8` (for a least-squares refit).
+fn eval_sym(x: &[f32], w: &[f32], d: f32, q: &mut [u8]) -> (f32, f32, f32) {
     let (id, d) = if d == 0.0 || !d.is_finite() {
         (0.0, 0.0)
     } else {
         (1.0 / d, d)
     };
-    let mut acc = [0f32; 8];
+    let (mut acc, mut a, mut b) = ([0f32; 8], [0f32; 8], [0f32; 8]);
     let n8 = x.len() / 8 * 8;
     for ((xs, ws), qs) in x[..n8]
         .chunks_exact(8)
@@ -359,63 +394,65 @@ fn eval_sym(x: &[f32], w: &[f32], d: f32, q: &mut [u8]) -> f32 {
             qs[j] = (l + 8.0) as u8;
             let e = xs[j] - d * l;
             acc[j] += ws[j] * e * e;
+            let wl = ws[j] * l;
+            a[j] += wl * xs[j];
+            b[j] += wl * l;
         }
     }
-    let mut err = hsum(acc);
+    let (mut err, mut slx, mut sll) = (hsum(acc), hsum(a), hsum(b));
     for i in n8..x.len() {
         let l = rnd((x[i] * id).max(-8.0).min(7.0));
         q[i] = (l + 8.0) as u8;
         let e = x[i] - d * l;
         err += w[i] * e * e;
+        slx += w[i] * l * x[i];
+        sll += w[i] * l * l;
     }
-    err
+    (err, slx, sll)
 }
 
-/// `(Σw·l·x, Σw·l²)` for levels `l = round(clamp(iscale·x, −8, 7))`, or for given levels `q − 8`.
-fn sym_sums(x: &[f32], w: &[f32], iscale: f32, q_in: Option<&[u8]>) -> (f32, f32) {
+/// `(Σw·l·x, Σw·l²)` for levels `l = round(clamp(iscale·x, −8, 7))`.
+fn sym_sums(x: &[f32], w: &[f32], iscale: f32) -> (f32, f32) {
     let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
     let n8 = x.len() / 8 * 8;
-    match q_in {
-        Some(q) => {
-            for ((xs, ws), qs) in x[..n8]
-                .chunks_exact(8)
-                .zip(w[..n8].chunks_exact(8))
-                .zip(q[..n8].chunks_exact(8))
-            {
-                for j in 0..8 {
-                    let l = qs[j] as f32 - 8.0;
-                    a[j] += ws[j] * l * xs[j];
-                    b[j] += ws[j] * l * l;
-                }
-            }
-        }
-        None => {
-            for (xs, ws) in x[..n8].chunks_exact(8).zip(w[..n8].chunks_exact(8)) {
-                for j in 0..8 {
-                    let l = rnd((iscale * xs[j]).max(-8.0).min(7.0));
-                    a[j] += ws[j] * l * xs[j];
-                    b[j] += ws[j] * l * l;
-                }
-            }
+    for (xs, ws) in x[..n8].chunks_exact(8).zip(w[..n8].chunks_exact(8)) {
+        for j in 0..8 {
+            let l = rnd((iscale * xs[j]).max(-8.0).min(7.0));
+            let wl = ws[j] * l;
+            a[j] += wl * xs[j];
+            b[j] += wl * l;
         }
     }
     let (mut slx, mut sll) = (hsum(a), hsum(b));
     for i in n8..x.len() {
-        let l = match q_in {
-            Some(q) => q[i] as f32 - 8.0,
-            None => rnd((iscale * x[i]).max(-8.0).min(7.0)),
-        };
+        let l = rnd((iscale * x[i]).max(-8.0).min(7.0));
         slx += w[i] * l * x[i];
         sll += w[i] * l * l;
     }
     (slx, sll)
 }
 
+/// Level (of `max`, the value of largest magnitude) for the symmetric search's extra
+/// candidates, most useful first (measured on SmolLM2 weights): mapping `max` to +7
+/// instead of −8, then slightly stretched/shrunk scales.
+pub const SYM_CANDIDATES: [f32; 6] = [7.0, -8.5, -7.5, 7.5, 6.5, -9.0];
+
+/// Exact `Σw·(x − d·l)²` of fixed levels from `Σw·x²` and their sums (f64).
+#[inline]
+fn sym_cf_err(swx2: f32, slx: f32, sll: f32, d: f32) -> f64 {
+    let d = d as f64;
+    swx2 as f64 - 2.0 * d * slx as f64 + d * d * sll as f64
+}
+
 /// Searched symmetric (`x̂ = d·(q−8)`) fit of one block: writes levels `0..=15` to `q`
-/// and returns the f16-rounded `d`. Grid: `nstep` points (step 0.1 level) on each side of
-/// the two plain scales `−8/max` and `7/max`, ranked by the exact LS error of their levels
-/// (`Σw·x² − (Σw·l·x)²/Σw·l²`); the winner is re-levelled with its f16 `d` and compared
-/// with the plain fit, then refined `refine` times.
+/// and returns the f16-rounded `d`.
+///
+/// Candidates: the plain scale `max/−8` and its least-squares refit, then `nstep` level
+/// sets on each side of the two plain scales (`iscale = −(8 + 0.25k)/max` and
+/// `(7 + 0.25k)/max`, k = −nstep..=nstep), each by its f16-rounded least-squares `d`
+/// ranked in closed form (`Σw·x² − 2d·Σw·l·x + d²·Σw·l²`, one pass per candidate).
+/// The winner is re-levelled (nearest levels: never worse than the ranked error) and
+/// refined up to `refine` times while the closed form says a refit helps.
 pub fn search_sym(x: &[f32], w: Option<&[f32]>, nstep: i32, refine: u32, q: &mut [u8]) -> f32 {
     let n = x.len().min(MAX_BLOCK).min(q.len());
     let x = &x[..n];
@@ -424,10 +461,12 @@ pub fn search_sym(x: &[f32], w: Option<&[f32]>, nstep: i32, refine: u32, q: &mut
         Some(w) if w.len() >= n => &w[..n],
         _ => &wbuf[..n],
     };
-    // Signed value of largest magnitude among weighted entries.
+    // Signed value of largest magnitude among weighted entries, and Σw·x².
     let mut amax = 0f32;
     let mut max = 0f32;
+    let mut swx2 = 0f32;
     for (v, wv) in x.iter().zip(w) {
+        swx2 += wv * v * v;
         if *wv > 0.0 && v.abs() > amax {
             amax = v.abs();
             max = *v;
@@ -437,54 +476,51 @@ pub fn search_sym(x: &[f32], w: Option<&[f32]>, nstep: i32, refine: u32, q: &mut
         q[..n].fill(8);
         return 0.0;
     }
-    let mut best_q = [0u8; MAX_BLOCK];
-    let mut tq = [0u8; MAX_BLOCK];
-    let mut best_d = round_f16(max / -8.0);
-    let mut best_err = eval_sym(x, w, best_d, &mut best_q[..n]);
-    // Maximise (Σw·l·x)²/Σw·l² over the grid (= minimise the LS error).
-    let mut cand: Option<(f32, f32)> = None;
-    for k in -nstep..=nstep {
-        for iscale in [-(8.0 + 0.1 * k as f32) / max, (7.0 + 0.1 * k as f32) / max] {
-            let (slx, sll) = sym_sums(x, w, iscale, None);
+    let d0 = round_f16(max / -8.0);
+    let (slx0, sll0) = sym_sums(x, w, -8.0 / max);
+    let mut best = (sym_cf_err(swx2, slx0, sll0, d0), d0);
+    if best.0 > EARLY_EXIT_REL * swx2 as f64 {
+        let mut consider = |slx: f32, sll: f32| {
             if sll > 0.0 && slx != 0.0 {
-                let score = slx * slx / sll;
-                if cand.map_or(true, |c| score > c.0) {
-                    cand = Some((score, slx / sll));
+                let d = round_f16(slx / sll);
+                if d.is_finite() && d != 0.0 {
+                    let e = sym_cf_err(swx2, slx, sll, d);
+                    if e < best.0 {
+                        best = (e, d);
+                    }
                 }
             }
+        };
+        consider(slx0, sll0);
+        for &l in SYM_CANDIDATES.iter().take(nstep.max(0) as usize) {
+            let (a, b) = sym_sums(x, w, l / max);
+            consider(a, b);
         }
     }
-    if let Some((_, d)) = cand {
-        let d = round_f16(d);
-        if d.is_finite() && d != 0.0 {
-            let err = eval_sym(x, w, d, &mut tq[..n]);
-            if err < best_err {
-                best_err = err;
-                best_d = d;
-                best_q[..n].copy_from_slice(&tq[..n]);
-            }
-        }
-    }
+    let mut d = best.1;
+    let (mut err, mut slx, mut sll) = eval_sym(x, w, d, &mut q[..n]);
+    let mut tq = [0u8; MAX_BLOCK];
     for _ in 0..refine {
-        let (slx, sll) = sym_sums(x, w, 0.0, Some(&best_q[..n]));
         if sll.is_nan() || sll <= 0.0 {
             break;
         }
-        let d = round_f16(slx / sll);
-        if d == best_d || d == 0.0 || !d.is_finite() {
+        let d2 = round_f16(slx / sll);
+        if d2 == d
+            || d2 == 0.0
+            || !d2.is_finite()
+            || sym_cf_err(swx2, slx, sll, d2) >= err as f64 * (1.0 - 1e-5)
+        {
             break;
         }
-        let err = eval_sym(x, w, d, &mut tq[..n]);
-        if err < best_err {
-            best_err = err;
-            best_d = d;
-            best_q[..n].copy_from_slice(&tq[..n]);
+        let (e2, a, b) = eval_sym(x, w, d2, &mut tq[..n]);
+        if e2 < err {
+            (err, slx, sll, d) = (e2, a, b, d2);
+            q[..n].copy_from_slice(&tq[..n]);
         } else {
             break;
         }
     }
-    q[..n].copy_from_slice(&best_q[..n]);
-    best_d
+    d
 }
 
 /// Plain symmetric fit (ggml `Q4_0` reference rule): `max` = the value of largest
@@ -621,5 +657,172 @@ mod tests {
         assert!(q.iter().all(|&l| l == 0));
         assert_eq!(search_sym(&[0.0; 8], None, 4, 2, &mut q), 0.0);
         assert!(q[..8].iter().all(|&l| l == 8));
+    }
+
+    /// Tuning harness on real weights (`QSTREAM_F32_GGUF=model.f32.gguf cargo test --release
+    /// -p qstream-core --lib quant::search -- --ignored --nocapture`): relative squared error
+    /// and time of min/max vs grids, per type and block.
+    #[test]
+    #[ignore]
+    fn tune_on_real_weights() {
+        let Ok(path) = std::env::var("QSTREAM_F32_GGUF") else {
+            return;
+        };
+        let src = crate::import::open_source(std::path::Path::new(&path)).unwrap();
+        let mut data = Vec::new();
+        for t in src.tensors() {
+            if t.shape.len() == 2
+                && t.name.contains("blk.")
+                && (t.name.contains("blk.3.") || t.name.contains("blk.17."))
+            {
+                data.extend(src.load_f32(&t.name).unwrap());
+            }
+        }
+        let energy: f64 = data.iter().map(|v| (*v as f64).powi(2)).sum();
+        let grids = [
+            (
+                "g0r0",
+                AsymGrid {
+                    rmin: 0.0,
+                    rdelta: 0.0,
+                    nstep: 0,
+                    refine: 0,
+                },
+            ),
+            (
+                "g0r1",
+                AsymGrid {
+                    rmin: 0.0,
+                    rdelta: 0.0,
+                    nstep: 0,
+                    refine: 1,
+                },
+            ),
+            (
+                "g0r2",
+                AsymGrid {
+                    rmin: 0.0,
+                    rdelta: 0.0,
+                    nstep: 0,
+                    refine: 2,
+                },
+            ),
+            (
+                "g2r1",
+                AsymGrid {
+                    rmin: -0.5,
+                    rdelta: 1.0,
+                    nstep: 1,
+                    refine: 1,
+                },
+            ),
+            (
+                "g4r1",
+                AsymGrid {
+                    rmin: -1.0,
+                    rdelta: 0.5,
+                    nstep: 4,
+                    refine: 1,
+                },
+            ),
+            (
+                "old",
+                AsymGrid {
+                    rmin: -0.5,
+                    rdelta: 0.25,
+                    nstep: 4,
+                    refine: 2,
+                },
+            ),
+            (
+                "g20",
+                AsymGrid {
+                    rmin: -1.0,
+                    rdelta: 0.1,
+                    nstep: 20,
+                    refine: 2,
+                },
+            ),
+        ];
+        let mut q = [0u8; MAX_BLOCK];
+        for (nmax, block) in [
+            (15u8, 32usize),
+            (15, 64),
+            (15, 128),
+            (7, 32),
+            (7, 64),
+            (3, 32),
+            (3, 64),
+        ] {
+            let t = std::time::Instant::now();
+            let mut e = 0f64;
+            for x in data.chunks_exact(block) {
+                let p = minmax_asym(x, None, nmax, &mut q[..block]);
+                e += x
+                    .iter()
+                    .zip(&q)
+                    .map(|(v, l)| ((v - (p.d * *l as f32 + p.m)) as f64).powi(2))
+                    .sum::<f64>();
+            }
+            let tm = t.elapsed().as_secs_f64();
+            print!(
+                "nmax {nmax} B={block}: minmax {:.5} ({:.0} ms)",
+                e / energy,
+                tm * 1e3
+            );
+            for (name, g) in &grids {
+                let t = std::time::Instant::now();
+                let mut e = 0f64;
+                for x in data.chunks_exact(block) {
+                    let p = search_asym(x, None, nmax, g, &mut q[..block]);
+                    e += x
+                        .iter()
+                        .zip(&q)
+                        .map(|(v, l)| ((v - (p.d * *l as f32 + p.m)) as f64).powi(2))
+                        .sum::<f64>();
+                }
+                print!(
+                    " | {name} {:.5} ({:.0} ms)",
+                    e / energy,
+                    t.elapsed().as_secs_f64() * 1e3
+                );
+            }
+            println!();
+        }
+        for block in [32usize, 64] {
+            let t = std::time::Instant::now();
+            let mut e = 0f64;
+            for x in data.chunks_exact(block) {
+                let d = minmax_sym(x, &mut q[..block]);
+                e += x
+                    .iter()
+                    .zip(&q)
+                    .map(|(v, l)| ((v - d * (*l as f32 - 8.0)) as f64).powi(2))
+                    .sum::<f64>();
+            }
+            print!(
+                "sym B={block}: minmax {:.5} ({:.0} ms)",
+                e / energy,
+                t.elapsed().as_secs_f64() * 1e3
+            );
+            for (nstep, refine) in [(0, 1), (1, 1), (2, 1), (3, 1), (3, 2), (6, 2)] {
+                let t = std::time::Instant::now();
+                let mut e = 0f64;
+                for x in data.chunks_exact(block) {
+                    let d = search_sym(x, None, nstep, refine, &mut q[..block]);
+                    e += x
+                        .iter()
+                        .zip(&q)
+                        .map(|(v, l)| ((v - d * (*l as f32 - 8.0)) as f64).powi(2))
+                        .sum::<f64>();
+                }
+                print!(
+                    " | n{nstep}r{refine} {:.5} ({:.0} ms)",
+                    e / energy,
+                    t.elapsed().as_secs_f64() * 1e3
+                );
+            }
+            println!();
+        }
     }
 }
