@@ -1,0 +1,108 @@
+//! Logging: messages go to a host callback set with `qs_log_set`, or to stderr.
+
+use std::ffi::{c_char, c_void};
+use std::sync::RwLock;
+
+/// Log severity (`QS_LOG_*`), passed as `uint32_t`.
+#[allow(non_camel_case_types)]
+pub type qs_log_level = u32;
+
+/// Named log levels.
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum qs_log_level_value {
+    /// Fine detail (every failing call is logged at this level).
+    QS_LOG_DEBUG = 0,
+    /// Progress (model loaded, ...).
+    QS_LOG_INFO = 1,
+    /// Something unexpected that did not fail the call.
+    QS_LOG_WARN = 2,
+    /// A caught panic or another serious problem.
+    QS_LOG_ERROR = 3,
+    /// Log nothing (only as `min_level`).
+    QS_LOG_OFF = 4,
+}
+
+/// Internal alias.
+pub use qs_log_level_value as LogLevel;
+#[allow(non_upper_case_globals)]
+impl LogLevel {
+    pub const Debug: LogLevel = LogLevel::QS_LOG_DEBUG;
+    pub const Info: LogLevel = LogLevel::QS_LOG_INFO;
+    pub const Error: LogLevel = LogLevel::QS_LOG_ERROR;
+}
+
+/// One log message, valid only during the callback. Strings are UTF-8 and NOT
+/// NUL-terminated.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub struct qs_log_record {
+    /// `sizeof(qs_log_record)` as known to the library; fields may be appended.
+    pub struct_size: u32,
+    /// A `QS_LOG_*` value.
+    pub level: qs_log_level,
+    /// Where the message comes from, e.g. "qstream::capi".
+    pub target: *const c_char,
+    pub target_len: usize,
+    /// The message.
+    pub message: *const c_char,
+    pub message_len: usize,
+}
+
+/// Log callback: `userdata` first, then the record (valid only during the call).
+#[allow(non_camel_case_types)]
+pub type qs_log_cb =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, record: *const qs_log_record)>;
+
+struct LogState {
+    cb: qs_log_cb,
+    userdata: usize,
+    min_level: u32,
+}
+
+static STATE: RwLock<LogState> = RwLock::new(LogState {
+    cb: None,
+    userdata: 0,
+    min_level: qs_log_level_value::QS_LOG_WARN as u32,
+});
+
+/// Install `cb` (None = stderr) for messages at `min_level` or above.
+pub fn set(cb: qs_log_cb, userdata: *mut c_void, min_level: u32) {
+    let mut s = STATE.write().unwrap_or_else(|e| e.into_inner());
+    s.cb = cb;
+    s.userdata = userdata as usize;
+    s.min_level = min_level;
+}
+
+/// Emit a message.
+pub fn log(level: LogLevel, target: &str, msg: &str) {
+    let s = STATE.read().unwrap_or_else(|e| e.into_inner());
+    if (level as u32) < s.min_level {
+        return;
+    }
+    match s.cb {
+        Some(cb) => {
+            let rec = qs_log_record {
+                struct_size: std::mem::size_of::<qs_log_record>() as u32,
+                level: level as u32,
+                target: target.as_ptr().cast(),
+                target_len: target.len(),
+                message: msg.as_ptr().cast(),
+                message_len: msg.len(),
+            };
+            // SAFETY: the host registered `cb` with `qs_log_set`; `rec` and the strings it
+            // points to live until the call returns.
+            unsafe { cb(s.userdata as *mut c_void, &rec) };
+        }
+        None => {
+            let name = match level {
+                LogLevel::QS_LOG_DEBUG => "debug",
+                LogLevel::QS_LOG_INFO => "info",
+                LogLevel::QS_LOG_WARN => "warn",
+                _ => "error",
+            };
+            eprintln!("[qstream {name}] {msg}");
+        }
+    }
+}
