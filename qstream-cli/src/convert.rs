@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use qstream_core::convert::{self, ConvertParams, QuantChoice};
+use qstream_core::convert::{self, calibrate, ConvertParams, QuantChoice};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -13,7 +13,8 @@ pub struct Args {
     /// output QSF file
     #[arg(short, long)]
     output: PathBuf,
-    /// keep, f32, f16, bf16, 8bit, 4bit, 4bit_sym, 3bit, 2bit, 2bit_outlier, 3bit_outlier, 4bit_outlier, mxfp4
+    /// keep, f32, f16, bf16, 8bit, 4bit, 4bit_sym, 3bit, 2bit, 2bit_outlier, 3bit_outlier, 4bit_outlier, mxfp4,
+    /// or a mixed-precision preset: q4_m, q3_m, q2_m
     #[arg(short, long, default_value = "4bit")]
     quant: String,
     /// values per quantization block (32, 64, 128, 256)
@@ -28,6 +29,19 @@ pub struct Args {
     /// worker threads (0 = all cores)
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// calibration text: run the model (converted to 8bit in a temporary file) over it and
+    /// weight each matrix's quantization error by its inputs' mean squared activations
+    #[arg(long, value_name = "TEXT")]
+    calibrate: Option<PathBuf>,
+    /// activation statistics file: written after --calibrate, read without it
+    #[arg(long, value_name = "FILE")]
+    imatrix: Option<PathBuf>,
+    /// calibration chunk length in tokens
+    #[arg(long, default_value_t = 256)]
+    calib_ctx: usize,
+    /// calibrate on at most this many chunks (0 = all)
+    #[arg(long, default_value_t = 32)]
+    calib_chunks: usize,
     /// print per-tensor details and a summary
     #[arg(short, long)]
     verbose: bool,
@@ -54,8 +68,35 @@ pub fn run(a: Args) -> Result<()> {
         );
         b
     };
+    let imatrix = match (&a.calibrate, &a.imatrix) {
+        (Some(text), out) => {
+            let text = std::fs::read_to_string(text).with_context(|| format!("reading {}", text.display()))?;
+            let tmp = std::env::temp_dir().join(format!("qstream-calib-{}.qsf", std::process::id()));
+            let cp = ConvertParams {
+                quant: QuantChoice::Type(qstream_core::quant::QuantType::Q8),
+                n_threads: a.threads,
+                ..Default::default()
+            };
+            let t = std::time::Instant::now();
+            let res = convert::convert(&a.input, &tmp, &cp, &mut |_| true)
+                .and_then(|_| calibrate::collect(&tmp, &text, a.calib_ctx, a.calib_chunks, a.threads));
+            let _ = std::fs::remove_file(&tmp);
+            let im = res?;
+            eprintln!(
+                "calibrated {} matrices in {:.1} s",
+                im.entries.len(),
+                t.elapsed().as_secs_f64()
+            );
+            if let Some(out) = out {
+                im.save(out)?;
+            }
+            Some(im)
+        }
+        (None, Some(f)) => Some(calibrate::Imatrix::load(f)?),
+        (None, None) => None,
+    };
     let verbose = a.verbose;
-    let report = convert::convert(&a.input, &a.output, &params, &mut |p| {
+    let report = convert::convert_with_imatrix(&a.input, &a.output, &params, imatrix.as_ref(), &mut |p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.done as u64);
         bar.set_message(p.tensor.to_string());

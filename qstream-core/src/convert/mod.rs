@@ -4,6 +4,8 @@
 //! rayon pool, and writes each section as soon as it is complete, so the model is never held
 //! twice. Output goes through [`QsfWriter`], which only renames the file into place on success.
 
+pub mod calibrate;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -23,6 +25,58 @@ pub enum QuantChoice {
     Keep,
     /// Quantize every weight matrix to this type.
     Type(QuantType),
+    /// Mixed precision by tensor role (see [`Preset`]).
+    Preset(Preset),
+}
+
+/// Mixed-precision presets, in the spirit of llama.cpp's `*_M` types: the token embedding
+/// (also the output matrix when tied) and the tensors most sensitive to quantization
+/// (`attn_v`, `ffn_down`) get more bits than the rest. Effective whole-file bits per
+/// weight on SmolLM2-135M are in docs/quality.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// embeddings/output q8; attn_v, ffn_down q4 B=32; other matrices q4 B=64 (≈ 5.5 bpw).
+    Q4M,
+    /// embeddings/output q8; attn_v, ffn_down q4 B=64; other matrices q3 B=32 (≈ 5.0 bpw).
+    Q3M,
+    /// embeddings/output q8; attn_v, ffn_down q3 B=32; other matrices q2_outlier B=32 (≈ 4.6 bpw).
+    Q2M,
+}
+
+impl Preset {
+    /// CLI name (`q4_m`, `q3_m`, `q2_m`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Q4M => "q4_m",
+            Preset::Q3M => "q3_m",
+            Preset::Q2M => "q2_m",
+        }
+    }
+
+    /// The type most matrices get (recorded as the file's dominant type).
+    pub fn base(self) -> (QuantType, usize) {
+        match self {
+            Preset::Q4M => (QuantType::Q4, 64),
+            Preset::Q3M => (QuantType::Q3, 32),
+            Preset::Q2M => (QuantType::Q2Outlier, 32),
+        }
+    }
+
+    /// Type and block for the matrix `name` (canonical GGUF-style name).
+    pub fn plan(self, name: &str) -> (QuantType, usize) {
+        let embd = name == names::TOKEN_EMBD || name == names::OUTPUT;
+        let local = names::split_layer(name).map_or(name, |(_, rest)| rest);
+        let sensitive = local == names::ATTN_V || local == names::FFN_DOWN;
+        if embd {
+            return (QuantType::Q8, 32);
+        }
+        match (self, sensitive) {
+            (Preset::Q4M, true) => (QuantType::Q4, 32),
+            (Preset::Q3M, true) => (QuantType::Q4, 64),
+            (Preset::Q2M, true) => (QuantType::Q3, 32),
+            (p, false) => p.base(),
+        }
+    }
 }
 
 impl QuantChoice {
@@ -31,6 +85,9 @@ impl QuantChoice {
     pub fn parse(s: &str) -> Result<Self> {
         let t = match s {
             "keep" => return Ok(QuantChoice::Keep),
+            "q4_m" => return Ok(QuantChoice::Preset(Preset::Q4M)),
+            "q3_m" => return Ok(QuantChoice::Preset(Preset::Q3M)),
+            "q2_m" => return Ok(QuantChoice::Preset(Preset::Q2M)),
             "8bit" => QuantType::Q8,
             "4bit" => QuantType::Q4,
             "4bit_sym" => QuantType::Q4Sym,
@@ -50,7 +107,7 @@ impl QuantChoice {
     }
 
     /// The names [`QuantChoice::parse`] accepts.
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 16] = [
         "keep",
         "f32",
         "f16",
@@ -64,6 +121,9 @@ impl QuantChoice {
         "3bit_outlier",
         "4bit_outlier",
         "mxfp4",
+        "q4_m",
+        "q3_m",
+        "q2_m",
     ];
 }
 
@@ -129,6 +189,19 @@ pub fn convert(
     convert_source(source.as_ref(), dst, params, progress)
 }
 
+/// [`convert`] with activation statistics (see [`calibrate`]) weighting each matrix's
+/// quantization error by its per-column mean squared input.
+pub fn convert_with_imatrix(
+    src: &Path,
+    dst: &Path,
+    params: &ConvertParams,
+    imatrix: Option<&calibrate::Imatrix>,
+    progress: &mut dyn FnMut(&Progress<'_>) -> bool,
+) -> Result<ConvertReport> {
+    let source = open_source(src)?;
+    convert_source_with_imatrix(source.as_ref(), dst, params, imatrix, progress)
+}
+
 fn is_matrix(name: &str, shape: &[usize]) -> bool {
     shape.len() >= 2 && !name.ends_with(".bias") && !name.contains("norm")
 }
@@ -141,6 +214,7 @@ fn plan(params: &ConvertParams, name: &str, shape: &[usize]) -> Option<(QuantTyp
     }
     match params.quant {
         QuantChoice::Keep => None,
+        QuantChoice::Preset(p) => Some(p.plan(name)),
         QuantChoice::Type(t) => {
             let block = if t.is_float() {
                 1
@@ -161,7 +235,14 @@ struct Encoded {
     numel: usize,
 }
 
-fn encode(source: &dyn ModelSource, params: &ConvertParams, name: &str, shape: &[usize], src_type: &str) -> Result<Encoded> {
+fn encode(
+    source: &dyn ModelSource,
+    params: &ConvertParams,
+    imatrix: Option<&calibrate::Imatrix>,
+    name: &str,
+    shape: &[usize],
+    src_type: &str,
+) -> Result<Encoded> {
     let numel: usize = shape.iter().product();
     let rows = if shape.len() >= 2 { numel / shape[shape.len() - 1] } else { 1 };
     let cols = *shape.last().unwrap_or(&1);
@@ -188,6 +269,12 @@ fn encode(source: &dyn ModelSource, params: &ConvertParams, name: &str, shape: &
         }
     }
     let (qt, block) = target.unwrap_or((QuantType::Q8, 32));
+    let importance = if is_matrix(name, shape) {
+        imatrix.and_then(|im| im.importance(name, cols))
+    } else {
+        None
+    };
+    let importance = importance.as_deref();
     let data = source.load_f32(name)?;
     if data.len() != numel {
         return Err(Error::corrupt(format!("{name}: {} values for shape {shape:?}", data.len())));
@@ -201,7 +288,7 @@ fn encode(source: &dyn ModelSource, params: &ConvertParams, name: &str, shape: &
             &QuantParams {
                 block_size: block,
                 outlier_frac: params.outlier_frac,
-                importance: None,
+                importance,
             },
         )?
     } else {
@@ -216,7 +303,7 @@ fn encode(source: &dyn ModelSource, params: &ConvertParams, name: &str, shape: &
             .zip(data.par_chunks(cols * chunk_rows))
             .for_each(|(dst, src)| {
                 for (d, s) in dst.chunks_exact_mut(rb).zip(src.chunks_exact(cols)) {
-                    quant::quantize_row(qt, block, s, None, d);
+                    quant::quantize_row(qt, block, s, importance, d);
                 }
             });
         out
@@ -241,6 +328,17 @@ pub fn convert_source(
     source: &dyn ModelSource,
     dst: &Path,
     params: &ConvertParams,
+    progress: &mut dyn FnMut(&Progress<'_>) -> bool,
+) -> Result<ConvertReport> {
+    convert_source_with_imatrix(source, dst, params, None, progress)
+}
+
+/// [`convert_source`] with optional activation statistics (see [`convert_with_imatrix`]).
+pub fn convert_source_with_imatrix(
+    source: &dyn ModelSource,
+    dst: &Path,
+    params: &ConvertParams,
+    imatrix: Option<&calibrate::Imatrix>,
     progress: &mut dyn FnMut(&Progress<'_>) -> bool,
 ) -> Result<ConvertReport> {
     let start = Instant::now();
@@ -280,6 +378,7 @@ pub fn convert_source(
     let total = source.tensors().len();
     let (dom, dom_block) = match params.quant {
         QuantChoice::Keep => (QuantType::Q8, 32),
+        QuantChoice::Preset(p) => p.base(),
         QuantChoice::Type(t) => (t, if t.is_float() { 1 } else { params.block_size }),
     };
     let mut writer = QsfWriter::create(dst, &config, dom, dom_block)?;
@@ -294,7 +393,7 @@ pub fn convert_source(
         let encoded: Vec<Result<Encoded>> = pool.install(|| {
             group
                 .par_iter()
-                .map(|t| encode(source, params, &t.name, &t.shape, &t.source_type))
+                .map(|t| encode(source, params, imatrix, &t.name, &t.shape, &t.source_type))
                 .collect()
         });
         let mut out = Vec::with_capacity(encoded.len());

@@ -240,6 +240,8 @@ pub fn matmul_multi(ws: &[&Tensor], outs: &mut [&mut [f32]], xs: &[f32], n: usiz
         assert_eq!(w.cols(), cols, "matmul {}: cols", w.name);
         assert_eq!(o.len(), n * w.rows(), "matmul {}: output length", w.name);
     }
+    // calibration (`convert --calibrate`): no-op unless a calibration run is active
+    crate::convert::calibrate::observe(ws, xs, n);
     if ws.iter().any(|w| w.qtype.is_outlier()) {
         for (w, o) in ws.iter().zip(outs.iter_mut()) {
             matmul_outlier(w, xs, n, o);

@@ -1,0 +1,260 @@
+//! Calibration: per-input-channel mean squared activations of every weight matrix
+//! (llama.cpp's "importance matrix"), used to weight the quantizers' squared error.
+//!
+//! [`collect`] runs a model over a text in chunks of `ctx` tokens with an activation
+//! observer installed in the mat-mul entry point ([`observe`], called by
+//! `kernels::matmul_multi`), and accumulates `Σ x_c²` and the row count for every matrix
+//! by its canonical tensor name. [`Imatrix::importance`] gives `mean x_c²` per column.
+//!
+//! File format (`--imatrix FILE`, little-endian):
+//! ```text
+//! "QSIMTX01"  magic (8 bytes)
+//! u32 n_entries
+//! n × { u32 name_len, name (UTF-8), u32 cols, u64 rows_seen, f32 mean_sq[cols] }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use crate::engine::{Model, ModelParams, Session, SessionParams};
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+
+const MAGIC: &[u8; 8] = b"QSIMTX01";
+
+/// Per-matrix activation statistics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Imatrix {
+    /// canonical tensor name → (Σ x² per input column, rows observed)
+    pub entries: BTreeMap<String, (Vec<f64>, u64)>,
+}
+
+impl Imatrix {
+    /// Mean squared activation per column of `name` (`None` if never observed or if the
+    /// column count differs). Columns never active get a small floor so no weight is
+    /// ignored entirely.
+    pub fn importance(&self, name: &str, cols: usize) -> Option<Vec<f32>> {
+        let (sums, rows) = self.entries.get(name)?;
+        if sums.len() != cols || *rows == 0 {
+            return None;
+        }
+        let mean: Vec<f64> = sums.iter().map(|s| s / *rows as f64).collect();
+        let avg = mean.iter().sum::<f64>() / cols.max(1) as f64;
+        let floor = (avg * 1e-4).max(f64::MIN_POSITIVE);
+        Some(mean.iter().map(|m| m.max(floor) as f32).collect())
+    }
+
+    /// Add `n` activation rows of `cols` values for tensor `name`.
+    pub fn add(&mut self, name: &str, xs: &[f32], n: usize, cols: usize) {
+        if cols == 0 || xs.len() < n * cols {
+            return;
+        }
+        let e = self
+            .entries
+            .entry(name.to_string())
+            .or_insert_with(|| (vec![0.0; cols], 0));
+        if e.0.len() != cols {
+            return;
+        }
+        for row in xs[..n * cols].chunks_exact(cols) {
+            for (s, v) in e.0.iter_mut().zip(row) {
+                *s += (*v as f64) * (*v as f64);
+            }
+        }
+        e.1 += n as u64;
+    }
+
+    /// Serialize (see the module docs).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = MAGIC.to_vec();
+        b.extend((self.entries.len() as u32).to_le_bytes());
+        for (name, (sums, rows)) in &self.entries {
+            b.extend((name.len() as u32).to_le_bytes());
+            b.extend(name.as_bytes());
+            b.extend((sums.len() as u32).to_le_bytes());
+            b.extend(rows.to_le_bytes());
+            for s in sums {
+                let mean = if *rows > 0 { s / *rows as f64 } else { 0.0 };
+                b.extend((mean as f32).to_le_bytes());
+            }
+        }
+        b
+    }
+
+    /// Parse bytes written by [`Imatrix::to_bytes`]; malformed input is `Error::Corrupt`.
+    pub fn from_bytes(b: &[u8]) -> Result<Imatrix> {
+        let bad = |m: &str| Error::corrupt(format!("imatrix: {m}"));
+        let mut pos = 0usize;
+        let mut take = |n: usize| -> Result<&[u8]> {
+            let end = pos
+                .checked_add(n)
+                .filter(|e| *e <= b.len())
+                .ok_or_else(|| bad("truncated"))?;
+            let s = &b[pos..end];
+            pos = end;
+            Ok(s)
+        };
+        if take(8)? != MAGIC {
+            return Err(bad("bad magic"));
+        }
+        let u32_at = |s: &[u8]| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize;
+        let n = u32_at(take(4)?);
+        let mut entries = BTreeMap::new();
+        for _ in 0..n {
+            let len = u32_at(take(4)?);
+            let name = std::str::from_utf8(take(len)?)
+                .map_err(|_| bad("name is not UTF-8"))?
+                .to_string();
+            let cols = u32_at(take(4)?);
+            let r = take(8)?;
+            let rows = u64::from_le_bytes([r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]]);
+            let data = take(cols.checked_mul(4).ok_or_else(|| bad("size overflows"))?)?;
+            let sums: Vec<f64> = data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64 * rows as f64)
+                .collect();
+            if sums.iter().any(|v| !v.is_finite() || *v < 0.0) {
+                return Err(bad(&format!("{name}: negative or non-finite statistics")));
+            }
+            entries.insert(name, (sums, rows));
+        }
+        if pos != b.len() {
+            return Err(bad("trailing bytes"));
+        }
+        Ok(Imatrix { entries })
+    }
+
+    /// Write to `path`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.to_bytes()).map_err(|e| Error::io(path, e))
+    }
+
+    /// Read from `path`.
+    pub fn load(path: &Path) -> Result<Imatrix> {
+        let b = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(&b)
+    }
+}
+
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+static SINK: Mutex<Option<Imatrix>> = Mutex::new(None);
+/// Serializes calibration runs (one observer at a time, process-wide).
+static RUN: Mutex<()> = Mutex::new(());
+
+/// Activation observer hook, called by the mat-mul entry point with the input rows
+/// (`n × cols`) of every matrix. A relaxed atomic load when no calibration is running.
+#[inline]
+pub fn observe(ws: &[&Tensor], xs: &[f32], n: usize) {
+    if !ACTIVE.load(Ordering::Relaxed) {
+        return;
+    }
+    observe_slow(ws, xs, n);
+}
+
+#[cold]
+fn observe_slow(ws: &[&Tensor], xs: &[f32], n: usize) {
+    let Ok(mut g) = SINK.lock() else { return };
+    if let Some(im) = g.as_mut() {
+        for w in ws {
+            im.add(&w.name, xs, n, w.cols());
+        }
+    }
+}
+
+/// Run the QSF model at `model` over `text` in chunks of `ctx` tokens (at most
+/// `max_chunks`, 0 = all) and return the activation statistics of every matrix.
+pub fn collect(
+    model: &Path,
+    text: &str,
+    ctx: usize,
+    max_chunks: usize,
+    n_threads: usize,
+) -> Result<Imatrix> {
+    let _run = RUN
+        .lock()
+        .map_err(|_| Error::Internal("calibration lock poisoned".into()))?;
+    let model = Model::load(
+        model,
+        &ModelParams {
+            n_threads,
+            ..Default::default()
+        },
+    )?;
+    let tokens = model.tokenizer().encode(text, false)?;
+    let ctx = ctx.max(4);
+    let mut n_chunks = tokens.len() / ctx;
+    if max_chunks > 0 {
+        n_chunks = n_chunks.min(max_chunks);
+    }
+    if n_chunks == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "calibration text has {} tokens, fewer than one chunk of {ctx}",
+            tokens.len()
+        )));
+    }
+    let mut session = Session::new(
+        model,
+        &SessionParams {
+            n_ctx: ctx,
+            ..Default::default()
+        },
+    )?;
+    *SINK
+        .lock()
+        .map_err(|_| Error::Internal("imatrix lock poisoned".into()))? = Some(Imatrix::default());
+    ACTIVE.store(true, Ordering::SeqCst);
+    let res = (|| -> Result<()> {
+        for c in 0..n_chunks {
+            session.reset();
+            session.decode(&tokens[c * ctx..(c + 1) * ctx])?;
+        }
+        Ok(())
+    })();
+    ACTIVE.store(false, Ordering::SeqCst);
+    let im = SINK
+        .lock()
+        .map_err(|_| Error::Internal("imatrix lock poisoned".into()))?
+        .take()
+        .unwrap_or_default();
+    res?;
+    Ok(im)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_round_trip_and_corruption() {
+        let mut im = Imatrix::default();
+        im.add("blk.0.attn_q.weight", &[1.0, 2.0, -3.0, 0.0], 2, 2);
+        // column means of x²: (1 + 9)/2 = 5, (4 + 0)/2 = 2
+        assert_eq!(
+            im.importance("blk.0.attn_q.weight", 2),
+            Some(vec![5.0, 2.0])
+        );
+        assert_eq!(im.importance("blk.0.attn_q.weight", 3), None);
+        let b = im.to_bytes();
+        assert_eq!(Imatrix::from_bytes(&b).unwrap(), im);
+        for cut in 0..b.len() {
+            assert!(Imatrix::from_bytes(&b[..cut]).is_err());
+        }
+        let mut bad = b.clone();
+        bad[0] = b'X';
+        assert!(Imatrix::from_bytes(&bad).is_err());
+        let mut huge = b.clone();
+        huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Imatrix::from_bytes(&huge).is_err());
+    }
+
+    #[test]
+    fn zero_columns_get_a_floor() {
+        let mut im = Imatrix::default();
+        im.add("w", &[2.0, 0.0], 1, 2);
+        let imp = im.importance("w", 2).unwrap();
+        assert_eq!(imp[0], 4.0);
+        assert!(imp[1] > 0.0 && imp[1] < 1e-3);
+    }
+}
