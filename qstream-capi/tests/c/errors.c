@@ -108,12 +108,15 @@ int main(int argc, char **argv) {
     EXPECT(qs_context_n_past(c) == 0);
     EXPECT(qs_context_decode(c, many, 8) == QS_STATUS_OK);
     EXPECT(qs_context_n_past(c) == 8);
-    many[0] = qs_model_n_vocab(m);
-    EXPECT(qs_context_decode(c, many, 1) == QS_STATUS_INVALID_ARGUMENT);
     const float *logits = NULL;
     size_t n_vocab = 0;
     EXPECT(qs_context_logits(c, &logits, &n_vocab) == QS_STATUS_OK && logits && n_vocab == qs_model_n_vocab(m));
     EXPECT(qs_context_cancel(c) == QS_STATUS_OK);
+    EXPECT(qs_context_reset(c) == QS_STATUS_OK);
+    EXPECT(qs_context_n_past(c) == 0);
+    many[0] = qs_model_n_vocab(m);
+    EXPECT(qs_context_decode(c, many, 1) == QS_STATUS_INVALID_ARGUMENT);
+    EXPECT(qs_context_n_past(c) == 0);
     qs_convert_params vp = qs_convert_default_params();
     vp.quant_type = 1; /* not a QS_QUANT_* value */
     snprintf(path, sizeof path, "%s/never.qsf", argv[2]);
