@@ -489,7 +489,7 @@ fn params_struct_size_is_checked() {
         assert_eq!(qs_context_new(l.m, &cp, &mut c), OK, "{}", last_error());
         assert_eq!(qs_context_n_ctx(c), 32);
         // context full leaves the state unchanged
-        let many = vec![1u32; 33];
+        let many = [1u32; 33];
         assert_eq!(
             qs_context_decode(c, many.as_ptr(), 33),
             QS_STATUS_CONTEXT_FULL as i32
