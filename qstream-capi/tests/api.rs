@@ -620,3 +620,51 @@ fn model_metadata() {
         qs_context_free(c);
     }
 }
+
+extern "C" fn cancel_from_callback(
+    userdata: *mut c_void,
+    _: *const c_char,
+    _: usize,
+    _: u32,
+) -> bool {
+    let ctx = userdata as *const qs_context;
+    // SAFETY: the context running this generation; cancel is allowed from callbacks, and any
+    // other call on it reports BUSY instead of aliasing the running session.
+    unsafe {
+        assert_eq!(qs_context_cancel(ctx), OK);
+        assert_eq!(
+            qs_context_reset(ctx as *mut qs_context),
+            QS_STATUS_BUSY as i32
+        );
+    }
+    true
+}
+
+#[test]
+fn cancel_and_busy_from_callback() {
+    let r = reference();
+    let prompt = ids(&r, "input_ids");
+    let l = load();
+    // SAFETY: valid arguments.
+    unsafe {
+        let mut gp = qs_generate_default_params();
+        gp.max_tokens = 50;
+        gp.stop_on_eos = false;
+        let mut res: qs_generate_result = std::mem::zeroed();
+        res.struct_size = std::mem::size_of::<qs_generate_result>() as u32;
+        let st = qs_generate_tokens(
+            l.c,
+            prompt.as_ptr(),
+            prompt.len(),
+            &gp,
+            Some(cancel_from_callback),
+            l.c.cast(),
+            &mut res,
+        );
+        assert_eq!(st, OK, "{}", last_error());
+        assert_eq!(res.stop_reason, qs_stop_reason::QS_STOP_CANCELLED as u32);
+        assert_eq!(res.n_generated, 1);
+        // the context is usable again afterwards
+        assert_eq!(qs_context_reset(l.c), OK);
+    }
+}
