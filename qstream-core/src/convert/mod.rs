@@ -41,6 +41,10 @@ pub enum Preset {
     Q3M,
     /// embeddings/output q8; attn_v, ffn_down q3 B=32; other matrices q2_outlier B=32 (≈ 4.6 bpw).
     Q2M,
+    /// `<type>+e8`: every matrix of the given type (block from `--block-size`) except the
+    /// token embedding and output matrix, kept at q8 — what llama.cpp does for every
+    /// k-quant (its output matrix is always ≥ Q6_K).
+    EmbdQ8(QuantType),
 }
 
 impl Preset {
@@ -50,6 +54,7 @@ impl Preset {
             Preset::Q4M => "q4_m",
             Preset::Q3M => "q3_m",
             Preset::Q2M => "q2_m",
+            Preset::EmbdQ8(_) => "+e8",
         }
     }
 
@@ -59,6 +64,7 @@ impl Preset {
             Preset::Q4M => (QuantType::Q4, 64),
             Preset::Q3M => (QuantType::Q3, 32),
             Preset::Q2M => (QuantType::Q2Outlier, 32),
+            Preset::EmbdQ8(t) => (t, t.default_block()),
         }
     }
 
@@ -74,6 +80,7 @@ impl Preset {
             (Preset::Q4M, true) => (QuantType::Q4, 32),
             (Preset::Q3M, true) => (QuantType::Q4, 64),
             (Preset::Q2M, true) => (QuantType::Q3, 32),
+            (Preset::EmbdQ8(t), _) => (t, t.default_block()),
             (p, false) => p.base(),
         }
     }
@@ -88,6 +95,12 @@ impl QuantChoice {
             "q4_m" => return Ok(QuantChoice::Preset(Preset::Q4M)),
             "q3_m" => return Ok(QuantChoice::Preset(Preset::Q3M)),
             "q2_m" => return Ok(QuantChoice::Preset(Preset::Q2M)),
+            s if s.ends_with("+e8") => {
+                return match Self::parse(&s[..s.len() - 3])? {
+                    QuantChoice::Type(t) if !t.is_float() => Ok(QuantChoice::Preset(Preset::EmbdQ8(t))),
+                    _ => Err(Error::InvalidArgument(format!("{s}: +e8 needs a quantized type"))),
+                };
+            }
             "8bit" => QuantType::Q8,
             "4bit" => QuantType::Q4,
             "4bit_sym" => QuantType::Q4Sym,
@@ -214,6 +227,9 @@ fn plan(params: &ConvertParams, name: &str, shape: &[usize]) -> Option<(QuantTyp
     }
     match params.quant {
         QuantChoice::Keep => None,
+        QuantChoice::Preset(Preset::EmbdQ8(t)) if name != names::TOKEN_EMBD && name != names::OUTPUT => {
+            plan(&ConvertParams { quant: QuantChoice::Type(t), ..params.clone() }, name, shape)
+        }
         QuantChoice::Preset(p) => Some(p.plan(name)),
         QuantChoice::Type(t) => {
             let block = if t.is_float() {
@@ -378,6 +394,7 @@ pub fn convert_source_with_imatrix(
     let total = source.tensors().len();
     let (dom, dom_block) = match params.quant {
         QuantChoice::Keep => (QuantType::Q8, 32),
+        QuantChoice::Preset(Preset::EmbdQ8(t)) => (t, if matches!(t, QuantType::Q8 | QuantType::Mxfp4) { 32 } else { params.block_size }),
         QuantChoice::Preset(p) => p.base(),
         QuantChoice::Type(t) => (t, if t.is_float() { 1 } else { params.block_size }),
     };

@@ -9,7 +9,8 @@
 //! [u32 col[n]]              column of each outlier; strictly increasing within a row
 //! [f16 val[n]]              its value
 //! ```
-//! Outliers are the `ceil(outlier_frac · numel)` largest |w| of the whole tensor (ties broken
+//! Outliers are the `ceil(outlier_frac · numel)` largest |w| of the whole tensor
+//! (|w|·sqrt(importance of its column) when `QuantParams::importance` is given; ties broken
 //! by lower flat index), ordered by (row, col). In the dense part their positions were
 //! quantized as 0 with weight 0 (so they do not widen the block range); dequantization
 //! overwrites those positions with the f16 value. The sections after the dense part are
@@ -81,17 +82,26 @@ pub fn quantize(
         )));
     }
 
-    // Threshold = k-th largest |w|; take every |w| > t, then |w| == t in index order.
+    // Threshold = k-th largest score; take every score > t, then score == t in index order.
+    // The score is |w|, or |w|·sqrt(importance[col]) with importance (the outliers that
+    // would cost the most weighted error in the dense part).
+    let scale: Option<Vec<f32>> = params
+        .importance
+        .map(|imp| imp.iter().map(|v| v.max(0.0).sqrt()).collect());
+    let score = |i: usize, v: f32| match &scale {
+        Some(sc) => v.abs() * sc[i % cols],
+        None => v.abs(),
+    };
     let mut is_out = vec![false; numel];
     if k > 0 {
-        let mut mags: Vec<f32> = data.iter().map(|v| v.abs()).collect();
+        let mut mags: Vec<f32> = data.iter().enumerate().map(|(i, v)| score(i, *v)).collect();
         let pos = numel - k;
         let (_, t, _) = mags.select_nth_unstable_by(pos, |a, b| a.total_cmp(b));
         let t = *t;
         drop(mags);
         let mut taken = 0usize;
         for (i, v) in data.iter().enumerate() {
-            if v.abs().total_cmp(&t).is_gt() {
+            if score(i, *v).total_cmp(&t).is_gt() {
                 is_out[i] = true;
                 taken += 1;
             }
@@ -100,7 +110,7 @@ pub fn quantize(
             if taken == k {
                 break;
             }
-            if v.abs().total_cmp(&t).is_eq() && !is_out[i] {
+            if score(i, *v).total_cmp(&t).is_eq() && !is_out[i] {
                 is_out[i] = true;
                 taken += 1;
             }

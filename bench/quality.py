@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Quality per bit: QStream's QSF types vs llama.cpp's quant types on the same F32 source.
+
+1. Writes an F32 GGUF from the source GGUF (llama_model_quantize, ftype ALL_F32), then
+   llama.cpp's Q8_0, Q4_0, Q4_1, Q4_K_M, Q3_K_M, Q2_K from that F32 file.
+2. Converts the same F32 GGUF with `qstream convert` to 8bit, 4bit (block 32/64/128),
+   4bit_sym, 3bit, 2bit, 2bit_outlier (0.5% and 1%) and the q4_m/q3_m/q2_m presets, each
+   without and with calibration (`--imatrix`, statistics collected once with
+   `--calibrate` on a calibration text that is NOT the evaluation text).
+3. Measures perplexity of every file by llama.cpp's method (llama.cpp files through
+   bench/perplexity_llamacpp.py, QSF files through `qstream perplexity`), prints a table
+   (type, file MB, whole-file bits/weight = bytes·8/n_params, ppl) and plots size vs ppl.
+
+Results are cached in WORK/results.json (delete an entry to re-measure it).
+
+usage: python3 bench/quality.py [--src GGUF] [--work DIR] [--chunks N] [--only SUBSTR,...]
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N_PARAMS = 134_515_008  # SmolLM2-135M (qstream convert reports it)
+EVAL = "/usr/share/common-licenses/GPL-3"
+# Calibration text: other licenses, disjoint from the evaluation text.
+CALIB = ["Apache-2.0", "MPL-2.0", "GFDL-1.3", "Artistic", "CC0-1.0"]
+
+LLAMA_TYPES = ["Q8_0", "Q4_1", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"]
+# name -> extra `qstream convert` args
+QSF_TYPES = {
+    "8bit": ["--quant", "8bit"],
+    "4bit B32": ["--quant", "4bit", "--block-size", "32"],
+    "4bit B64": ["--quant", "4bit", "--block-size", "64"],
+    "4bit B128": ["--quant", "4bit", "--block-size", "128"],
+    "4bit_sym": ["--quant", "4bit_sym"],
+    "3bit": ["--quant", "3bit"],
+    "2bit": ["--quant", "2bit"],
+    "2bit_outlier 0.5%": ["--quant", "2bit_outlier", "--outlier-frac", "0.005"],
+    "2bit_outlier 1%": ["--quant", "2bit_outlier", "--outlier-frac", "0.01"],
+    "4bit B64+e8": ["--quant", "4bit+e8", "--block-size", "64"],
+    "4bit_sym+e8": ["--quant", "4bit_sym+e8"],
+    "3bit+e8": ["--quant", "3bit+e8"],
+    "2bit+e8": ["--quant", "2bit+e8"],
+    "2bit_outlier 1%+e8": ["--quant", "2bit_outlier+e8", "--outlier-frac", "0.01"],
+    "q4_m": ["--quant", "q4_m"],
+    "q3_m": ["--quant", "q3_m"],
+    "q2_m": ["--quant", "q2_m"],
+}
+
+
+def run(cmd, **kw):
+    print("+", " ".join(cmd), file=sys.stderr, flush=True)
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def llama_quantize(src, dst, ftype, threads):
+    import ctypes
+    import llama_cpp
+
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype = getattr(llama_cpp, "LLAMA_FTYPE_" + ftype)
+    p.allow_requantize = True
+    p.nthread = threads
+    if llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(p)) != 0:
+        raise RuntimeError(f"llama_model_quantize {ftype} failed")
+
+
+def parse_ppl(out):
+    m = re.search(r"perplexity: ([0-9.]+)", out)
+    if not m:
+        raise RuntimeError("no perplexity in output:\n" + out)
+    return float(m.group(1))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--src", default=os.path.expanduser("~/.cache/qstream/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--work", default="/tmp/qstream-quality")
+    ap.add_argument("--qstream", default=os.path.join(ROOT, "target/release/qstream"))
+    ap.add_argument("--chunks", type=int, default=0, help="perplexity chunks (0 = all)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default="", help="comma-separated substrings of the names to run")
+    ap.add_argument("--no-calib", action="store_true", help="skip the calibrated variants")
+    ap.add_argument("--plot", default=os.path.join(ROOT, "docs/quality.png"))
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    res_path = os.path.join(a.work, "results.json")
+    results = json.load(open(res_path)) if os.path.exists(res_path) else {}
+    only = [s for s in a.only.split(",") if s]
+    want = lambda name: not only or any(s in name for s in only)  # noqa: E731
+
+    def save():
+        with open(res_path, "w") as f:
+            json.dump(results, f, indent=1)
+
+    key_sfx = f" @{a.chunks or 'all'}"
+    f32 = os.path.join(a.work, "f32.gguf")
+    if not os.path.exists(f32):
+        llama_quantize(a.src, f32, "ALL_F32", a.threads)
+
+    # llama.cpp family
+    for t in ["F32"] + LLAMA_TYPES:
+        name = "llama.cpp " + t
+        if not want(name) or name + key_sfx in results:
+            continue
+        path = f32 if t == "F32" else os.path.join(a.work, t + ".gguf")
+        if not os.path.exists(path):
+            llama_quantize(f32, path, "MOSTLY_" + t, a.threads)
+        cmd = [sys.executable, os.path.join(ROOT, "bench/perplexity_llamacpp.py"), path, "-f", EVAL, "-c", "256",
+               "-t", str(a.threads)]
+        if a.chunks:
+            cmd += ["--chunks", str(a.chunks)]
+        ppl = parse_ppl(run(cmd).stdout)
+        results[name + key_sfx] = {"family": "llama.cpp", "type": t, "bytes": os.path.getsize(path), "ppl": ppl}
+        save()
+
+    # qstream family
+    imatrix = os.path.join(a.work, "calib.imatrix")
+    variants = [("", [])] if a.no_calib else [("", []), (" +imatrix", ["--imatrix", imatrix])]
+    for sfx, extra in variants:
+        for t, args in QSF_TYPES.items():
+            name = "qstream " + t + sfx
+            if not want(name) or name + key_sfx in results:
+                continue
+            if extra and not os.path.exists(imatrix):
+                calib = os.path.join(a.work, "calib.txt")
+                with open(calib, "w") as f:
+                    for c in CALIB:
+                        f.write(open("/usr/share/common-licenses/" + c).read())
+                run([a.qstream, "convert", f32, "-o", os.path.join(a.work, "calib.qsf"), "--quant", "8bit",
+                     "--quiet", "--threads", str(a.threads), "--calibrate", calib, "--imatrix", imatrix])
+            out = os.path.join(a.work, re.sub(r"[^a-z0-9]+", "_", (t + sfx).lower()) + ".qsf")
+            t0 = time.perf_counter()
+            run([a.qstream, "convert", f32, "-o", out, "--quiet", "--threads", str(a.threads)] + args + extra)
+            secs = time.perf_counter() - t0
+            cmd = [a.qstream, "perplexity", out, "-f", EVAL, "-c", "256", "--threads", str(a.threads)]
+            if a.chunks:
+                cmd += ["--chunks", str(a.chunks)]
+            ppl = parse_ppl(run(cmd).stdout)
+            results[name + key_sfx] = {"family": "qstream" + sfx, "type": t, "bytes": os.path.getsize(out),
+                                       "ppl": ppl, "convert_s": round(secs, 2)}
+            os.remove(out)
+            save()
+
+    rows = [(k, v) for k, v in results.items() if k.endswith(key_sfx)]
+    rows.sort(key=lambda kv: (kv[1]["family"], kv[1]["bytes"]))
+    print(f"| type | file MB | bits/weight | ppl (GPL-3, ctx 256, {a.chunks or 'all'} chunks) |")
+    print("|---|---|---|---|")
+    for k, v in rows:
+        print(f"| {k[:-len(key_sfx)]} | {v['bytes'] / 1e6:.1f} | {v['bytes'] * 8 / N_PARAMS:.2f} | {v['ppl']:.2f} |")
+
+    if a.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(9, 6))
+        fams = sorted({v["family"] for _, v in rows})
+        for fam, marker in zip(fams, "osD^v"):
+            pts = sorted((v["bytes"] / 1e6, v["ppl"], v["type"]) for _, v in rows if v["family"] == fam)
+            pts = [p for p in pts if p[1] < 60]  # keep the axis readable (plain 2bit is off-scale)
+            if not pts:
+                continue
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, linestyle="", label=fam)
+            for x, y, t in pts:
+                ax.annotate(t, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("file size (MB)")
+        ax.set_ylabel(f"perplexity (GPL-3, ctx 256, {a.chunks or 'all'} chunks)")
+        ax.set_title("SmolLM2-135M: size vs perplexity (lower-left is better)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(a.plot, dpi=110)
+        print("plot:", a.plot, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
