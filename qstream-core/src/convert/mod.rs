@@ -453,3 +453,33 @@ pub fn convert_source_with_imatrix(
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)
 }
+
+#[cfg(test)]
+mod preset_tests {
+    use super::*;
+
+    #[test]
+    fn presets_parse_and_plan_by_role() {
+        let p = |q: &str, block: usize| ConvertParams {
+            quant: QuantChoice::parse(q).unwrap(),
+            block_size: block,
+            ..Default::default()
+        };
+        let m = [576usize, 1536];
+        let q4m = p("q4_m", 32);
+        assert_eq!(plan(&q4m, "token_embd", &m), Some((QuantType::Q8, 32)));
+        assert_eq!(plan(&q4m, "blk.3.ffn_down", &m), Some((QuantType::Q4, 32)));
+        assert_eq!(plan(&q4m, "blk.3.attn_v", &m), Some((QuantType::Q4, 32)));
+        assert_eq!(plan(&q4m, "blk.3.attn_q", &m), Some((QuantType::Q4, 64)));
+        assert_eq!(plan(&q4m, "blk.3.attn_norm", &[576]), Some((QuantType::F32, 1)));
+        let q2m = p("q2_m", 32);
+        assert_eq!(plan(&q2m, "blk.0.ffn_up", &m), Some((QuantType::Q2Outlier, 32)));
+        assert_eq!(plan(&q2m, "blk.0.ffn_down", &m), Some((QuantType::Q3, 32)));
+        let e8 = p("3bit+e8", 64);
+        assert_eq!(plan(&e8, "output", &m), Some((QuantType::Q8, 32)));
+        assert_eq!(plan(&e8, "token_embd", &m), Some((QuantType::Q8, 32)));
+        assert_eq!(plan(&e8, "blk.1.ffn_gate", &m), Some((QuantType::Q3, 64)));
+        assert!(QuantChoice::parse("f16+e8").is_err());
+        assert!(QuantChoice::parse("bogus+e8").is_err());
+    }
+}
