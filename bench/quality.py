@@ -70,10 +70,10 @@ def llama_quantize(src, dst, ftype, threads):
 
 
 def parse_ppl(out):
-    m = re.search(r"perplexity: ([0-9.]+)", out)
+    m = re.search(r"perplexity: ([0-9.]+|NaN|nan|inf)", out)
     if not m:
         raise RuntimeError("no perplexity in output:\n" + out)
-    return float(m.group(1))
+    return float(m.group(1))  # NaN is recorded (a broken file must show up in the table)
 
 
 def main():

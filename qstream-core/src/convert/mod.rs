@@ -39,7 +39,7 @@ pub enum Preset {
     Q4M,
     /// embeddings/output q8; attn_v, ffn_down q4 B=64; other matrices q3 B=32 (≈ 5.0 bpw).
     Q3M,
-    /// embeddings/output q8; attn_v, ffn_down q3 B=32; other matrices q2_outlier B=32 (≈ 4.6 bpw).
+    /// embeddings/output q8; attn_v, ffn_down q3_outlier B=32; other matrices q2_outlier B=32.
     Q2M,
     /// `<type>+e8`: every matrix of the given type (block from `--block-size`) except the
     /// token embedding and output matrix, kept at q8 — what llama.cpp does for every
@@ -79,7 +79,8 @@ impl Preset {
         match (self, sensitive) {
             (Preset::Q4M, true) => (QuantType::Q4, 32),
             (Preset::Q3M, true) => (QuantType::Q4, 64),
-            (Preset::Q2M, true) => (QuantType::Q3, 32),
+            // q3_outlier, not q3: attn_v shares one fused mat-mul with attn_q/attn_k
+            (Preset::Q2M, true) => (QuantType::Q3Outlier, 32),
             (Preset::EmbdQ8(t), _) => (t, t.default_block()),
             (p, false) => p.base(),
         }
@@ -474,7 +475,7 @@ mod preset_tests {
         assert_eq!(plan(&q4m, "blk.3.attn_norm", &[576]), Some((QuantType::F32, 1)));
         let q2m = p("q2_m", 32);
         assert_eq!(plan(&q2m, "blk.0.ffn_up", &m), Some((QuantType::Q2Outlier, 32)));
-        assert_eq!(plan(&q2m, "blk.0.ffn_down", &m), Some((QuantType::Q3, 32)));
+        assert_eq!(plan(&q2m, "blk.0.ffn_down", &m), Some((QuantType::Q3Outlier, 32)));
         let e8 = p("3bit+e8", 64);
         assert_eq!(plan(&e8, "output", &m), Some((QuantType::Q8, 32)));
         assert_eq!(plan(&e8, "token_embd", &m), Some((QuantType::Q8, 32)));
