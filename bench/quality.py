@@ -160,10 +160,14 @@ def main():
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(9, 6))
+        f32 = [v["ppl"] for _, v in rows if v["type"] == "F32"]
+        if f32:
+            ax.axhline(f32[0], color="gray", linestyle="--", linewidth=0.8, label=f"F32 ({f32[0]:.2f})")
+        rows = [(k, v) for k, v in rows if v["type"] != "F32"]
         fams = sorted({v["family"] for _, v in rows})
         for fam, marker in zip(fams, "osD^v"):
             pts = sorted((v["bytes"] / 1e6, v["ppl"], v["type"]) for _, v in rows if v["family"] == fam)
-            pts = [p for p in pts if p[1] < 60]  # keep the axis readable (plain 2bit is off-scale)
+            pts = [p for p in pts if p[1] < 40]  # keep the axis readable (2-bit types are off-scale)
             if not pts:
                 continue
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, linestyle="", label=fam)
