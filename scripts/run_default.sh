@@ -17,6 +17,5 @@ fi
 "$bin" info "$qsf" | head -n 8
 prompt="${1:-What is the capital of France? Answer in one sentence.}"
 shift || true
-if "$bin" run --help >/dev/null 2>&1; then
-  "$bin" run "$qsf" --chat-prompt "$prompt" -n 64 -v "$@"
-fi
+# one user turn through the model's chat template; greedy, so the answer is reproducible
+"$bin" run "$qsf" -p "$prompt" --chat -n 64 -t 0 -v "$@"

@@ -243,11 +243,22 @@ pub fn matmul_multi(ws: &[&Tensor], outs: &mut [&mut [f32]], xs: &[f32], n: usiz
     // calibration (`convert --calibrate`): no-op unless a calibration run is active
     crate::convert::calibrate::observe(ws, xs, n);
     if ws.iter().any(|w| w.qtype.is_outlier()) {
+        // Mixed fusions (e.g. q3_outlier V next to q2 Q/K in a preset) run part by part, each
+        // through its own path.
         for (w, o) in ws.iter().zip(outs.iter_mut()) {
-            matmul_outlier(w, xs, n, o);
+            if w.qtype.is_outlier() {
+                matmul_outlier(w, xs, n, o);
+            } else {
+                matmul_dense(&[*w], &mut [&mut **o], xs, n, cols);
+            }
         }
         return;
     }
+    matmul_dense(ws, outs, xs, n, cols);
+}
+
+/// `matmul_multi` for parts that have no outlier type (shapes already checked).
+fn matmul_dense(ws: &[&Tensor], outs: &mut [&mut [f32]], xs: &[f32], n: usize, cols: usize) {
     let k = kernels();
     let empty = Part {
         qt: QuantType::F32,
@@ -560,5 +571,30 @@ mod tests {
         assert!(validate(&t).is_err());
         let t = Tensor::from_bytes("q", QuantType::Q8, 32, vec![2, 40], &[0u8; 4 * 34]);
         assert!(validate(&t).is_ok());
+    }
+
+    #[test]
+    fn fused_parts_with_mixed_outlier_and_dense_types() {
+        // A preset may store V as q3_outlier next to q2 Q/K: the fused call must give each part
+        // exactly what it gives alone (it once sent every part down the outlier path: NaN).
+        let (cols, n) = (64, 3);
+        let xs = data(n * cols, 9);
+        let p = crate::quant::QuantParams::default();
+        let mk = |name: &str, qt: QuantType, rows: usize, seed: u32| {
+            let w = data(rows * cols, seed);
+            let b = crate::quant::quantize(qt, &w, rows, cols, &p).unwrap();
+            Tensor::from_bytes(name, qt, 32, vec![rows, cols], &b)
+        };
+        let q = mk("q", QuantType::Q2, 40, 3);
+        let v = mk("v", QuantType::Q3Outlier, 24, 4);
+        let f = Tensor::from_f32("f", vec![8, cols], &data(8 * cols, 5));
+        let (mut oq, mut ov, mut of) = (vec![0f32; n * 40], vec![0f32; n * 24], vec![0f32; n * 8]);
+        matmul_multi(&[&q, &v, &f], &mut [&mut oq, &mut ov, &mut of], &xs, n);
+        for (w, got) in [(&q, &oq), (&v, &ov), (&f, &of)] {
+            let mut alone = vec![0f32; got.len()];
+            matmul(w, &xs, n, &mut alone);
+            assert!(got.iter().all(|x| x.is_finite()), "{}", w.name);
+            assert_eq!(got, &alone, "{}", w.name);
+        }
     }
 }

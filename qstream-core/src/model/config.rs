@@ -269,11 +269,15 @@ impl ModelConfig {
         if self.n_layer == 0 || self.n_layer > 4096 {
             return bad(format!("n_layer {}", self.n_layer));
         }
-        if self.n_embd == 0 || self.n_embd > 1 << 20 || self.n_vocab == 0 || self.n_vocab > 1 << 24 {
+        if self.n_embd == 0 || self.n_embd > 1 << 20 || self.n_vocab == 0 || self.n_vocab > 1 << 24
+        {
             return bad(format!("n_embd {} n_vocab {}", self.n_embd, self.n_vocab));
         }
         if self.n_head == 0 || self.n_head_kv == 0 || self.n_head % self.n_head_kv != 0 {
-            return bad(format!("n_head {} n_head_kv {}", self.n_head, self.n_head_kv));
+            return bad(format!(
+                "n_head {} n_head_kv {}",
+                self.n_head, self.n_head_kv
+            ));
         }
         if self.head_dim == 0 || self.head_dim > 4096 {
             return bad(format!("head_dim {}", self.head_dim));
@@ -288,6 +292,9 @@ impl ModelConfig {
 
     /// A float from `extra`, if present.
     pub fn extra_f32(&self, key: &str) -> Option<f32> {
-        self.extra.get(key).and_then(|v| v.as_f64()).map(|v| v as f32)
+        self.extra
+            .get(key)
+            .and_then(|v| v.as_f64())
+            .map(|v| v as f32)
     }
 }

@@ -275,8 +275,8 @@ impl HfModel {
             awq_group,
         };
         model.finish_listing();
-        model.check_shapes()?;
         model.config.validate()?;
+        model.check_shapes()?;
         Ok(model)
     }
 
