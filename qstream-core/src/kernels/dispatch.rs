@@ -10,6 +10,7 @@
 //! `QSTREAM_EXACT=1` makes [`exact`] true: the matmul entry points then use the exact f32
 //! reference path (`quant::dot_row_ref`) for every weight type.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 use super::scalar;
@@ -200,13 +201,30 @@ pub fn kernels() -> &'static KernelSet {
     })
 }
 
-/// Whether `QSTREAM_EXACT=1` asked for the exact f32 reference path everywhere.
+/// Exact-path switch: 0 = off, 1 = on, 2 = not yet read from `QSTREAM_EXACT`.
+static EXACT: AtomicU8 = AtomicU8::new(2);
+
+/// Whether the matmul entry points use the exact f32 reference path (`QSTREAM_EXACT=1`, or
+/// [`set_exact`]).
 #[inline]
 pub fn exact() -> bool {
-    static E: OnceLock<bool> = OnceLock::new();
-    *E.get_or_init(|| {
-        std::env::var("QSTREAM_EXACT")
-            .map(|v| v == "1" || v.eq_ignore_ascii_case("true"))
-            .unwrap_or(false)
-    })
+    match EXACT.load(Ordering::Relaxed) {
+        0 => false,
+        1 => true,
+        _ => {
+            let on = std::env::var("QSTREAM_EXACT")
+                .map(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+                .unwrap_or(false);
+            // a concurrent `set_exact` wins over the environment
+            let _ = EXACT.compare_exchange(2, on as u8, Ordering::Relaxed, Ordering::Relaxed);
+            EXACT.load(Ordering::Relaxed) == 1
+        }
+    }
+}
+
+/// Turn the exact f32 reference path on or off for the whole process, overriding
+/// `QSTREAM_EXACT`. Meant for tests and comparison tools that run both paths in one process;
+/// it applies to mat-muls started afterwards (never switch it while another thread computes).
+pub fn set_exact(on: bool) {
+    EXACT.store(on as u8, Ordering::Relaxed);
 }

@@ -1,0 +1,1 @@
+pub mod smollm2;

@@ -1,0 +1,83 @@
+//! Shared helpers for the SmolLM2 end-to-end tests: the cached GGUF, one conversion per test
+//! binary, transformers' greedy references.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use qstream_core::convert::{convert, ConvertParams, QuantChoice};
+use qstream_core::engine::{GenerateParams, Model, Session, SessionParams};
+use qstream_core::sampling::SamplingParams;
+
+pub fn gguf_path() -> Option<PathBuf> {
+    let p = std::env::var_os("QSTREAM_SMOLLM2_GGUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/qstream/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!(
+            "SKIP: {} not found (run scripts/fetch_model.sh)",
+            p.display()
+        );
+        None
+    }
+}
+
+pub fn out_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("qstream-smollm2-test-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Convert once per test binary and cache the path.
+pub fn converted(quant: &str) -> Option<PathBuf> {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let gguf = gguf_path()?;
+    let dir = DIR.get_or_init(out_dir);
+    let out = dir.join(format!("smollm2-{quant}.qsf"));
+    let _g = LOCK.lock().unwrap();
+    if !out.exists() {
+        let params = ConvertParams {
+            quant: QuantChoice::parse(quant).unwrap(),
+            ..Default::default()
+        };
+        convert(&gguf, &out, &params, &mut |_| true).expect("conversion");
+    }
+    Some(out)
+}
+
+#[derive(serde::Deserialize)]
+pub struct Case {
+    pub prompt: String,
+    pub prompt_ids: Vec<u32>,
+    pub greedy_ids: Vec<u32>,
+}
+
+#[derive(serde::Deserialize)]
+pub struct Refs {
+    pub cases: Vec<Case>,
+}
+
+pub fn refs() -> Refs {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/smollm2/greedy_refs.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+pub fn greedy(model: &std::sync::Arc<Model>, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut s = Session::new(model.clone(), &SessionParams::default()).unwrap();
+    let params = GenerateParams {
+        max_tokens: n,
+        sampling: SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        },
+        stop_strings: vec![],
+        stop_on_eos: false,
+    };
+    s.generate(prompt, &params, &mut |_| true).unwrap().tokens
+}
