@@ -65,7 +65,7 @@ set_tests_properties(qs_example_chat PROPERTIES FIXTURES_REQUIRED tiny_model
 #    FindQStream.cmake / pkg-config, build and run the examples
 add_test(NAME qs_install_consumer
   COMMAND bash "${PROJECT_SOURCE_DIR}/cmake/test_consumer.sh" "${CMAKE_BINARY_DIR}" "${PROJECT_SOURCE_DIR}" "${QS_TINY}"
-          "${CMAKE_C_COMPILER}" "${CMAKE_CXX_COMPILER}")
+          "${CMAKE_C_COMPILER}" "${CMAKE_CXX_COMPILER}" "${QSTREAM_CLI}")
 set_tests_properties(qs_install_consumer PROPERTIES FIXTURES_REQUIRED tiny_model
   PASS_REGULAR_EXPRESSION "consumer: all OK" TIMEOUT 600)
 

@@ -21,6 +21,13 @@ status=${PIPESTATUS[0]}
 set -e
 [ "$status" -eq 0 ] || { echo "cargo test failed"; tail -n 80 build/cargo-test.log; exit "$status"; }
 
+echo "== the default model as QSF (keep) for the C and Python suites"
+QSTREAM_SMOLLM2_QSF="$(dirname "$QSTREAM_SMOLLM2_GGUF")/smollm2-135m-q4_1.qsf"
+if [ ! -s "$QSTREAM_SMOLLM2_QSF" ] || [ "$QSTREAM_SMOLLM2_GGUF" -nt "$QSTREAM_SMOLLM2_QSF" ]; then
+  target/release/qstream convert "$QSTREAM_SMOLLM2_GGUF" -o "$QSTREAM_SMOLLM2_QSF" --quant keep --quiet
+fi
+export QSTREAM_SMOLLM2_QSF
+
 if [ -f scripts/test_c.sh ]; then
   echo "== C ABI (cmake + ctest)"
   bash scripts/test_c.sh

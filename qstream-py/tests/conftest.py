@@ -12,7 +12,7 @@ import qstream
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples-py"
-SMOLLM2 = Path(os.path.expanduser("~/.cache/qstream/smollm2-135m-q4_1.qsf"))
+SMOLLM2 = Path(os.environ.get("QSTREAM_SMOLLM2_QSF") or os.path.expanduser("~/.cache/qstream/smollm2-135m-q4_1.qsf"))
 SMOLLM2_SKIP = f"{SMOLLM2} is absent (scripts/run_default.sh creates it)"
 
 
