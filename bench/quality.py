@@ -49,6 +49,13 @@ QSF_TYPES = {
     "q4_m": ["--quant", "q4_m"],
     "q3_m": ["--quant", "q3_m"],
     "q2_m": ["--quant", "q2_m"],
+    "2bit_outlier 2%+e8": ["--quant", "2bit_outlier+e8", "--outlier-frac", "0.02"],
+    # incoherence rotation (randomized Hadamard on the input dimension, `--rotate`)
+    "2bit rot": ["--quant", "2bit", "--rotate"],
+    "4bit B64+e8 rot": ["--quant", "4bit+e8", "--block-size", "64", "--rotate"],
+    "3bit+e8 rot": ["--quant", "3bit+e8", "--rotate"],
+    "3bit+e8 rot16": ["--quant", "3bit+e8", "--rotate", "16"],
+    "2bit+e8 rot": ["--quant", "2bit+e8", "--rotate"],
 }
 
 
@@ -99,11 +106,24 @@ def main():
 
     key_sfx = f" @{a.chunks or 'all'}"
     f32 = os.path.join(a.work, "f32.gguf")
-    if not os.path.exists(f32):
+    try:
+        import llama_cpp  # noqa: F401
+
+        have_llama = True
+    except ImportError:
+        have_llama = False
+    if not os.path.exists(f32) and not have_llama:
+        # Without llama-cpp-python: QSF files straight from the source GGUF (`qstream convert`
+        # dequantizes it to the same f32 values the F32 GGUF holds); llama.cpp rows come from
+        # the cache only.
+        print("llama_cpp not importable: converting QSF from --src, llama.cpp rows from the cache",
+              file=sys.stderr)
+        f32 = a.src
+    elif not os.path.exists(f32):
         llama_quantize(a.src, f32, "ALL_F32", a.threads)
 
     # llama.cpp family
-    for t in ["F32"] + LLAMA_TYPES:
+    for t in ["F32"] + LLAMA_TYPES if have_llama else []:
         name = "llama.cpp " + t
         if not want(name) or name + key_sfx in results:
             continue

@@ -134,6 +134,7 @@ pub unsafe extern "C" fn qs_convert(
                 outlier_frac: p.outlier_frac,
                 compress: p.compress,
                 n_threads: p.n_threads as usize,
+                ..Default::default()
             };
             convert::convert(&src, &dst, &cp, &mut |pr| {
                 progress(progress_cb, userdata, pr.done, pr.total, pr.tensor)

@@ -42,12 +42,55 @@ pub struct Args {
     /// calibrate on at most this many chunks (0 = all)
     #[arg(long, default_value_t = 32)]
     calib_chunks: usize,
+    /// incoherence rotation of the matrices quantized below 8 bits: a randomized Hadamard
+    /// transform of the input dimension over groups of the largest power of two dividing
+    /// the columns, at most N (stored in the file; activations are rotated at run time)
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "256")]
+    rotate: Option<usize>,
+    /// override the type of the weight matrices of one role, e.g. `ffn_down=8bit` or
+    /// `attn_v=4bit:32` (ROLE is an in-layer name like attn_q, ffn_down, or a global name
+    /// like token_embd, output; BLOCK defaults to --block-size); repeatable
+    #[arg(long, value_name = "ROLE=TYPE[:BLOCK]")]
+    tensor_type: Vec<String>,
     /// print per-tensor details and a summary
     #[arg(short, long)]
     verbose: bool,
     /// no progress bar
     #[arg(long)]
     quiet: bool,
+}
+
+/// Parse `ROLE=TYPE[:BLOCK]` (see `--tensor-type`).
+fn parse_tensor_type(
+    s: &str,
+    default_block: usize,
+) -> Result<(String, qstream_core::quant::QuantType, usize)> {
+    let (role, spec) = s
+        .split_once('=')
+        .with_context(|| format!("--tensor-type {s}: expected ROLE=TYPE[:BLOCK]"))?;
+    let (ty, block) = match spec.split_once(':') {
+        Some((t, b)) => (
+            t,
+            Some(
+                b.parse::<usize>()
+                    .with_context(|| format!("--tensor-type {s}: block"))?,
+            ),
+        ),
+        None => (spec, None),
+    };
+    let QuantChoice::Type(t) = QuantChoice::parse(ty)? else {
+        anyhow::bail!("--tensor-type {s}: {ty} is not a single type");
+    };
+    let block = match block {
+        Some(b) => b,
+        None if t.is_float() => 1,
+        None if t.valid_block(default_block) => default_block,
+        None => t.default_block(),
+    };
+    if !t.valid_block(block) || role.is_empty() {
+        anyhow::bail!("--tensor-type {s}: block {block} is not valid for {t}");
+    }
+    Ok((role.to_string(), t, block))
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -57,34 +100,51 @@ pub fn run(a: Args) -> Result<()> {
         outlier_frac: a.outlier_frac,
         compress: a.compress,
         n_threads: a.threads,
+        rotate: match a.rotate {
+            Some(g) if g < 2 || !g.is_power_of_two() => {
+                anyhow::bail!("--rotate {g}: the group size must be a power of two >= 2")
+            }
+            Some(g) => g,
+            None => 0,
+        },
+        tensor_types: a
+            .tensor_type
+            .iter()
+            .map(|s| parse_tensor_type(s, a.block_size))
+            .collect::<Result<_>>()?,
     };
     let bar = if a.quiet {
         ProgressBar::hidden()
     } else {
         let b = ProgressBar::new(0);
         b.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         b
     };
     let imatrix = match (&a.calibrate, &a.imatrix) {
         (Some(text), out) => {
-            let text = std::fs::read_to_string(text).with_context(|| format!("reading {}", text.display()))?;
-            let tmp = std::env::temp_dir().join(format!("qstream-calib-{}.qsf", std::process::id()));
+            let text = std::fs::read_to_string(text)
+                .with_context(|| format!("reading {}", text.display()))?;
+            let tmp =
+                std::env::temp_dir().join(format!("qstream-calib-{}.qsf", std::process::id()));
             let cp = ConvertParams {
                 quant: QuantChoice::Type(qstream_core::quant::QuantType::Q8),
                 n_threads: a.threads,
                 ..Default::default()
             };
             let t = std::time::Instant::now();
-            let res = convert::convert(&a.input, &tmp, &cp, &mut |_| true)
-                .and_then(|_| calibrate::collect(&tmp, &text, a.calib_ctx, a.calib_chunks, a.threads));
+            let res = convert::convert(&a.input, &tmp, &cp, &mut |_| true).and_then(|_| {
+                calibrate::collect(&tmp, &text, a.calib_ctx, a.calib_chunks, a.threads)
+            });
             let _ = std::fs::remove_file(&tmp);
             let im = res?;
             eprintln!(
                 "calibrated {} matrices in {:.1} s",
-                im.entries.len(),
+                im.entries.keys().filter(|k| !k.contains('@')).count(),
                 t.elapsed().as_secs_f64()
             );
             if let Some(out) = out {
@@ -96,15 +156,16 @@ pub fn run(a: Args) -> Result<()> {
         (None, None) => None,
     };
     let verbose = a.verbose;
-    let report = convert::convert_with_imatrix(&a.input, &a.output, &params, imatrix.as_ref(), &mut |p| {
-        bar.set_length(p.total as u64);
-        bar.set_position(p.done as u64);
-        bar.set_message(p.tensor.to_string());
-        if verbose {
-            bar.println(format!("  {}", p.tensor));
-        }
-        true
-    })?;
+    let report =
+        convert::convert_with_imatrix(&a.input, &a.output, &params, imatrix.as_ref(), &mut |p| {
+            bar.set_length(p.total as u64);
+            bar.set_position(p.done as u64);
+            bar.set_message(p.tensor.to_string());
+            if verbose {
+                bar.println(format!("  {}", p.tensor));
+            }
+            true
+        })?;
     bar.finish_and_clear();
     if !report.requantized.is_empty() {
         eprintln!(
@@ -118,7 +179,11 @@ pub fn run(a: Args) -> Result<()> {
             }
         }
     }
-    let types: Vec<String> = report.types.iter().map(|(k, v)| format!("{k}×{v}")).collect();
+    let types: Vec<String> = report
+        .types
+        .iter()
+        .map(|(k, v)| format!("{k}×{v}"))
+        .collect();
     println!(
         "wrote {}: {:.1} MB, {} params, {:.3} bits/weight, {} tensors copied bit-exactly, types {} in {:.2} s",
         a.output.display(),

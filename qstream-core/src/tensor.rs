@@ -74,6 +74,9 @@ pub struct Tensor {
     pub block: usize,
     /// `[rows, cols]` for matrices (rows = output features), `[n]` for vectors
     pub shape: Vec<usize>,
+    /// Incoherence rotation group of the input dimension (`quant::rotate`), 0 = none: the
+    /// stored rows are `R·w`, and the kernels rotate activations to match.
+    pub rotation: usize,
     storage: Arc<Storage>,
     offset: usize,
     len: usize,
@@ -90,22 +93,46 @@ impl Tensor {
         offset: usize,
         len: usize,
     ) -> Self {
-        assert!(offset + len <= storage.bytes().len(), "tensor range out of bounds");
+        assert!(
+            offset + len <= storage.bytes().len(),
+            "tensor range out of bounds"
+        );
         Tensor {
             name,
             qtype,
             block,
             shape,
+            rotation: 0,
             storage,
             offset,
             len,
         }
     }
 
+    /// The same tensor marked as stored rotated with group `g` (0 = not rotated).
+    pub fn with_rotation(mut self, g: usize) -> Self {
+        self.rotation = g;
+        self
+    }
+
     /// A tensor owning a copy of `bytes`.
-    pub fn from_bytes(name: &str, qtype: QuantType, block: usize, shape: Vec<usize>, bytes: &[u8]) -> Self {
+    pub fn from_bytes(
+        name: &str,
+        qtype: QuantType,
+        block: usize,
+        shape: Vec<usize>,
+        bytes: &[u8],
+    ) -> Self {
         let storage = Arc::new(Storage::Owned(AlignedBuf::from_slice(bytes)));
-        Tensor::new(name.to_string(), qtype, block, shape, storage, 0, bytes.len())
+        Tensor::new(
+            name.to_string(),
+            qtype,
+            block,
+            shape,
+            storage,
+            0,
+            bytes.len(),
+        )
     }
 
     /// An f32 tensor owning `data`.
@@ -138,8 +165,17 @@ impl Tensor {
     }
 
     /// Dequantize everything to f32 (for small tensors and reference paths).
+    /// Rotated tensors are turned back (the result is the weight itself, not `R·w`).
     pub fn to_f32(&self) -> crate::Result<Vec<f32>> {
-        crate::quant::dequantize(self.qtype, self.block, self.bytes(), self.rows(), self.cols())
+        let cols = self.cols();
+        let mut v =
+            crate::quant::dequantize(self.qtype, self.block, self.bytes(), self.rows(), cols)?;
+        if self.rotation > 0 {
+            for row in v.chunks_exact_mut(cols) {
+                crate::quant::rotate::unrotate(row, self.rotation);
+            }
+        }
+        Ok(v)
     }
 
     /// The bytes as `&[f32]` when the type is F32 and the data is aligned.
@@ -160,8 +196,8 @@ impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Tensor({} {} b{} {:?} {} bytes)",
-            self.name, self.qtype, self.block, self.shape, self.len
+            "Tensor({} {} b{} {:?} {} bytes rot {})",
+            self.name, self.qtype, self.block, self.shape, self.len, self.rotation
         )
     }
 }

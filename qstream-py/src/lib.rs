@@ -99,6 +99,7 @@ fn convert<'py>(
         outlier_frac,
         compress,
         n_threads: threads.unwrap_or(0),
+        ..Default::default()
     };
     let mut interrupt: Option<PyErr> = None;
     let report = detached(py, || {

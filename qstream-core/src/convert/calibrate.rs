@@ -6,6 +6,11 @@
 //! `kernels::matmul_multi`), and accumulates `Σ x_c²` and the row count for every matrix
 //! by its canonical tensor name. [`Imatrix::importance`] gives `mean x_c²` per column.
 //!
+//! For tensors a conversion stores rotated (`--rotate`, `quant::rotate`), the importance
+//! of stored column `j` is the mean of `(R_g·x)_j²` — the diagonal of the rotated second
+//! moment, not of `x`'s. Calibration collects it too, for every group size `g` in
+//! [`ROT_GROUPS`] that divides the matrix's columns, under the name `<tensor>@rot<g>`.
+//!
 //! File format (`--imatrix FILE`, little-endian):
 //! ```text
 //! "QSIMTX01"  magic (8 bytes)
@@ -23,6 +28,14 @@ use crate::tensor::Tensor;
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"QSIMTX01";
+
+/// Rotation group sizes whose statistics calibration collects (`<tensor>@rot<g>`).
+pub const ROT_GROUPS: [usize; 5] = [16, 32, 64, 128, 256];
+
+/// The imatrix entry name of `name`'s statistics under rotation group `g`.
+pub fn rot_name(name: &str, g: usize) -> String {
+    format!("{name}@rot{g}")
+}
 
 /// Per-matrix activation statistics.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -44,6 +57,57 @@ impl Imatrix {
         let avg = mean.iter().sum::<f64>() / cols.max(1) as f64;
         let floor = (avg * 1e-4).max(f64::MIN_POSITIVE);
         Some(mean.iter().map(|m| m.max(floor) as f32).collect())
+    }
+
+    /// Importance of the columns of `name` stored rotated with group `g`: the collected
+    /// `<name>@rot<g>` statistics, or, for files without them, the approximation that
+    /// ignores correlations between columns (each group's mean of the plain importance:
+    /// `E[(R·x)_j²] = Σ_i R_ji² E[x_i²] + cross terms`, and `R_ji² = 1/g` inside a group).
+    pub fn rotated_importance(&self, name: &str, cols: usize, g: usize) -> Option<Vec<f32>> {
+        if let Some(v) = self.importance(&rot_name(name, g), cols) {
+            return Some(v);
+        }
+        let mut v = self.importance(name, cols)?;
+        if g == 0 || cols % g != 0 {
+            return None;
+        }
+        for grp in v.chunks_exact_mut(g) {
+            let m = grp.iter().sum::<f32>() / g as f32;
+            grp.fill(m);
+        }
+        Some(v)
+    }
+
+    /// Add the rotated statistics (`<name>@rot<g>` for each `g` in [`ROT_GROUPS`] dividing
+    /// `cols`) of `n` activation rows.
+    pub fn add_rotated(&mut self, name: &str, xs: &[f32], n: usize, cols: usize) {
+        if cols == 0 || xs.len() < n * cols {
+            return;
+        }
+        // accumulate_rotated_sq walks g = 2, 4, …, 256; unused sizes get an empty vector
+        let mut sums: Vec<Vec<f64>> = (1..=8)
+            .map(|k| {
+                let g = 1usize << k;
+                if ROT_GROUPS.contains(&g) && cols % g == 0 {
+                    match self.entries.remove(&rot_name(name, g)) {
+                        Some((v, _)) if v.len() == cols => v,
+                        _ => vec![0.0; cols],
+                    }
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+        let mut buf = vec![0f32; cols];
+        for row in xs[..n * cols].chunks_exact(cols) {
+            crate::quant::rotate::accumulate_rotated_sq(row, &mut buf, &mut sums);
+        }
+        let seen = self.entries.get(name).map_or(n as u64, |e| e.1);
+        for (k, v) in sums.into_iter().enumerate() {
+            if !v.is_empty() {
+                self.entries.insert(rot_name(name, 1 << (k + 1)), (v, seen));
+            }
+        }
     }
 
     /// Add `n` activation rows of `cols` values for tensor `name`.
@@ -159,6 +223,7 @@ fn observe_slow(ws: &[&Tensor], xs: &[f32], n: usize) {
     if let Some(im) = g.as_mut() {
         for w in ws {
             im.add(&w.name, xs, n, w.cols());
+            im.add_rotated(&w.name, xs, n, w.cols());
         }
     }
 }

@@ -31,15 +31,21 @@ pub enum QuantChoice {
 
 /// Mixed-precision presets, in the spirit of llama.cpp's `*_M` types: the token embedding
 /// (also the output matrix when tied) and the tensors most sensitive to quantization
-/// (`attn_v`, `ffn_down`) get more bits than the rest. Effective whole-file bits per
-/// weight on SmolLM2-135M are in docs/quality.md.
+/// (`attn_v`, `ffn_down`) get more bits than the rest. Each is tuned to sit just under the
+/// whole-file size of the llama.cpp type of the same name on SmolLM2-135M (whose 576-column
+/// matrices make llama.cpp fall back from k-quants to 4/5/8-bit types); sizes and
+/// perplexities are in docs/quality.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
-    /// embeddings/output q8; attn_v, ffn_down q4 B=32; other matrices q4 B=64 (≈ 5.5 bpw).
+    /// embeddings/output and ffn_down q8; every other matrix q4 B=64 (≈ 6.2 bpw whole file).
     Q4M,
-    /// embeddings/output q8; attn_v, ffn_down q4 B=64; other matrices q3 B=32 (≈ 5.0 bpw).
+    /// embeddings/output q8; attn_v, ffn_down q4 B=32; attn_q/k/output q4 B=64;
+    /// ffn_gate/ffn_up q3 B=32 (≈ 5.4 bpw).
     Q3M,
-    /// embeddings/output q8; attn_v, ffn_down q3_outlier B=32; other matrices q2_outlier B=32.
+    /// embeddings/output q8; attn_v, ffn_down q4 B=32; attn_q/k/output q4 B=64;
+    /// ffn_gate/ffn_up q3 B=64 (≈ 5.2 bpw). No 2-bit matrices: at the size of llama.cpp's
+    /// Q2_K on SmolLM2 this mix has a far lower perplexity than any with 2-bit tensors
+    /// (docs/quality.md), so the preset named for that pairing is this one.
     Q2M,
     /// `<type>+e8`: every matrix of the given type (block from `--block-size`) except the
     /// token embedding and output matrix, kept at q8 — what llama.cpp does for every
@@ -58,31 +64,31 @@ impl Preset {
         }
     }
 
-    /// The type most matrices get (recorded as the file's dominant type).
+    /// The type recorded as the file's dominant type (the preset's lowest-bit type).
     pub fn base(self) -> (QuantType, usize) {
         match self {
             Preset::Q4M => (QuantType::Q4, 64),
             Preset::Q3M => (QuantType::Q3, 32),
-            Preset::Q2M => (QuantType::Q2Outlier, 32),
+            Preset::Q2M => (QuantType::Q3, 64),
             Preset::EmbdQ8(t) => (t, t.default_block()),
         }
     }
 
     /// Type and block for the matrix `name` (canonical GGUF-style name).
     pub fn plan(self, name: &str) -> (QuantType, usize) {
-        let embd = name == names::TOKEN_EMBD || name == names::OUTPUT;
-        let local = names::split_layer(name).map_or(name, |(_, rest)| rest);
-        let sensitive = local == names::ATTN_V || local == names::FFN_DOWN;
-        if embd {
+        if name == names::TOKEN_EMBD || name == names::OUTPUT {
             return (QuantType::Q8, 32);
         }
-        match (self, sensitive) {
-            (Preset::Q4M, true) => (QuantType::Q4, 32),
-            (Preset::Q3M, true) => (QuantType::Q4, 64),
-            // q3_outlier, not q3: attn_v shares one fused mat-mul with attn_q/attn_k
-            (Preset::Q2M, true) => (QuantType::Q3Outlier, 32),
-            (Preset::EmbdQ8(t), _) => (t, t.default_block()),
-            (p, false) => p.base(),
+        let local = names::split_layer(name).map_or(name, |(_, rest)| rest);
+        let (v, down) = (local == names::ATTN_V, local == names::FFN_DOWN);
+        let attn = matches!(local, names::ATTN_Q | names::ATTN_K | names::ATTN_OUT);
+        match self {
+            Preset::Q4M if down => (QuantType::Q8, 32),
+            Preset::Q4M => (QuantType::Q4, 64),
+            Preset::Q3M | Preset::Q2M if v || down => (QuantType::Q4, 32),
+            Preset::Q3M | Preset::Q2M if attn => (QuantType::Q4, 64),
+            Preset::EmbdQ8(t) => (t, t.default_block()),
+            p => p.base(),
         }
     }
 }
@@ -98,8 +104,12 @@ impl QuantChoice {
             "q2_m" => return Ok(QuantChoice::Preset(Preset::Q2M)),
             s if s.ends_with("+e8") => {
                 return match Self::parse(&s[..s.len() - 3])? {
-                    QuantChoice::Type(t) if !t.is_float() => Ok(QuantChoice::Preset(Preset::EmbdQ8(t))),
-                    _ => Err(Error::InvalidArgument(format!("{s}: +e8 needs a quantized type"))),
+                    QuantChoice::Type(t) if !t.is_float() => {
+                        Ok(QuantChoice::Preset(Preset::EmbdQ8(t)))
+                    }
+                    _ => Err(Error::InvalidArgument(format!(
+                        "{s}: +e8 needs a quantized type"
+                    ))),
                 };
             }
             "8bit" => QuantType::Q8,
@@ -153,6 +163,14 @@ pub struct ConvertParams {
     pub compress: bool,
     /// worker threads (0 = all cores)
     pub n_threads: usize,
+    /// Incoherence rotation (`quant::rotate`) of the quantized matrices below 8 bits:
+    /// 0 = off, else the largest group size (each matrix uses the largest power of two
+    /// dividing its columns, at most this; matrices with odd columns are not rotated).
+    pub rotate: usize,
+    /// Per-role overrides (`--tensor-type ROLE=TYPE[:BLOCK]`), applied to weight matrices
+    /// before the preset/type: `ROLE` is a tensor's in-layer name (`attn_v`, `ffn_down`, …)
+    /// or a global name (`token_embd`, `output`, `blk.3.ffn_up`).
+    pub tensor_types: Vec<(String, QuantType, usize)>,
 }
 
 impl Default for ConvertParams {
@@ -163,6 +181,8 @@ impl Default for ConvertParams {
             outlier_frac: 0.005,
             compress: false,
             n_threads: 0,
+            rotate: 0,
+            tensor_types: Vec::new(),
         }
     }
 }
@@ -226,10 +246,27 @@ fn plan(params: &ConvertParams, name: &str, shape: &[usize]) -> Option<(QuantTyp
     if !is_matrix(name, shape) {
         return Some((QuantType::F32, 1));
     }
+    let local = names::split_layer(name).map_or(name, |(_, rest)| rest);
+    if let Some((_, t, b)) = params
+        .tensor_types
+        .iter()
+        .find(|(role, _, _)| role == name || role == local)
+    {
+        return Some((*t, *b));
+    }
     match params.quant {
         QuantChoice::Keep => None,
-        QuantChoice::Preset(Preset::EmbdQ8(t)) if name != names::TOKEN_EMBD && name != names::OUTPUT => {
-            plan(&ConvertParams { quant: QuantChoice::Type(t), ..params.clone() }, name, shape)
+        QuantChoice::Preset(Preset::EmbdQ8(t))
+            if name != names::TOKEN_EMBD && name != names::OUTPUT =>
+        {
+            plan(
+                &ConvertParams {
+                    quant: QuantChoice::Type(t),
+                    ..params.clone()
+                },
+                name,
+                shape,
+            )
         }
         QuantChoice::Preset(p) => Some(p.plan(name)),
         QuantChoice::Type(t) => {
@@ -243,6 +280,16 @@ fn plan(params: &ConvertParams, name: &str, shape: &[usize]) -> Option<(QuantTyp
             Some((t, block))
         }
     }
+}
+
+/// The rotation group for a matrix quantized to `qt` (0 = not rotated): only types below
+/// 8 bits gain from it.
+fn rotation_for(params: &ConvertParams, name: &str, shape: &[usize], qt: QuantType) -> usize {
+    if params.rotate == 0 || !is_matrix(name, shape) || qt.is_float() || matches!(qt, QuantType::Q8)
+    {
+        return 0;
+    }
+    quant::rotate::group_for(*shape.last().unwrap_or(&0), params.rotate).unwrap_or(0)
 }
 
 struct Encoded {
@@ -261,9 +308,15 @@ fn encode(
     src_type: &str,
 ) -> Result<Encoded> {
     let numel: usize = shape.iter().product();
-    let rows = if shape.len() >= 2 { numel / shape[shape.len() - 1] } else { 1 };
+    let rows = if shape.len() >= 2 {
+        numel / shape[shape.len() - 1]
+    } else {
+        1
+    };
     let cols = *shape.last().unwrap_or(&1);
-    let local = names::split_layer(name).map_or(name, |(_, rest)| rest).to_string();
+    let local = names::split_layer(name)
+        .map_or(name, |(_, rest)| rest)
+        .to_string();
     let target = plan(params, name, shape);
     if target.is_none() || target.is_some_and(|(t, _)| t.is_float() && t != QuantType::F32) {
         // keep (or a float target): a native copy when the source type matches
@@ -277,6 +330,7 @@ fn encode(
                         block: native.block,
                         shape: shape.to_vec(),
                         data: native.bytes,
+                        rotation: 0,
                     },
                     copied: true,
                     requant_from: None,
@@ -286,15 +340,23 @@ fn encode(
         }
     }
     let (qt, block) = target.unwrap_or((QuantType::Q8, 32));
-    let importance = if is_matrix(name, shape) {
-        imatrix.and_then(|im| im.importance(name, cols))
-    } else {
-        None
+    let rotation = rotation_for(params, name, shape, qt);
+    let importance = match (is_matrix(name, shape), rotation) {
+        (false, _) => None,
+        (true, 0) => imatrix.and_then(|im| im.importance(name, cols)),
+        (true, g) => imatrix.and_then(|im| im.rotated_importance(name, cols, g)),
     };
     let importance = importance.as_deref();
-    let data = source.load_f32(name)?;
+    let mut data = source.load_f32(name)?;
     if data.len() != numel {
-        return Err(Error::corrupt(format!("{name}: {} values for shape {shape:?}", data.len())));
+        return Err(Error::corrupt(format!(
+            "{name}: {} values for shape {shape:?}",
+            data.len()
+        )));
+    }
+    if rotation != 0 {
+        data.par_chunks_mut(cols)
+            .for_each(|row| quant::rotate::rotate(row, rotation));
     }
     let bytes = if qt.is_outlier() {
         quant::quantize(
@@ -310,7 +372,9 @@ fn encode(
         )?
     } else {
         if !qt.valid_block(block) {
-            return Err(Error::InvalidArgument(format!("block size {block} is not valid for {qt}")));
+            return Err(Error::InvalidArgument(format!(
+                "block size {block} is not valid for {qt}"
+            )));
         }
         let rb = qt.row_bytes(block, cols);
         let mut out = vec![0u8; rb * rows];
@@ -333,6 +397,7 @@ fn encode(
             block,
             shape: shape.to_vec(),
             data: bytes,
+            rotation,
         },
         copied: false,
         requant_from: native_same.then(|| src_type.to_string()),
@@ -360,7 +425,10 @@ pub fn convert_source_with_imatrix(
 ) -> Result<ConvertReport> {
     let start = Instant::now();
     if !(0.0..0.5).contains(&params.outlier_frac) {
-        return Err(Error::InvalidArgument(format!("outlier fraction {} not in [0, 0.5)", params.outlier_frac)));
+        return Err(Error::InvalidArgument(format!(
+            "outlier fraction {} not in [0, 0.5)",
+            params.outlier_frac
+        )));
     }
     if !matches!(params.block_size, 32 | 64 | 128 | 256) {
         return Err(Error::InvalidArgument(format!(
@@ -383,7 +451,10 @@ pub fn convert_source_with_imatrix(
         match names::split_layer(&t.name) {
             Some((i, _)) if i < config.n_layer => layers[i].push(t),
             Some((i, _)) => {
-                return Err(Error::corrupt(format!("tensor {} is in layer {i} of {}", t.name, config.n_layer)))
+                return Err(Error::corrupt(format!(
+                    "tensor {} is in layer {i} of {}",
+                    t.name, config.n_layer
+                )))
             }
             None if t.name == names::TOKEN_EMBD || t.name == names::POS_EMBD => embedding.push(t),
             None => final_.push(t),
@@ -395,7 +466,14 @@ pub fn convert_source_with_imatrix(
     let total = source.tensors().len();
     let (dom, dom_block) = match params.quant {
         QuantChoice::Keep => (QuantType::Q8, 32),
-        QuantChoice::Preset(Preset::EmbdQ8(t)) => (t, if matches!(t, QuantType::Q8 | QuantType::Mxfp4) { 32 } else { params.block_size }),
+        QuantChoice::Preset(Preset::EmbdQ8(t)) => (
+            t,
+            if matches!(t, QuantType::Q8 | QuantType::Mxfp4) {
+                32
+            } else {
+                params.block_size
+            },
+        ),
         QuantChoice::Preset(p) => p.base(),
         QuantChoice::Type(t) => (t, if t.is_float() { 1 } else { params.block_size }),
     };
@@ -404,9 +482,9 @@ pub fn convert_source_with_imatrix(
     let mut done = 0usize;
 
     let run_group = |group: &[&crate::import::SourceTensor],
-                         report: &mut ConvertReport,
-                         done: &mut usize,
-                         progress: &mut dyn FnMut(&Progress<'_>) -> bool|
+                     report: &mut ConvertReport,
+                     done: &mut usize,
+                     progress: &mut dyn FnMut(&Progress<'_>) -> bool|
      -> Result<Vec<WriteTensor>> {
         let encoded: Vec<Result<Encoded>> = pool.install(|| {
             group
@@ -422,9 +500,14 @@ pub fn convert_source_with_imatrix(
                 report.n_copied += 1;
             }
             if let Some(from) = e.requant_from {
-                report.requantized.push((t.name.clone(), from, e.tensor.qtype));
+                report
+                    .requantized
+                    .push((t.name.clone(), from, e.tensor.qtype));
             }
-            *report.types.entry(e.tensor.qtype.name().to_string()).or_default() += 1;
+            *report
+                .types
+                .entry(e.tensor.qtype.name().to_string())
+                .or_default() += 1;
             *done += 1;
             if !progress(&Progress {
                 done: *done,
@@ -469,13 +552,40 @@ mod preset_tests {
         let m = [576usize, 1536];
         let q4m = p("q4_m", 32);
         assert_eq!(plan(&q4m, "token_embd", &m), Some((QuantType::Q8, 32)));
-        assert_eq!(plan(&q4m, "blk.3.ffn_down", &m), Some((QuantType::Q4, 32)));
-        assert_eq!(plan(&q4m, "blk.3.attn_v", &m), Some((QuantType::Q4, 32)));
+        assert_eq!(plan(&q4m, "blk.3.ffn_down", &m), Some((QuantType::Q8, 32)));
+        assert_eq!(plan(&q4m, "blk.3.attn_v", &m), Some((QuantType::Q4, 64)));
         assert_eq!(plan(&q4m, "blk.3.attn_q", &m), Some((QuantType::Q4, 64)));
-        assert_eq!(plan(&q4m, "blk.3.attn_norm", &[576]), Some((QuantType::F32, 1)));
+        assert_eq!(
+            plan(&q4m, "blk.3.attn_norm", &[576]),
+            Some((QuantType::F32, 1))
+        );
+        let q3m = p("q3_m", 32);
+        assert_eq!(plan(&q3m, "blk.0.attn_v", &m), Some((QuantType::Q4, 32)));
+        assert_eq!(
+            plan(&q3m, "blk.0.attn_output", &m),
+            Some((QuantType::Q4, 64))
+        );
+        assert_eq!(plan(&q3m, "blk.0.ffn_gate", &m), Some((QuantType::Q3, 32)));
+        assert_eq!(plan(&q3m, "blk.0.ffn_up", &m), Some((QuantType::Q3, 32)));
         let q2m = p("q2_m", 32);
-        assert_eq!(plan(&q2m, "blk.0.ffn_up", &m), Some((QuantType::Q2Outlier, 32)));
-        assert_eq!(plan(&q2m, "blk.0.ffn_down", &m), Some((QuantType::Q3Outlier, 32)));
+        assert_eq!(plan(&q2m, "blk.0.ffn_up", &m), Some((QuantType::Q3, 64)));
+        assert_eq!(plan(&q2m, "blk.0.ffn_gate", &m), Some((QuantType::Q3, 64)));
+        assert_eq!(plan(&q2m, "blk.0.attn_k", &m), Some((QuantType::Q4, 64)));
+        assert_eq!(plan(&q2m, "blk.0.ffn_down", &m), Some((QuantType::Q4, 32)));
+        assert_eq!(plan(&q2m, "output", &m), Some((QuantType::Q8, 32)));
+        // --tensor-type overrides by role or by global name
+        let mut o = p("q2_m", 32);
+        o.tensor_types = vec![
+            ("ffn_up".into(), QuantType::Q4, 64),
+            ("blk.1.attn_q".into(), QuantType::Q8, 32),
+        ];
+        assert_eq!(plan(&o, "blk.5.ffn_up", &m), Some((QuantType::Q4, 64)));
+        assert_eq!(plan(&o, "blk.1.attn_q", &m), Some((QuantType::Q8, 32)));
+        assert_eq!(plan(&o, "blk.2.attn_q", &m), Some((QuantType::Q4, 64)));
+        assert_eq!(
+            plan(&o, "blk.2.attn_norm", &[576]),
+            Some((QuantType::F32, 1))
+        );
         let e8 = p("3bit+e8", 64);
         assert_eq!(plan(&e8, "output", &m), Some((QuantType::Q8, 32)));
         assert_eq!(plan(&e8, "token_embd", &m), Some((QuantType::Q8, 32)));

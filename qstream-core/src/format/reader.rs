@@ -71,7 +71,10 @@ fn map_or_read(path: &Path, use_mmap: bool) -> Result<Storage> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     if meta.is_dir() {
-        return Err(Error::InvalidArgument(format!("{} is a directory, not a QSF file", path.display())));
+        return Err(Error::InvalidArgument(format!(
+            "{} is a directory, not a QSF file",
+            path.display()
+        )));
     }
     if use_mmap && meta.len() > 0 {
         // SAFETY: the mapping is read-only; QStream never writes through it. As with every
@@ -83,7 +86,8 @@ fn map_or_read(path: &Path, use_mmap: bool) -> Result<Storage> {
         use std::io::Read;
         let mut buf = AlignedBuf::zeroed(meta.len() as usize);
         let mut f = file;
-        f.read_exact(buf.as_mut_slice()).map_err(|e| Error::io(path, e))?;
+        f.read_exact(buf.as_mut_slice())
+            .map_err(|e| Error::io(path, e))?;
         Ok(Storage::Owned(buf))
     }
 }
@@ -119,11 +123,20 @@ impl QsfFile {
             return Err(Error::corrupt(format!("num_layers {n_layer}")));
         }
         if header.layer_index_offset != HEADER_SIZE as u64 {
-            return Err(Error::corrupt(format!("layer index at {} (expected 256)", header.layer_index_offset)));
+            return Err(Error::corrupt(format!(
+                "layer index at {} (expected 256)",
+                header.layer_index_offset
+            )));
         }
-        let index_range = checked_range("layer index", 256, (n_layer * LAYER_ENTRY_SIZE) as u64, len)?;
+        let index_range =
+            checked_range("layer index", 256, (n_layer * LAYER_ENTRY_SIZE) as u64, len)?;
         // metadata
-        let meta_range = checked_range("metadata", header.metadata_offset, header.metadata_size, len)?;
+        let meta_range = checked_range(
+            "metadata",
+            header.metadata_offset,
+            header.metadata_size,
+            len,
+        )?;
         let meta = &bytes[meta_range.clone()];
         let crc = crc32fast::hash(meta);
         if crc != header.metadata_crc32 {
@@ -133,8 +146,8 @@ impl QsfFile {
                 computed: crc,
             });
         }
-        let config: ModelConfig =
-            serde_json::from_slice(meta).map_err(|e| Error::corrupt(format!("metadata JSON: {e}")))?;
+        let config: ModelConfig = serde_json::from_slice(meta)
+            .map_err(|e| Error::corrupt(format!("metadata JSON: {e}")))?;
         config.validate()?;
         if config.n_layer != n_layer {
             return Err(Error::corrupt(format!(
@@ -145,11 +158,17 @@ impl QsfFile {
         // section ranges, all aligned and disjoint
         let mut regions: Vec<(u64, u64, String)> = vec![
             (0, index_range.end as u64, "header+index".into()),
-            (meta_range.start as u64, meta_range.end as u64, "metadata".into()),
+            (
+                meta_range.start as u64,
+                meta_range.end as u64,
+                "metadata".into(),
+            ),
         ];
         let mut check_section = |name: &str, off: u64, size: u64| -> Result<()> {
             if off % ALIGN != 0 {
-                return Err(Error::corrupt(format!("{name} section offset {off} not 64-aligned")));
+                return Err(Error::corrupt(format!(
+                    "{name} section offset {off} not 64-aligned"
+                )));
             }
             let r = checked_range(name, off, size, len)?;
             regions.push((r.start as u64, r.end as u64, name.to_string()));
@@ -164,16 +183,27 @@ impl QsfFile {
             check_section(&format!("layer {i}"), e.offset, e.stored_size)?;
             match e.compression {
                 COMPRESSION_NONE if e.stored_size != e.raw_size => {
-                    return Err(Error::corrupt(format!("layer {i}: uncompressed but sizes differ")))
+                    return Err(Error::corrupt(format!(
+                        "layer {i}: uncompressed but sizes differ"
+                    )))
                 }
                 COMPRESSION_NONE | COMPRESSION_LZ4 => {}
-                c => return Err(Error::UnsupportedQuant(format!("layer {i}: compression type {c}"))),
+                c => {
+                    return Err(Error::UnsupportedQuant(format!(
+                        "layer {i}: compression type {c}"
+                    )))
+                }
             }
             if e.raw_size > (1u64 << 40) {
-                return Err(Error::corrupt(format!("layer {i}: raw size {}", e.raw_size)));
+                return Err(Error::corrupt(format!(
+                    "layer {i}: raw size {}",
+                    e.raw_size
+                )));
             }
             // An LZ4 block expands at most 255×: reject before anything allocates raw_size.
-            if e.compression == COMPRESSION_LZ4 && e.raw_size > e.stored_size.saturating_mul(255).saturating_add(16) {
+            if e.compression == COMPRESSION_LZ4
+                && e.raw_size > e.stored_size.saturating_mul(255).saturating_add(16)
+            {
                 return Err(Error::corrupt(format!(
                     "layer {i}: {} LZ4 bytes cannot hold {} bytes",
                     e.stored_size, e.raw_size
@@ -184,11 +214,21 @@ impl QsfFile {
         regions.sort();
         for w in regions.windows(2) {
             if w[1].0 < w[0].1 {
-                return Err(Error::corrupt(format!("sections {} and {} overlap", w[0].2, w[1].2)));
+                return Err(Error::corrupt(format!(
+                    "sections {} and {} overlap",
+                    w[0].2, w[1].2
+                )));
             }
         }
-        let embedding = parse_tensor_section(bytes, "embedding", header.embedding_offset, header.embedding_size, 32)?;
-        let final_ = parse_tensor_section(bytes, "final", header.final_offset, header.final_size, 16)?;
+        let embedding = parse_tensor_section(
+            bytes,
+            "embedding",
+            header.embedding_offset,
+            header.embedding_size,
+            32,
+        )?;
+        let final_ =
+            parse_tensor_section(bytes, "final", header.final_offset, header.final_size, 16)?;
         let tokenizer = parse_tokenizer(bytes, header.tokenizer_offset, header.tokenizer_size)?;
         let mut layer_dirs = Vec::with_capacity(n_layer);
         for (i, e) in layers.iter().enumerate() {
@@ -293,6 +333,7 @@ impl QsfFile {
                     (s.payload_offset + e.offset) as usize,
                     e.size as usize,
                 )
+                .with_rotation(e.rotation)
             })
             .collect()
     }
@@ -317,7 +358,11 @@ impl QsfFile {
     /// are decompressed (and validated) into memory here; uncompressed ones are zero-copy.
     pub fn layer_tensors(&self, i: usize) -> Result<Vec<Tensor>> {
         if let Some(l) = &self.legacy {
-            return l.layers.get(i).cloned().ok_or_else(|| Error::InvalidArgument(format!("layer {i}")));
+            return l
+                .layers
+                .get(i)
+                .cloned()
+                .ok_or_else(|| Error::InvalidArgument(format!("layer {i}")));
         }
         let e = self
             .layers
@@ -337,6 +382,7 @@ impl QsfFile {
                         (e.offset + t.offset) as usize,
                         t.size as usize,
                     )
+                    .with_rotation(t.rotation)
                 })
                 .collect());
         }
@@ -344,7 +390,10 @@ impl QsfFile {
         let n = lz4_flex::block::decompress_into(stored, buf.as_mut_slice())
             .map_err(|err| Error::corrupt(format!("layer {i}: LZ4: {err}")))?;
         if n as u64 != e.raw_size {
-            return Err(Error::corrupt(format!("layer {i}: decompressed {n} bytes, index says {}", e.raw_size)));
+            return Err(Error::corrupt(format!(
+                "layer {i}: decompressed {n} bytes, index says {}",
+                e.raw_size
+            )));
         }
         // Decompression costs more than the CRC: never hand out a garbled decompressed layer.
         let raw_crc = crc32fast::hash(buf.as_slice());
@@ -360,7 +409,16 @@ impl QsfFile {
         Ok(dir
             .into_iter()
             .map(|t| {
-                Tensor::new(t.name, t.qtype, t.block, t.shape, storage.clone(), t.offset as usize, t.size as usize)
+                Tensor::new(
+                    t.name,
+                    t.qtype,
+                    t.block,
+                    t.shape,
+                    storage.clone(),
+                    t.offset as usize,
+                    t.size as usize,
+                )
+                .with_rotation(t.rotation)
             })
             .collect())
     }
@@ -368,7 +426,11 @@ impl QsfFile {
     /// Every tensor under its global name (`token_embd`, `blk.N.attn_q`, `output`, ...).
     pub fn all_tensors(&self) -> Result<HashMap<String, Tensor>> {
         let mut map = HashMap::new();
-        for t in self.embedding_tensors().into_iter().chain(self.final_tensors()) {
+        for t in self
+            .embedding_tensors()
+            .into_iter()
+            .chain(self.final_tensors())
+        {
             map.insert(t.name.clone(), t);
         }
         for i in 0..self.layers.len() {
@@ -439,10 +501,19 @@ impl QsfFile {
     }
 }
 
-fn parse_tensor_section(bytes: &[u8], what: &str, off: u64, size: u64, header_len: usize) -> Result<SectionInfo> {
+fn parse_tensor_section(
+    bytes: &[u8],
+    what: &str,
+    off: u64,
+    size: u64,
+    header_len: usize,
+) -> Result<SectionInfo> {
     let sec = &bytes[off as usize..(off + size) as usize];
     if sec.len() < ALIGN as usize {
-        return Err(Error::corrupt(format!("{what} section is {} bytes", sec.len())));
+        return Err(Error::corrupt(format!(
+            "{what} section is {} bytes",
+            sec.len()
+        )));
     }
     let mut c = Cursor::new(&sec[..header_len], "section header");
     let crc32 = if header_len == 32 {
@@ -476,7 +547,9 @@ fn parse_tokenizer(bytes: &[u8], off: u64, size: u64) -> Result<TokenizerData> {
     let special_len = c.u32()? as usize;
     let flags = c.u32()?;
     if flags & TOKENIZER_FLAG_JSON == 0 {
-        return Err(Error::corrupt("tokenizer section without JSON payload in a version-2 file"));
+        return Err(Error::corrupt(
+            "tokenizer section without JSON payload in a version-2 file",
+        ));
     }
     let body_start = c.pos();
     let json = c.take(json_len)?;
@@ -493,16 +566,22 @@ fn parse_tokenizer(bytes: &[u8], off: u64, size: u64) -> Result<TokenizerData> {
         });
     }
     let text = |b: &[u8], what: &str| -> Result<String> {
-        String::from_utf8(b.to_vec()).map_err(|_| Error::corrupt(format!("tokenizer {what} is not UTF-8")))
+        String::from_utf8(b.to_vec())
+            .map_err(|_| Error::corrupt(format!("tokenizer {what} is not UTF-8")))
     };
     let special_tokens: Vec<(String, String)> = if special.is_empty() {
         vec![]
     } else {
-        serde_json::from_slice(special).map_err(|e| Error::corrupt(format!("tokenizer special tokens: {e}")))?
+        serde_json::from_slice(special)
+            .map_err(|e| Error::corrupt(format!("tokenizer special tokens: {e}")))?
     };
     Ok(TokenizerData {
         tokenizer_json: text(json, "JSON")?,
-        chat_template: if tmpl.is_empty() { None } else { Some(text(tmpl, "chat template")?) },
+        chat_template: if tmpl.is_empty() {
+            None
+        } else {
+            Some(text(tmpl, "chat template")?)
+        },
         special_tokens,
     })
 }

@@ -31,6 +31,9 @@ pub struct TensorEntry {
     pub size: u64,
     /// CRC-32 of the data
     pub crc32: u32,
+    /// incoherence rotation group of the input dimension (`quant::rotate`), 0 = none
+    /// (data_layout 1 on disk, the group in the u32 at offset 76)
+    pub rotation: usize,
 }
 
 impl TensorEntry {
@@ -54,6 +57,8 @@ pub struct PayloadTensor<'a> {
     pub block: usize,
     pub shape: &'a [usize],
     pub data: &'a [u8],
+    /// rotation group (0 = none), see [`TensorEntry::rotation`]
+    pub rotation: usize,
 }
 
 /// Build a payload from tensors. Returns the bytes and the directory.
@@ -63,10 +68,26 @@ pub fn build_payload(tensors: &[PayloadTensor<'_>]) -> Result<(Vec<u8>, Vec<Tens
     let mut entries = Vec::with_capacity(tensors.len());
     for t in tensors {
         if t.name.len() > MAX_NAME || t.name.is_empty() {
-            return Err(Error::InvalidArgument(format!("tensor name {:?} must be 1..=64 bytes", t.name)));
+            return Err(Error::InvalidArgument(format!(
+                "tensor name {:?} must be 1..=64 bytes",
+                t.name
+            )));
         }
         if t.shape.is_empty() || t.shape.len() > 3 {
-            return Err(Error::InvalidArgument(format!("tensor {}: {} dims", t.name, t.shape.len())));
+            return Err(Error::InvalidArgument(format!(
+                "tensor {}: {} dims",
+                t.name,
+                t.shape.len()
+            )));
+        }
+        if t.rotation != 0
+            && (t.shape.len() < 2
+                || !quant::rotate::valid_group(t.rotation, *t.shape.last().unwrap_or(&0)))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "tensor {}: rotation group {} invalid for shape {:?}",
+                t.name, t.rotation, t.shape
+            )));
         }
         entries.push(TensorEntry {
             name: t.name.to_string(),
@@ -77,6 +98,7 @@ pub fn build_payload(tensors: &[PayloadTensor<'_>]) -> Result<(Vec<u8>, Vec<Tens
             offset,
             size: t.data.len() as u64,
             crc32: crc32fast::hash(t.data),
+            rotation: t.rotation,
         });
         offset = super::align_up(offset + t.data.len() as u64);
     }
@@ -91,10 +113,11 @@ pub fn build_payload(tensors: &[PayloadTensor<'_>]) -> Result<(Vec<u8>, Vec<Tens
         w.bytes(&name);
         w.u16(e.kind);
         w.u8(e.qtype.id());
-        w.u8(0); // row-major
+        // data layout: 0 row-major, 1 row-major with rotated input dimension
+        w.u8(u8::from(e.rotation != 0));
         w.u32(e.block as u32);
         w.u32(e.shape.len() as u32);
-        w.u32(0);
+        w.u32(e.rotation as u32);
         for i in 0..3 {
             w.u64(e.shape.get(i).copied().unwrap_or(0) as u64);
         }
@@ -123,11 +146,17 @@ pub fn parse_payload(payload: &[u8], what: &str) -> Result<Vec<TensorEntry>> {
     let n = c.u32()? as usize;
     let declared = c.u64()?;
     if declared != payload.len() as u64 {
-        return Err(bad(format!("payload is {} bytes, header says {declared}", payload.len())));
+        return Err(bad(format!(
+            "payload is {} bytes, header says {declared}",
+            payload.len()
+        )));
     }
     let max_n = payload.len().saturating_sub(PAYLOAD_HEADER_SIZE) / TENSOR_ENTRY_SIZE;
     if n > max_n {
-        return Err(bad(format!("{n} tensors cannot fit in {} bytes", payload.len())));
+        return Err(bad(format!(
+            "{n} tensors cannot fit in {} bytes",
+            payload.len()
+        )));
     }
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
@@ -142,18 +171,23 @@ pub fn parse_payload(payload: &[u8], what: &str) -> Result<Vec<TensorEntry>> {
         }
         let kind = c.u16()?;
         let qid = c.u8()?;
-        let qtype = QuantType::from_id(qid)
-            .ok_or_else(|| Error::UnsupportedQuant(format!("{what}: tensor {name}: quant type id {qid}")))?;
+        let qtype = QuantType::from_id(qid).ok_or_else(|| {
+            Error::UnsupportedQuant(format!("{what}: tensor {name}: quant type id {qid}"))
+        })?;
         let layout = c.u8()?;
-        if layout != 0 {
-            return Err(bad(format!("tensor {name}: data layout {layout} (only row-major, 0, exists)")));
+        if layout > 1 {
+            return Err(bad(format!(
+                "tensor {name}: data layout {layout} (0 row-major and 1 rotated row-major exist)"
+            )));
         }
         let block = c.u32()? as usize;
         if !qtype.valid_block(block) {
-            return Err(bad(format!("tensor {name}: block size {block} invalid for {qtype}")));
+            return Err(bad(format!(
+                "tensor {name}: block size {block} invalid for {qtype}"
+            )));
         }
         let ndim = c.u32()? as usize;
-        let _ = c.u32()?;
+        let rot_field = c.u32()? as usize; // layout 1: rotation group; layout 0: reserved
         let dims = [c.u64()?, c.u64()?, c.u64()?];
         if !(1..=3).contains(&ndim) {
             return Err(bad(format!("tensor {name}: {ndim} dims")));
@@ -174,11 +208,19 @@ pub fn parse_payload(payload: &[u8], what: &str) -> Result<Vec<TensorEntry>> {
         let size = c.u64()?;
         let crc32 = c.u32()?;
         if offset % ALIGN != 0 {
-            return Err(bad(format!("tensor {name}: data offset {offset} not 64-aligned")));
+            return Err(bad(format!(
+                "tensor {name}: data offset {offset} not 64-aligned"
+            )));
         }
         let dir_end = (PAYLOAD_HEADER_SIZE + n * TENSOR_ENTRY_SIZE) as u64;
-        if offset < dir_end || offset.checked_add(size).is_none_or(|e| e > payload.len() as u64) {
-            return Err(bad(format!("tensor {name}: data {offset}+{size} outside the payload")));
+        if offset < dir_end
+            || offset
+                .checked_add(size)
+                .is_none_or(|e| e > payload.len() as u64)
+        {
+            return Err(bad(format!(
+                "tensor {name}: data {offset}+{size} outside the payload"
+            )));
         }
         let e = TensorEntry {
             name,
@@ -189,8 +231,15 @@ pub fn parse_payload(payload: &[u8], what: &str) -> Result<Vec<TensorEntry>> {
             offset,
             size,
             crc32,
+            rotation: if layout == 1 { rot_field } else { 0 },
         };
         let (rows, cols) = (e.rows(), e.cols());
+        if layout == 1 && (ndim < 2 || !quant::rotate::valid_group(rot_field, cols)) {
+            return Err(bad(format!(
+                "tensor {}: rotation group {rot_field} invalid for {cols} columns",
+                e.name
+            )));
+        }
         match quant::dense_tensor_bytes(qtype, block, rows, cols) {
             Some(expect) if expect as u64 != size => {
                 return Err(bad(format!(
@@ -208,7 +257,10 @@ pub fn parse_payload(payload: &[u8], what: &str) -> Result<Vec<TensorEntry>> {
         out.push(e);
     }
     // Overlap check: sort by offset, ranges must not intersect.
-    let mut ranges: Vec<(u64, u64, &str)> = out.iter().map(|e| (e.offset, e.offset + e.size, e.name.as_str())).collect();
+    let mut ranges: Vec<(u64, u64, &str)> = out
+        .iter()
+        .map(|e| (e.offset, e.offset + e.size, e.name.as_str()))
+        .collect();
     ranges.sort_unstable();
     for w in ranges.windows(2) {
         if w[1].0 < w[0].1 {
@@ -243,8 +295,24 @@ mod tests {
         let a: Vec<u8> = (0..34u8).collect(); // one q8 block
         let b = vec![7u8; 12]; // 3 f32
         let (p, dir) = build_payload(&[
-            PayloadTensor { name: "attn_q", kind: 0, qtype: QuantType::Q8, block: 32, shape: &[1, 32], data: &a },
-            PayloadTensor { name: "attn_norm", kind: 7, qtype: QuantType::F32, block: 1, shape: &[3], data: &b },
+            PayloadTensor {
+                name: "attn_q",
+                kind: 0,
+                qtype: QuantType::Q8,
+                block: 32,
+                shape: &[1, 32],
+                data: &a,
+                rotation: 0,
+            },
+            PayloadTensor {
+                name: "attn_norm",
+                kind: 7,
+                qtype: QuantType::F32,
+                block: 1,
+                shape: &[3],
+                data: &b,
+                rotation: 0,
+            },
         ])
         .unwrap();
         let parsed = parse_payload(&p, "layer 0").unwrap();
@@ -265,10 +333,53 @@ mod tests {
         let mut q = p.clone();
         let off = parsed[0].offset as usize;
         q[off] ^= 0xff;
-        assert!(matches!(verify_payload(&q, &parsed, "x"), Err(Error::Checksum { .. })));
+        assert!(matches!(
+            verify_payload(&q, &parsed, "x"),
+            Err(Error::Checksum { .. })
+        ));
         // unknown quant type
         let mut q = p.clone();
         q[64 + 66] = 200;
-        assert!(matches!(parse_payload(&q, "x"), Err(Error::UnsupportedQuant(_))));
+        assert!(matches!(
+            parse_payload(&q, "x"),
+            Err(Error::UnsupportedQuant(_))
+        ));
+    }
+
+    #[test]
+    fn rotated_entries_round_trip_and_bad_groups_are_rejected() {
+        let a = vec![0u8; 2 * 34 * 2]; // q8 2x64
+        let mk = |rotation: usize| {
+            build_payload(&[PayloadTensor {
+                name: "attn_q",
+                kind: 0,
+                qtype: QuantType::Q8,
+                block: 32,
+                shape: &[2, 64],
+                data: &a,
+                rotation,
+            }])
+        };
+        let (p, dir) = mk(64).unwrap();
+        assert_eq!(p[64 + 67], 1, "data_layout 1");
+        let parsed = parse_payload(&p, "x").unwrap();
+        assert_eq!(parsed, dir);
+        assert_eq!(parsed[0].rotation, 64);
+        // not rotated: layout 0, field 0 → rotation 0
+        let (p0, _) = mk(0).unwrap();
+        assert_eq!(p0[64 + 67], 0);
+        assert_eq!(parse_payload(&p0, "x").unwrap()[0].rotation, 0);
+        // the writer refuses groups that do not divide the columns / are not powers of two
+        assert!(mk(48).is_err() && mk(128).is_err() && mk(1).is_err());
+        // the reader too
+        for bad in [0u32, 1, 48, 128] {
+            let mut q = p.clone();
+            q[64 + 76..64 + 80].copy_from_slice(&bad.to_le_bytes());
+            assert!(parse_payload(&q, "x").is_err(), "group {bad}");
+        }
+        // unknown layouts stay errors
+        let mut q = p.clone();
+        q[64 + 67] = 2;
+        assert!(parse_payload(&q, "x").is_err());
     }
 }

@@ -29,6 +29,8 @@ pub struct WriteTensor {
     pub block: usize,
     pub shape: Vec<usize>,
     pub data: Vec<u8>,
+    /// incoherence rotation group of the input dimension (0 = none; `quant::rotate`)
+    pub rotation: usize,
 }
 
 impl WriteTensor {
@@ -40,6 +42,7 @@ impl WriteTensor {
             block: self.block,
             shape: &self.shape,
             data: &self.data,
+            rotation: self.rotation,
         }
     }
 }
@@ -82,7 +85,8 @@ fn rope_scaling_id(s: &Option<RopeScaling>) -> (u32, f32) {
 
 /// Fill the original header fields from a model config.
 pub fn header_from_config(config: &ModelConfig, quant: QuantType, block: usize) -> Header {
-    let (rs_type, rs_factor) = rope_scaling_id(&config.rope.as_ref().and_then(|r| r.scaling.clone()));
+    let (rs_type, rs_factor) =
+        rope_scaling_id(&config.rope.as_ref().and_then(|r| r.scaling.clone()));
     let moe = config.moe.as_ref();
     Header {
         version: VERSION,
@@ -145,7 +149,12 @@ pub fn header_from_config(config: &ModelConfig, quant: QuantType, block: usize) 
 impl QsfWriter {
     /// Start a file at `path` for a model with `config`. `quant`/`block` are the file's
     /// dominant type (recorded in the header; each tensor carries its own).
-    pub fn create(path: &Path, config: &ModelConfig, quant: QuantType, block: usize) -> Result<Self> {
+    pub fn create(
+        path: &Path,
+        config: &ModelConfig,
+        quant: QuantType,
+        block: usize,
+    ) -> Result<Self> {
         config.validate()?;
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
@@ -196,7 +205,10 @@ impl QsfWriter {
 
     fn expect_stage(&mut self, s: Stage) -> Result<()> {
         if self.stage != s {
-            return Err(Error::Internal(format!("QSF writer: expected {:?}, got {s:?}", self.stage)));
+            return Err(Error::Internal(format!(
+                "QSF writer: expected {:?}, got {s:?}",
+                self.stage
+            )));
         }
         Ok(())
     }
@@ -234,7 +246,8 @@ impl QsfWriter {
     pub fn write_tokenizer(&mut self, tok: &TokenizerData, n_vocab: usize) -> Result<()> {
         self.expect_stage(Stage::Tokenizer)?;
         let template = tok.chat_template.clone().unwrap_or_default();
-        let special = serde_json::to_vec(&tok.special_tokens).map_err(|e| Error::Internal(e.to_string()))?;
+        let special =
+            serde_json::to_vec(&tok.special_tokens).map_err(|e| Error::Internal(e.to_string()))?;
         let mut h = Writer::default();
         h.u32(0); // bpe family; the JSON says exactly what
         h.u32(n_vocab as u32);
@@ -244,7 +257,8 @@ impl QsfWriter {
         h.u32(template.len() as u32);
         h.u32(special.len() as u32);
         h.u32(super::reader::TOKENIZER_FLAG_JSON);
-        let mut body = Vec::with_capacity(tok.tokenizer_json.len() + template.len() + special.len() + 4);
+        let mut body =
+            Vec::with_capacity(tok.tokenizer_json.len() + template.len() + special.len() + 4);
         body.extend_from_slice(tok.tokenizer_json.as_bytes());
         body.extend_from_slice(template.as_bytes());
         body.extend_from_slice(&special);
@@ -261,10 +275,17 @@ impl QsfWriter {
 
     /// Write layer `idx` (layers must come in order 0..n_layer). With `compress`, the payload
     /// is stored as one raw LZ4 block when that makes it smaller.
-    pub fn write_layer(&mut self, idx: usize, tensors: &[WriteTensor], compress: bool) -> Result<()> {
+    pub fn write_layer(
+        &mut self,
+        idx: usize,
+        tensors: &[WriteTensor],
+        compress: bool,
+    ) -> Result<()> {
         self.expect_stage(Stage::Layers)?;
         if idx != self.next_layer || idx >= self.layers.len() {
-            return Err(Error::Internal(format!("QSF writer: layer {idx} out of order")));
+            return Err(Error::Internal(format!(
+                "QSF writer: layer {idx} out of order"
+            )));
         }
         let payload_t: Vec<_> = tensors.iter().map(|t| t.as_payload()).collect();
         let (payload, _) = build_payload(&payload_t)?;
@@ -318,7 +339,12 @@ impl QsfWriter {
         self.expect_stage(Stage::Final)?;
         let payload_t: Vec<_> = tensors.iter().map(|t| t.as_payload()).collect();
         let (payload, _) = build_payload(&payload_t)?;
-        let size_of = |n: &str| tensors.iter().find(|t| t.name == n).map_or(0, |t| t.data.len() as u32);
+        let size_of = |n: &str| {
+            tensors
+                .iter()
+                .find(|t| t.name == n)
+                .map_or(0, |t| t.data.len() as u32)
+        };
         let head_type = if size_of(names::OUTPUT) == 0 {
             1
         } else if size_of("output.bias") > 0 {
@@ -352,7 +378,9 @@ impl QsfWriter {
         self.header.total_file_size = self.pos;
         let mut index = Vec::with_capacity(self.layers.len() * LAYER_ENTRY_SIZE);
         for e in &self.layers {
-            let e = e.as_ref().ok_or_else(|| Error::Internal("missing layer".into()))?;
+            let e = e
+                .as_ref()
+                .ok_or_else(|| Error::Internal("missing layer".into()))?;
             index.extend_from_slice(&e.to_bytes());
         }
         let header = self.header.to_bytes();

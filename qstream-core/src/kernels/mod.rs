@@ -63,6 +63,12 @@ pub fn validate(w: &Tensor) -> crate::Result<()> {
             w.name, w.block, w.qtype
         )));
     }
+    if w.rotation != 0 && !crate::quant::rotate::valid_group(w.rotation, cols) {
+        return Err(crate::Error::corrupt(format!(
+            "tensor {}: rotation group {} invalid for {cols} columns",
+            w.name, w.rotation
+        )));
+    }
     if w.qtype.is_outlier() {
         OutlierView::parse(w.qtype, w.block, w.bytes(), rows, cols)
             .map_err(|e| crate::Error::corrupt(format!("tensor {}: {e}", w.name)))?;
@@ -165,6 +171,8 @@ thread_local! {
     static ACT: RefCell<QuantAct> = RefCell::new(QuantAct::new());
     /// A worker's dequantized-row buffer.
     static ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The calling thread's rotated-activation buffer (tensors stored rotated).
+    static ROT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// How one weight's rows are dotted.
@@ -242,6 +250,33 @@ pub fn matmul_multi(ws: &[&Tensor], outs: &mut [&mut [f32]], xs: &[f32], n: usiz
     }
     // calibration (`convert --calibrate`): no-op unless a calibration run is active
     crate::convert::calibrate::observe(ws, xs, n);
+    let g = ws[0].rotation;
+    if ws.iter().any(|w| w.rotation != g) {
+        // parts rotated differently (not written by the converter, but legal): one by one
+        for (w, o) in ws.iter().zip(outs.iter_mut()) {
+            matmul_multi(&[*w], &mut [&mut **o], xs, n);
+        }
+        return;
+    }
+    if g != 0 {
+        // Stored rows are R·w: rotate the input once for all parts ((R·w)·(R·x) = w·x).
+        let run = |xr: &mut Vec<f32>, outs: &mut [&mut [f32]]| {
+            xr.resize(xs.len(), 0.0);
+            crate::quant::rotate::rotate_rows(xs, cols, g, xr);
+            matmul_parts(ws, outs, xr, n, cols);
+        };
+        ROT.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut xr) => run(&mut xr, outs),
+            // re-entered on this thread (see `matmul_dense`): a private buffer
+            Err(_) => run(&mut Vec::new(), outs),
+        });
+        return;
+    }
+    matmul_parts(ws, outs, xs, n, cols);
+}
+
+/// `matmul_multi` after rotation and observation (shapes already checked).
+fn matmul_parts(ws: &[&Tensor], outs: &mut [&mut [f32]], xs: &[f32], n: usize, cols: usize) {
     if ws.iter().any(|w| w.qtype.is_outlier()) {
         // Mixed fusions (e.g. q3_outlier V next to q2 Q/K in a preset) run part by part, each
         // through its own path.
@@ -481,7 +516,8 @@ fn matmul_outlier(w: &Tensor, xs: &[f32], n: usize, out: &mut [f32]) {
     });
 }
 
-/// Dequantize row `r` of `w` (e.g. a token embedding) into `out` (`w.cols()` values).
+/// Dequantize row `r` of `w` (e.g. a token embedding) into `out` (`w.cols()` values);
+/// a rotated tensor's row is turned back (`Rᵀ·(R·w)`).
 pub fn get_row(w: &Tensor, r: usize, out: &mut [f32]) {
     let cols = w.cols();
     if w.qtype.is_outlier() {
@@ -489,10 +525,13 @@ pub fn get_row(w: &Tensor, r: usize, out: &mut [f32]) {
             Ok(v) => v.dequantize_row(r, out),
             Err(_) => out.fill(f32::NAN),
         }
-        return;
+    } else {
+        let rb = w.qtype.row_bytes(w.block, cols);
+        crate::quant::dequantize_row(w.qtype, w.block, &w.bytes()[r * rb..(r + 1) * rb], out);
     }
-    let rb = w.qtype.row_bytes(w.block, cols);
-    crate::quant::dequantize_row(w.qtype, w.block, &w.bytes()[r * rb..(r + 1) * rb], out);
+    if w.rotation != 0 {
+        crate::quant::rotate::unrotate(out, w.rotation);
+    }
 }
 
 #[cfg(test)]
@@ -596,5 +635,57 @@ mod tests {
             assert!(got.iter().all(|x| x.is_finite()), "{}", w.name);
             assert_eq!(got, &alone, "{}", w.name);
         }
+    }
+
+    #[test]
+    fn rotated_tensors_give_the_unrotated_products() {
+        // 2 groups of 64 in 128 columns; weights stored as R·w, inputs rotated by matmul.
+        let (rows, cols, n, g) = (37, 128, 4, 64);
+        let w = data(rows * cols, 11);
+        let xs = data(n * cols, 12);
+        let want = naive(&w, rows, cols, &xs, n);
+        let mut wr = w.clone();
+        for row in wr.chunks_exact_mut(cols) {
+            crate::quant::rotate::rotate(row, g);
+        }
+        let rot = Tensor::from_f32("wr", vec![rows, cols], &wr).with_rotation(g);
+        let plain = Tensor::from_f32("w", vec![rows, cols], &w);
+        let mut out = vec![0f32; n * rows];
+        matmul(&rot, &xs, n, &mut out);
+        for (a, b) in out.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        // fused with an unrotated part: each part as alone
+        let (mut o1, mut o2) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+        matmul_multi(&[&rot, &plain], &mut [&mut o1, &mut o2], &xs, n);
+        assert_eq!(o1, out);
+        for (a, b) in o2.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5);
+        }
+        // get_row and to_f32 give the weight itself
+        let mut r = vec![0f32; cols];
+        get_row(&rot, 5, &mut r);
+        for (a, b) in r.iter().zip(&w[5 * cols..6 * cols]) {
+            assert!((a - b).abs() < 1e-6);
+        }
+        let back = rot.to_f32().unwrap();
+        assert!(back.iter().zip(&w).all(|(a, b)| (a - b).abs() < 1e-6));
+        // a quantized rotated tensor: the integer path on the rotated input equals the
+        // reference dot of its dequantized (rotated) rows with the rotated input
+        let p = crate::quant::QuantParams::default();
+        let qb = crate::quant::quantize(QuantType::Q4, &wr, rows, cols, &p).unwrap();
+        let q = Tensor::from_bytes("q", QuantType::Q4, 32, vec![rows, cols], &qb).with_rotation(g);
+        matmul(&q, &xs, n, &mut out);
+        let deq = crate::quant::dequantize(QuantType::Q4, 32, &qb, rows, cols).unwrap();
+        let mut xr = vec![0f32; n * cols];
+        crate::quant::rotate::rotate_rows(&xs, cols, g, &mut xr);
+        let want_q = naive(&deq, rows, cols, &xr, n);
+        for (a, b) in out.iter().zip(&want_q) {
+            // activation q8 rounding: ≤ 0.5/127 relative per value (module docs)
+            assert!((a - b).abs() < 2e-2, "{a} vs {b}");
+        }
+        // a bad group is rejected at bind time
+        let bad = Tensor::from_f32("b", vec![rows, cols], &w).with_rotation(48);
+        assert!(validate(&bad).is_err());
     }
 }

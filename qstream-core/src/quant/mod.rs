@@ -34,6 +34,7 @@ pub mod q2;
 pub mod q3;
 pub mod q4;
 pub mod q8;
+pub mod rotate;
 pub mod search;
 
 /// A tensor storage type. Discriminants are the on-disk ids.
@@ -240,13 +241,25 @@ pub fn quantize(
     let rb = qt.row_bytes(block, cols);
     let mut out = vec![0u8; rb * rows];
     for (r, dst) in out.chunks_exact_mut(rb.max(1)).enumerate().take(rows) {
-        quantize_row(qt, block, &data[r * cols..(r + 1) * cols], params.importance, dst);
+        quantize_row(
+            qt,
+            block,
+            &data[r * cols..(r + 1) * cols],
+            params.importance,
+            dst,
+        );
     }
     Ok(out)
 }
 
 /// Quantize one row of a dense type into `dst` (exactly `qt.row_bytes(block, src.len())` bytes).
-pub fn quantize_row(qt: QuantType, block: usize, src: &[f32], importance: Option<&[f32]>, dst: &mut [u8]) {
+pub fn quantize_row(
+    qt: QuantType,
+    block: usize,
+    src: &[f32],
+    importance: Option<&[f32]>,
+    dst: &mut [u8],
+) {
     match qt {
         QuantType::F32 => float::quantize_row_f32(src, dst),
         QuantType::F16 => float::quantize_row_f16(src, dst),
@@ -305,7 +318,13 @@ pub fn dense_tensor_bytes(qt: QuantType, block: usize, rows: usize, cols: usize)
 }
 
 /// Dequantize a whole tensor (dense or outlier) to f32, row-major.
-pub fn dequantize(qt: QuantType, block: usize, bytes: &[u8], rows: usize, cols: usize) -> Result<Vec<f32>> {
+pub fn dequantize(
+    qt: QuantType,
+    block: usize,
+    bytes: &[u8],
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<f32>> {
     let mut out = vec![0f32; rows * cols];
     if qt.is_outlier() {
         let view = outlier::OutlierView::parse(qt, block, bytes, rows, cols)?;
@@ -323,7 +342,12 @@ pub fn dequantize(qt: QuantType, block: usize, bytes: &[u8], rows: usize, cols: 
         )));
     }
     for r in 0..rows {
-        dequantize_row(qt, block, &bytes[r * rb..(r + 1) * rb], &mut out[r * cols..(r + 1) * cols]);
+        dequantize_row(
+            qt,
+            block,
+            &bytes[r * rb..(r + 1) * rb],
+            &mut out[r * cols..(r + 1) * cols],
+        );
     }
     Ok(out)
 }
