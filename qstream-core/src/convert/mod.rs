@@ -42,10 +42,9 @@ pub enum Preset {
     /// embeddings/output q8; attn_v, ffn_down q4 B=32; attn_q/k/output q4 B=64;
     /// ffn_gate/ffn_up q3 B=32 (≈ 5.4 bpw).
     Q3M,
-    /// embeddings/output q8; attn_v, ffn_down q4 B=32; attn_q/k/output q4 B=64;
-    /// ffn_gate/ffn_up q3 B=64 (≈ 5.2 bpw). No 2-bit matrices: at the size of llama.cpp's
-    /// Q2_K on SmolLM2 this mix has a far lower perplexity than any with 2-bit tensors
-    /// (docs/quality.md), so the preset named for that pairing is this one.
+    /// embeddings/output q8; attn_v, ffn_down q4 B=32; attn_q/k/output q4 B=64; ffn_gate
+    /// q3 B=32; ffn_up q2_outlier B=32 (≈ 5.2 bpw, just under llama.cpp's Q2_K file on
+    /// SmolLM2).
     Q2M,
     /// `<type>+e8`: every matrix of the given type (block from `--block-size`) except the
     /// token embedding and output matrix, kept at q8 — what llama.cpp does for every
@@ -69,7 +68,7 @@ impl Preset {
         match self {
             Preset::Q4M => (QuantType::Q4, 64),
             Preset::Q3M => (QuantType::Q3, 32),
-            Preset::Q2M => (QuantType::Q3, 64),
+            Preset::Q2M => (QuantType::Q2Outlier, 32),
             Preset::EmbdQ8(t) => (t, t.default_block()),
         }
     }
@@ -87,6 +86,7 @@ impl Preset {
             Preset::Q4M => (QuantType::Q4, 64),
             Preset::Q3M | Preset::Q2M if v || down => (QuantType::Q4, 32),
             Preset::Q3M | Preset::Q2M if attn => (QuantType::Q4, 64),
+            Preset::Q2M if local == names::FFN_GATE => (QuantType::Q3, 32),
             Preset::EmbdQ8(t) => (t, t.default_block()),
             p => p.base(),
         }
@@ -568,8 +568,11 @@ mod preset_tests {
         assert_eq!(plan(&q3m, "blk.0.ffn_gate", &m), Some((QuantType::Q3, 32)));
         assert_eq!(plan(&q3m, "blk.0.ffn_up", &m), Some((QuantType::Q3, 32)));
         let q2m = p("q2_m", 32);
-        assert_eq!(plan(&q2m, "blk.0.ffn_up", &m), Some((QuantType::Q3, 64)));
-        assert_eq!(plan(&q2m, "blk.0.ffn_gate", &m), Some((QuantType::Q3, 64)));
+        assert_eq!(
+            plan(&q2m, "blk.0.ffn_up", &m),
+            Some((QuantType::Q2Outlier, 32))
+        );
+        assert_eq!(plan(&q2m, "blk.0.ffn_gate", &m), Some((QuantType::Q3, 32)));
         assert_eq!(plan(&q2m, "blk.0.attn_k", &m), Some((QuantType::Q4, 64)));
         assert_eq!(plan(&q2m, "blk.0.ffn_down", &m), Some((QuantType::Q4, 32)));
         assert_eq!(plan(&q2m, "output", &m), Some((QuantType::Q8, 32)));
@@ -581,7 +584,7 @@ mod preset_tests {
         ];
         assert_eq!(plan(&o, "blk.5.ffn_up", &m), Some((QuantType::Q4, 64)));
         assert_eq!(plan(&o, "blk.1.attn_q", &m), Some((QuantType::Q8, 32)));
-        assert_eq!(plan(&o, "blk.2.attn_q", &m), Some((QuantType::Q4, 64)));
+        assert_eq!(plan(&o, "blk.2.attn_q", &m), Some((QuantType::Q3, 32)));
         assert_eq!(
             plan(&o, "blk.2.attn_norm", &[576]),
             Some((QuantType::F32, 1))
