@@ -584,7 +584,7 @@ mod preset_tests {
         ];
         assert_eq!(plan(&o, "blk.5.ffn_up", &m), Some((QuantType::Q4, 64)));
         assert_eq!(plan(&o, "blk.1.attn_q", &m), Some((QuantType::Q8, 32)));
-        assert_eq!(plan(&o, "blk.2.attn_q", &m), Some((QuantType::Q3, 32)));
+        assert_eq!(plan(&o, "blk.2.attn_q", &m), Some((QuantType::Q4, 64)));
         assert_eq!(
             plan(&o, "blk.2.attn_norm", &[576]),
             Some((QuantType::F32, 1))
