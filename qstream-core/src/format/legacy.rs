@@ -568,10 +568,8 @@ fn config_from_header(h: &Header, t: &Traits) -> Result<ModelConfig> {
     };
     let head_dim = if h.head_dim != 0 {
         h.head_dim as usize
-    } else if h.num_heads != 0 {
-        (h.hidden_dim / h.num_heads) as usize
     } else {
-        0
+        h.hidden_dim.checked_div(h.num_heads).unwrap_or(0) as usize
     };
     let rope = match h.pos_enc_type {
         0 | 3 => None,

@@ -33,6 +33,7 @@ pub fn matmul_rows_dense(
 /// As [`matmul_rows_dense`] for an outlier type: each row is dequantized (dense part plus
 /// its outliers) by `dequantize_row(r, buf)` into `buf` (`cols` values), then dotted with
 /// `dot` (e.g. [`dot`] or a SIMD level's).
+#[allow(clippy::too_many_arguments)]
 pub fn matmul_rows_outlier(
     dequantize_row: impl Fn(usize, &mut [f32]),
     xs: &[f32],
