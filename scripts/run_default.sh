@@ -14,7 +14,7 @@ bin=target/release/qstream
 if [ ! -s "$qsf" ] || [ "$gguf" -nt "$qsf" ]; then
   "$bin" convert "$gguf" -o "$qsf" --quant keep
 fi
-"$bin" info "$qsf" | head -n 8
+"$bin" info "$qsf" | sed -n 1,8p   # (sed reads everything: no SIGPIPE under pipefail)
 prompt="${1:-What is the capital of France? Answer in one sentence.}"
 shift || true
 # one user turn through the model's chat template; greedy, so the answer is reproducible
