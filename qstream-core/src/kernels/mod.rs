@@ -166,8 +166,8 @@ impl QuantAct {
 thread_local! {
     /// The calling thread's activation buffer (sized by the largest call, then reused).
     static ACT: RefCell<QuantAct> = RefCell::new(QuantAct::new());
-    /// A worker's decoded outliers `(column, value, dense value)` of its current rows, and
-    /// where each row's start (grows to the largest task, then is reused).
+    /// A worker's decoded outliers `(column, value, dense value)` of its current row block,
+    /// and where each row's start (grows to the largest block, then is reused).
     static OUTL: RefCell<OutlierRows> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
@@ -403,26 +403,31 @@ fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: 
             }
         }
         (Kind::Q(f), Some(o)) => OUTL.with(|cell| {
-            // The rows' outliers (and the dense values they replace) are decoded once for
-            // all `n` tokens; row `r0 + i`'s are `outl[starts[i]..starts[i + 1]]`.
+            // Blocks of ROW_BLOCK rows; each row's outliers (and the dense values they
+            // replace) are decoded once, right after the first token's dense dot has brought
+            // the row into cache, and reused for the other tokens: row `rb + i`'s are
+            // `outl[starts[i]..starts[i + 1]]`.
             let (outl, starts) = &mut *cell.borrow_mut();
-            outl.clear();
-            starts.clear();
-            starts.push(0);
-            for r in r0..r1 {
-                let dense = row(r);
-                outl.extend(
-                    o.outliers(r)
-                        .map(|(c, v)| (c, v, dense_at(p.qt, p.block, dense, c))),
-                );
-                starts.push(outl.len());
-            }
-            for t in 0..n {
-                let a = act.row(t);
-                let x = &xs[t * cols..(t + 1) * cols];
-                for (i, r) in (r0..r1).enumerate() {
-                    let fix = outlier_fix(&outl[starts[i]..starts[i + 1]], a, x);
-                    write(t, r, f(p.block, row(r), a) + fix);
+            for rb in (r0..r1).step_by(ROW_BLOCK) {
+                let re = (rb + ROW_BLOCK).min(r1);
+                outl.clear();
+                starts.clear();
+                starts.push(0);
+                for t in 0..n {
+                    let a = act.row(t);
+                    let x = &xs[t * cols..(t + 1) * cols];
+                    for (i, r) in (rb..re).enumerate() {
+                        let dense = row(r);
+                        let v = f(p.block, dense, a);
+                        if t == 0 {
+                            outl.extend(
+                                o.outliers(r)
+                                    .map(|(c, v)| (c, v, dense_at(p.qt, p.block, dense, c))),
+                            );
+                            starts.push(outl.len());
+                        }
+                        write(t, r, v + outlier_fix(&outl[starts[i]..starts[i + 1]], a, x));
+                    }
                 }
             }
         }),
