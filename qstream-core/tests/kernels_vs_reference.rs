@@ -7,6 +7,10 @@
 //!   f64 dot of the dequantized weights — any nibble-order, scale or min-term mistake shows.
 //! * Integer dots on random data: within f32 summation-order error of the scalar reference
 //!   and within the activation-rounding bound `Σ_i |w_i|·d_x(i)/2` of `quant::dot_row_ref`.
+//! * `Q2`/`Q3`/`Mxfp4` integer dots on random data, every block size, odd row counts:
+//!   bit-identical to the scalar reference (their SIMD levels keep its float order).
+//! * Outlier types through `matmul` (base integer kernel + FP16 outliers from their stored
+//!   positions): within the activation-rounding bound of the dequantized rows' f32 dot.
 //! * Float dots (f32/f16/bf16), `dot`, `axpy`: within f32 summation error of the references.
 //! * `matmul`: results independent of batch size and thread count, close to the reference.
 
@@ -100,6 +104,9 @@ fn dot_fn(k: &KernelSet, qt: QuantType) -> kernels::dispatch::DotQFn {
         QuantType::Q4 => k.dot_q4,
         QuantType::Q4Sym => k.dot_q4sym,
         QuantType::Q8 => k.dot_q8,
+        QuantType::Q2 => k.dot_q2,
+        QuantType::Q3 => k.dot_q3,
+        QuantType::Mxfp4 => k.dot_mxfp4,
         _ => unreachable!(),
     }
 }
@@ -126,6 +133,17 @@ fn dyadic_row(qt: QuantType, block: usize, nb: usize, rng: &mut Rng) -> Vec<u8> 
             QuantType::Q8 => {
                 row.extend(f16(d));
                 row.extend((0..32).map(|_| (rng.below(255) as i32 - 127) as i8 as u8));
+            }
+            QuantType::Q2 | QuantType::Q3 => {
+                row.extend(f16(d));
+                row.extend(f16((rng.below(33) as f32 - 16.0) * 0.0625));
+                let payload = qt.block_bytes(block) - 4;
+                row.extend((0..payload).map(|_| rng.next() as u8));
+            }
+            QuantType::Mxfp4 => {
+                // scales 2^-1 and 2^0 keep every partial sum exact in f32
+                row.push(126 + rng.below(2) as u8);
+                row.extend((0..16).map(|_| rng.next() as u8));
             }
             _ => unreachable!(),
         }
@@ -155,14 +173,71 @@ fn exact_dot(qt: QuantType, block: usize, row: &[u8], x: &[f32]) -> f64 {
     w.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64).sum()
 }
 
-const INT_CASES: [(QuantType, usize); 6] = [
+const INT_CASES: [(QuantType, usize); 15] = [
     (QuantType::Q4, 32),
     (QuantType::Q4, 64),
     (QuantType::Q4, 128),
     (QuantType::Q4, 256),
     (QuantType::Q4Sym, 32),
     (QuantType::Q8, 32),
+    (QuantType::Q2, 32),
+    (QuantType::Q2, 64),
+    (QuantType::Q2, 128),
+    (QuantType::Q2, 256),
+    (QuantType::Q3, 32),
+    (QuantType::Q3, 64),
+    (QuantType::Q3, 128),
+    (QuantType::Q3, 256),
+    (QuantType::Mxfp4, 32),
 ];
+
+/// The types whose SIMD levels are bit-identical to the scalar reference on any data.
+const BIT_EXACT_CASES: [(QuantType, usize); 9] = [
+    (QuantType::Q2, 32),
+    (QuantType::Q2, 64),
+    (QuantType::Q2, 128),
+    (QuantType::Q2, 256),
+    (QuantType::Q3, 32),
+    (QuantType::Q3, 64),
+    (QuantType::Q3, 128),
+    (QuantType::Q3, 256),
+    (QuantType::Mxfp4, 32),
+];
+
+#[test]
+fn q2_q3_mxfp4_dots_bit_exact_on_random_data() {
+    let mut rng = Rng(17);
+    let sc = kernel_set(Isa::Scalar).unwrap();
+    for k in levels() {
+        for &(qt, block) in &BIT_EXACT_CASES {
+            for (rows, groups) in [(1usize, 1usize), (3, 2), (7, 5), (5, 18), (3, 33), (1, 64)] {
+                let cols = groups * 32 - if groups > 2 { 7 } else { 0 };
+                let w: Vec<f32> = (0..rows * cols)
+                    .map(|_| rng.f() * (1.0 + 4.0 * rng.f()))
+                    .collect();
+                let p = QuantParams {
+                    block_size: block,
+                    ..Default::default()
+                };
+                let bytes = quant::quantize(qt, &w, rows, cols, &p).unwrap();
+                let x: Vec<f32> = (0..cols).map(|_| rng.f() * 5.0).collect();
+                let a = quantize_with(k, &x, cols.div_ceil(block) * block / 32);
+                let rb = qt.row_bytes(block, cols);
+                for r in 0..rows {
+                    let row = &bytes[r * rb..(r + 1) * rb];
+                    let want = dot_fn(sc, qt)(block, row, a.row(0));
+                    let got = dot_fn(k, qt)(block, row, a.row(0));
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{:?} {qt}/{block} rows {rows} cols {cols} row {r}: {got} vs {want}",
+                        k.isa
+                    );
+                }
+            }
+        }
+    }
+}
 
 #[test]
 fn integer_dots_bit_exact_on_dyadic_data() {
@@ -310,6 +385,8 @@ fn matmul_is_batch_and_thread_independent() {
         QuantType::Mxfp4,
         QuantType::F16,
         QuantType::Q4Outlier,
+        QuantType::Q3Outlier,
+        QuantType::Q2Outlier,
     ] {
         let block = if matches!(qt, QuantType::F16) { 1 } else { 32 };
         let bytes = quant::quantize(qt, &w, rows, cols, &QuantParams::default()).unwrap();
@@ -390,4 +467,63 @@ fn matmul_multi_equals_separate_calls() {
     }
     // the scalar reference of Q4 for a direct call, too
     let _ = scalar::dot_q4;
+}
+
+/// Outlier types: `matmul` (dense integer kernel, then each FP16 outlier applied from its
+/// stored position) against the f32 dot of the dequantized rows, every base type and block
+/// size, odd row counts, batches of 1 and 3.
+#[test]
+fn outlier_matmul_matches_dequantized_rows() {
+    let mut rng = Rng(21);
+    for qt in [
+        QuantType::Q2Outlier,
+        QuantType::Q3Outlier,
+        QuantType::Q4Outlier,
+    ] {
+        for block in [32usize, 64, 128, 256] {
+            let (rows, cols) = (37, 300);
+            let mut w: Vec<f32> = (0..rows * cols).map(|_| rng.f()).collect();
+            // a few large weights, so the outliers matter
+            for _ in 0..40 {
+                w[rng.below((rows * cols) as u64) as usize] = 20.0 * rng.f();
+            }
+            let p = QuantParams {
+                block_size: block,
+                outlier_frac: 0.01,
+                importance: None,
+            };
+            let bytes = quant::quantize(qt, &w, rows, cols, &p).unwrap();
+            let t = Tensor::from_bytes("w", qt, block, vec![rows, cols], &bytes);
+            kernels::validate(&t).unwrap();
+            let wd = quant::dequantize(qt, block, &bytes, rows, cols).unwrap();
+            for n in [1usize, 3] {
+                let xs: Vec<f32> = (0..n * cols).map(|_| rng.f() * 2.0).collect();
+                let mut out = vec![0f32; n * rows];
+                kernels::matmul(&t, &xs, n, &mut out);
+                for tk in 0..n {
+                    let x = &xs[tk * cols..(tk + 1) * cols];
+                    // the q8 activation the kernels use: |x − x̂| ≤ d_g/2 per value
+                    let groups = cols.div_ceil(block) * block / 32;
+                    let a = quantize_with(kernel_set(Isa::Scalar).unwrap(), x, groups);
+                    let d = a.row(0).d;
+                    for r in 0..rows {
+                        let wr = &wd[r * cols..(r + 1) * cols];
+                        let exact: f64 = wr.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64).sum();
+                        let mag: f32 = wr.iter().zip(x).map(|(a, b)| (a * b).abs()).sum();
+                        let act: f32 = wr
+                            .iter()
+                            .enumerate()
+                            .map(|(c, v)| v.abs() * d[c / 32] * 0.5)
+                            .sum();
+                        let tol = act * 1.001 + 2e-6 * mag + 1e-5;
+                        let got = out[tk * rows + r];
+                        assert!(
+                            (got as f64 - exact).abs() <= tol as f64,
+                            "{qt}/{block} n {n} t {tk} r {r}: {got} vs {exact} (bound {tol})"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -86,11 +86,13 @@ fn rotated_fixture_matches_transformers_within_the_quantization_bound() {
 }
 
 /// The exact check of the run-time rotation: a rotated quantized file gives the logits of
-/// the same weights dequantized (and turned back) into an f32 model, up to the activation
-/// rounding of the integer kernels (the only other difference).
+/// the same weights dequantized (and turned back) into an f32 model. Both run the exact
+/// reference path (f32 activations), so only the summation order and the f32 rotation of the
+/// input differ; the fast path's 8-bit activation rounding would hide a wrong rotation.
+/// (The switch is process-wide; this file's other tests hold on either path.)
 #[test]
 fn rotated_file_equals_its_dequantized_weights() {
-    let mut diffs = Vec::new();
+    qstream_core::kernels::dispatch::set_exact(true);
     for (quant, rotate) in [
         ("4bit", 0),
         ("4bit", 256),
@@ -148,21 +150,8 @@ fn rotated_file_equals_its_dequantized_weights() {
         let d = max_abs_diff(&a, &b);
         let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
         eprintln!("{quant} rotate {rotate}: max |quantized file − its dequantized weights| {d:.5} (logits up to {scale:.2})");
-        diffs.push(d);
-        if quant != "4bit" {
-            // q3 and q2_outlier rows are dequantized and dotted with f32 activations: only the
-            // summation order (and the f32 rotation of the input) differs
-            assert!(d < 1e-3 * scale.max(1.0), "{quant} rotate {rotate}: {d}");
-        }
+        assert!(d < 1e-3 * scale.max(1.0), "{quant} rotate {rotate}: {d}");
     }
-    // q4 dots quantize the activations to q8 (≈ 0.4% per value, compounding over the layers):
-    // the rotated file must not be further from its weights than the unrotated one
-    assert!(
-        diffs[1] <= 2.0 * diffs[0] + 1e-3,
-        "4bit rotated {} vs plain {}",
-        diffs[1],
-        diffs[0]
-    );
 }
 
 fn reference_ids() -> Vec<u32> {

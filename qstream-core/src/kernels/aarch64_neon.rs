@@ -19,6 +19,9 @@ pub(super) static KERNELS: KernelSet = KernelSet {
     dot_q4,
     dot_q4sym,
     dot_q8,
+    dot_q2,
+    dot_q3,
+    dot_mxfp4,
     dot_f32,
     dot_f16: crate::quant::float::dot_f16_ref,
     dot_bf16: crate::quant::float::dot_bf16_ref,
@@ -130,6 +133,139 @@ unsafe fn dot_q8_impl(row: &[u8], a: ActRow<'_>) -> f32 {
         acc += (dw * a.d[b]) * i as f32;
     }
     acc
+}
+
+/// 32 two-bit levels of a group (8 bytes, byte `j` holding values `j, j+8, j+16, j+24` at
+/// bit offsets 0, 2, 4, 6) as two 16-lane halves in value order.
+#[inline]
+#[target_feature(enable = "neon")]
+fn unpack_2bit(lows: &[u8]) -> (uint8x16_t, uint8x16_t) {
+    assert!(lows.len() >= 8);
+    // SAFETY: the assert above bounds the 8-byte load.
+    let v = unsafe { vld1_u8(lows.as_ptr()) };
+    let m = vdup_n_u8(3);
+    (
+        vcombine_u8(vand_u8(v, m), vand_u8(vshr_n_u8::<2>(v), m)),
+        vcombine_u8(vand_u8(vshr_n_u8::<4>(v), m), vshr_n_u8::<6>(v)),
+    )
+}
+
+/// Bit 2 of a group's 32 three-bit levels (4 bytes, bit `i` for value `i`) as two 16-lane
+/// halves of 0 or 4.
+#[inline]
+#[target_feature(enable = "neon")]
+fn unpack_highbit(h: &[u8]) -> (uint8x16_t, uint8x16_t) {
+    assert!(h.len() >= 4);
+    // SAFETY: the table below is 16 readable bytes.
+    let bits =
+        unsafe { vld1q_u8([1u8, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128].as_ptr()) };
+    let four = vdupq_n_u8(4);
+    let half = |b0: u8, b1: u8| {
+        let v = vcombine_u8(vdup_n_u8(b0), vdup_n_u8(b1));
+        vandq_u8(vtstq_u8(v, bits), four)
+    };
+    (half(h[0], h[1]), half(h[2], h[3]))
+}
+
+fn dot_q2(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    // SAFETY: this table is only handed out after detecting NEON.
+    unsafe { dot_q2_impl(block, row, a) }
+}
+
+/// Same group order and float operations as `scalar::dot_q2` (bit-identical).
+#[target_feature(enable = "neon")]
+unsafe fn dot_q2_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    let block = block.max(32);
+    let bb = crate::quant::q2::block_bytes(block);
+    let gpb = block / 32;
+    let (mut acc, mut acc_m) = (0f32, 0f32);
+    for b in 0..n_blocks(block, bb, row, &a) {
+        let blk = &row[b * bb..(b + 1) * bb];
+        let (dw, mw) = (read_f16(&blk[0..2]), read_f16(&blk[2..4]));
+        for g in 0..gpb {
+            let gi = b * gpb + g;
+            let (w0, w1) = unpack_2bit(&blk[4 + 8 * g..]);
+            let i = idot_x(w0, w1, &a.qs[32 * gi..]);
+            acc += (dw * a.d[gi]) * i as f32;
+            acc_m += mw * a.s[gi];
+        }
+    }
+    acc + acc_m
+}
+
+fn dot_q3(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    // SAFETY: this table is only handed out after detecting NEON.
+    unsafe { dot_q3_impl(block, row, a) }
+}
+
+/// Same group order and float operations as `scalar::dot_q3` (bit-identical).
+#[target_feature(enable = "neon")]
+unsafe fn dot_q3_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    let block = block.max(32);
+    let bb = crate::quant::q3::block_bytes(block);
+    let gpb = block / 32;
+    let (mut acc, mut acc_m) = (0f32, 0f32);
+    for b in 0..n_blocks(block, bb, row, &a) {
+        let blk = &row[b * bb..(b + 1) * bb];
+        let (dw, mw) = (read_f16(&blk[0..2]), read_f16(&blk[2..4]));
+        for g in 0..gpb {
+            let gi = b * gpb + g;
+            let (l0, l1) = unpack_2bit(&blk[4 + 8 * g..]);
+            let (h0, h1) = unpack_highbit(&blk[4 + block / 4 + 4 * g..]);
+            let i = idot_x(vorrq_u8(l0, h0), vorrq_u8(l1, h1), &a.qs[32 * gi..]);
+            acc += (dw * a.d[gi]) * i as f32;
+            acc_m += mw * a.s[gi];
+        }
+    }
+    acc + acc_m
+}
+
+fn dot_mxfp4(_block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    // SAFETY: this table is only handed out after detecting NEON.
+    unsafe { dot_mxfp4_impl(row, a) }
+}
+
+/// Same block order and float operations as `scalar::dot_mxfp4` (bit-identical).
+#[target_feature(enable = "neon")]
+unsafe fn dot_mxfp4_impl(row: &[u8], a: ActRow<'_>) -> f32 {
+    // SAFETY: MXFP4_X2 is 16 readable bytes.
+    let table = unsafe { vld1q_s8(scalar::MXFP4_X2.as_ptr()) };
+    let mut acc = 0f32;
+    for b in 0..n_blocks(32, 17, row, &a) {
+        let blk = &row[b * 17..(b + 1) * 17];
+        let dw = scalar::mxfp4_half_scale(blk[0]);
+        let x = &a.qs[32 * b..32 * b + 32];
+        // SAFETY: blk has 17 bytes (16 from offset 1), x has 32.
+        let i = unsafe {
+            let raw = vld1q_u8(blk.as_ptr().add(1));
+            let lo = vandq_u8(raw, vdupq_n_u8(0x0F));
+            let hi = vshrq_n_u8::<4>(raw);
+            idot32(
+                vqtbl1q_s8(table, lo),
+                vqtbl1q_s8(table, hi),
+                vld1q_s8(x.as_ptr()),
+                vld1q_s8(x.as_ptr().add(16)),
+            )
+        };
+        acc += (dw * a.d[b]) * i as f32;
+    }
+    acc
+}
+
+/// `Σ w·x` of 32 unsigned levels (< 128, as two halves) with activation bytes `x[0..32]`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn idot_x(w0: uint8x16_t, w1: uint8x16_t, x: &[i8]) -> i32 {
+    assert!(x.len() >= 32);
+    // SAFETY: the assert above bounds the two 16-byte loads.
+    unsafe {
+        idot32(
+            vreinterpretq_s8_u8(w0),
+            vreinterpretq_s8_u8(w1),
+            vld1q_s8(x.as_ptr()),
+            vld1q_s8(x.as_ptr().add(16)),
+        )
+    }
 }
 
 fn dot_f32(row: &[u8], x: &[f32]) -> f32 {

@@ -134,6 +134,13 @@ pub struct KernelSet {
     pub dot_q4sym: DotQFn,
     /// `Q8` weights × q8 activation (`block` is ignored: always 32).
     pub dot_q8: DotQFn,
+    /// `Q2` weights × q8 activation (bit-identical to `scalar::dot_q2` at every level).
+    pub dot_q2: DotQFn,
+    /// `Q3` weights × q8 activation (bit-identical to `scalar::dot_q3` at every level).
+    pub dot_q3: DotQFn,
+    /// `Mxfp4` weights × q8 activation (`block` is ignored: always 32; bit-identical to
+    /// `scalar::dot_mxfp4` at every level).
+    pub dot_mxfp4: DotQFn,
     /// F32 weight row × f32.
     pub dot_f32: DotFFn,
     /// F16 weight row × f32.
@@ -152,6 +159,9 @@ static SCALAR: KernelSet = KernelSet {
     dot_q4: scalar::dot_q4,
     dot_q4sym: scalar::dot_q4sym,
     dot_q8: scalar::dot_q8,
+    dot_q2: scalar::dot_q2,
+    dot_q3: scalar::dot_q3,
+    dot_mxfp4: scalar::dot_mxfp4,
     dot_f32: crate::quant::float::dot_f32_ref,
     dot_f16: crate::quant::float::dot_f16_ref,
     dot_bf16: crate::quant::float::dot_bf16_ref,

@@ -30,34 +30,14 @@ pub fn matmul_rows_dense(
     }
 }
 
-/// As [`matmul_rows_dense`] for an outlier type: each row is dequantized (dense part plus
-/// its outliers) by `dequantize_row(r, buf)` into `buf` (`cols` values), then dotted with
-/// `dot` (e.g. [`dot`] or a SIMD level's).
-#[allow(clippy::too_many_arguments)]
-pub fn matmul_rows_outlier(
-    dequantize_row: impl Fn(usize, &mut [f32]),
-    xs: &[f32],
-    cols: usize,
-    n: usize,
-    rows: std::ops::Range<usize>,
-    buf: &mut [f32],
-    mut out: impl FnMut(usize, usize, f32),
-    dot: fn(&[f32], &[f32]) -> f32,
-) {
-    for r in rows {
-        dequantize_row(r, buf);
-        for t in 0..n {
-            out(t, r, dot(buf, &xs[t * cols..(t + 1) * cols]));
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // q8-activation integer kernels (reference for the SIMD levels).
 //
 // Float operations happen in a fixed, documented order: per 32-value group the integer dot
 // `i = Σ q_w·q_x` is exact; then `acc += (d_w·d_x)·i` and, for asymmetric types,
-// `acc_m += m_w·s_x`; the result is `acc + acc_m`.
+// `acc_m += m_w·s_x`; the result is `acc + acc_m`. The SIMD levels of `Q2`/`Q3`/`Mxfp4`
+// keep exactly this order (bit-identical results); those of `Q4`/`Q4Sym`/`Q8` accumulate in
+// vector lanes (same integers, f32 summation order differs).
 // ---------------------------------------------------------------------------------------
 
 use super::dispatch::{ActRow, ActRowMut};
@@ -157,6 +137,89 @@ pub fn dot_q8(_block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
         let dw = read_f16(&blk[0..2]);
         let x = &a.qs[32 * b..32 * b + 32];
         let i: i32 = (0..32).map(|k| blk[2 + k] as i8 as i32 * x[k] as i32).sum();
+        acc += (dw * a.d[b]) * i as f32;
+    }
+    acc
+}
+
+/// Level `k` (0..32) of a 32-value group's 2-bit low bytes (8 bytes, `q2` layout).
+#[inline]
+fn low2(lows: &[u8], k: usize) -> i32 {
+    ((lows[k % 8] >> (2 * (k / 8))) & 3) as i32
+}
+
+/// `Q2` row × q8 activation: per group `acc += (d_w·d_x)·Σ q_w·q_x`, `acc_m += m_w·s_x`.
+pub fn dot_q2(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    let block = block.max(32);
+    let bb = quant::q2::block_bytes(block);
+    let gpb = block / 32;
+    let (mut acc, mut acc_m) = (0f32, 0f32);
+    for b in 0..n_blocks(row, bb, block, &a) {
+        let blk = &row[b * bb..(b + 1) * bb];
+        let (dw, mw) = (read_f16(&blk[0..2]), read_f16(&blk[2..4]));
+        for g in 0..gpb {
+            let gi = b * gpb + g;
+            let lows = &blk[4 + 8 * g..4 + 8 * g + 8];
+            let x = &a.qs[32 * gi..32 * gi + 32];
+            let i: i32 = (0..32).map(|k| low2(lows, k) * x[k] as i32).sum();
+            acc += (dw * a.d[gi]) * i as f32;
+            acc_m += mw * a.s[gi];
+        }
+    }
+    acc + acc_m
+}
+
+/// `Q3` row × q8 activation (same float order as [`dot_q2`]).
+pub fn dot_q3(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    let block = block.max(32);
+    let bb = quant::q3::block_bytes(block);
+    let gpb = block / 32;
+    let (mut acc, mut acc_m) = (0f32, 0f32);
+    for b in 0..n_blocks(row, bb, block, &a) {
+        let blk = &row[b * bb..(b + 1) * bb];
+        let (dw, mw) = (read_f16(&blk[0..2]), read_f16(&blk[2..4]));
+        for g in 0..gpb {
+            let gi = b * gpb + g;
+            let lows = &blk[4 + 8 * g..4 + 8 * g + 8];
+            let highs = &blk[4 + block / 4 + 4 * g..4 + block / 4 + 4 * g + 4];
+            let x = &a.qs[32 * gi..32 * gi + 32];
+            let i: i32 = (0..32)
+                .map(|k| {
+                    let h = ((highs[k / 8] >> (k % 8)) & 1) as i32;
+                    (low2(lows, k) | (h << 2)) * x[k] as i32
+                })
+                .sum();
+            acc += (dw * a.d[gi]) * i as f32;
+            acc_m += mw * a.s[gi];
+        }
+    }
+    acc + acc_m
+}
+
+/// E2M1 value of each MXFP4 nibble, times 2 (integers in −12..=12).
+pub const MXFP4_X2: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+/// Half the E8M0 scale `2^(e−127)` (exact for every `e`; NaN for 255), the weight scale of
+/// the doubled E2M1 integers [`MXFP4_X2`].
+#[inline]
+pub fn mxfp4_half_scale(e: u8) -> f32 {
+    quant::mxfp4::e8m0_to_f32(e) * 0.5
+}
+
+/// `Mxfp4` row × q8 activation: per block `acc += (s/2 · d_x) · Σ (2·fp4)·q_x`.
+pub fn dot_mxfp4(_block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    let mut acc = 0f32;
+    for b in 0..n_blocks(row, 17, 32, &a) {
+        let blk = &row[b * 17..(b + 1) * 17];
+        let dw = mxfp4_half_scale(blk[0]);
+        let x = &a.qs[32 * b..32 * b + 32];
+        let i: i32 = (0..32)
+            .map(|k| {
+                let byte = blk[1 + k % 16];
+                let n = if k < 16 { byte & 0x0F } else { byte >> 4 };
+                MXFP4_X2[n as usize] as i32 * x[k] as i32
+            })
+            .sum();
         acc += (dw * a.d[b]) * i as f32;
     }
     acc

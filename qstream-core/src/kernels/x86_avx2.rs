@@ -21,6 +21,9 @@ pub(super) static KERNELS: KernelSet = KernelSet {
     dot_q4,
     dot_q4sym,
     dot_q8,
+    dot_q2,
+    dot_q3,
+    dot_mxfp4,
     dot_f32,
     dot_f16,
     dot_bf16,
@@ -154,6 +157,126 @@ pub(super) unsafe fn quantize_act_impl(x: &[f32], out: ActRowMut<'_>) {
         );
     }
 }
+
+/// Sum of the 8 i32 lanes (exact, wrapping like the scalar reference never needs to).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+    _mm_cvtsi128_si32(s)
+}
+
+/// The lane sums of four vectors, converted to f32 (`[Σv0, Σv1, Σv2, Σv3]`; the
+/// conversion rounds exactly like `i as f32`).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn hsum4_i32_ps(v0: __m256i, v1: __m256i, v2: __m256i, v3: __m256i) -> [f32; 4] {
+    // per 128-bit half: [v0 pair sums, v1 pair sums] then [v0 quad, v1 quad, v2 quad, v3 quad]
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+    let s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    let mut out = [0f32; 4];
+    // SAFETY: `out` has room for 4 f32 (unaligned store).
+    unsafe { _mm_storeu_ps(out.as_mut_ptr(), _mm_cvtepi32_ps(s)) };
+    out
+}
+
+/// 32 two-bit levels of a group (8 bytes at `p`, byte `j` holding values `j, j+8, j+16,
+/// j+24` at bit offsets 0, 2, 4, 6) as 32 u8 in value order.
+///
+/// # Safety
+/// `p..p+8` must be readable.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn unpack_2bit(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 8 readable bytes.
+    let raw = unsafe { std::ptr::read_unaligned(p as *const i64) };
+    let v = _mm256_srlv_epi64(_mm256_set1_epi64x(raw), _mm256_setr_epi64x(0, 2, 4, 6));
+    _mm256_and_si256(v, _mm256_set1_epi8(3))
+}
+
+/// Bit 2 of a group's 32 three-bit levels (little-endian u32 at `p`, bit `i` for value
+/// `i`) as 32 bytes of 0 or 4.
+///
+/// # Safety
+/// `p..p+4` must be readable.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn unpack_highbit(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 4 readable bytes.
+    let h = unsafe { std::ptr::read_unaligned(p as *const i32) };
+    // byte k ← byte k/8 of h (both 128-bit halves hold h in their first 4 bytes)
+    let sel = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
+        3, 3,
+    );
+    let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let b = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(h), sel), bits);
+    _mm256_and_si256(_mm256_cmpeq_epi8(b, bits), _mm256_set1_epi8(4))
+}
+
+/// Float combine of the `Q2`/`Q3`/`Mxfp4` kernels, in exactly the scalar reference's order
+/// (so the results are bit-identical to it): for each group `g < $ng` in order,
+/// `acc += (dw·d_x[g]) · i_g` and (when `$asym`) `acc_m += mw·s_x[g]`, where `$gdot`
+/// (with `$g` bound to the group) gives the group's 8 partial i32 sums and `$scales` its
+/// `(dw, mw)`. Four groups share one horizontal reduction. Evaluates to `acc (+ acc_m)`.
+///
+/// Must be expanded inside an `unsafe` target-feature function with AVX2; `$ng` must not
+/// exceed the activation's groups.
+macro_rules! int_combine {
+    ($ng:expr, $a:expr, $asym:expr, $g:ident => $gdot:expr, $scales:expr) => {{
+        let a: &ActRow<'_> = $a;
+        let ng: usize = $ng;
+        let (mut acc, mut acc_m) = (0f32, 0f32);
+        let mut g0 = 0usize;
+        while g0 + 4 <= ng {
+            let iv = hsum4_i32_ps(
+                {
+                    let $g = g0;
+                    $gdot
+                },
+                {
+                    let $g = g0 + 1;
+                    $gdot
+                },
+                {
+                    let $g = g0 + 2;
+                    $gdot
+                },
+                {
+                    let $g = g0 + 3;
+                    $gdot
+                },
+            );
+            for (k, i) in iv.into_iter().enumerate() {
+                let $g = g0 + k;
+                let (dw, mw): (f32, f32) = $scales;
+                acc += (dw * *a.d.get_unchecked($g)) * i;
+                if $asym {
+                    acc_m += mw * *a.s.get_unchecked($g);
+                }
+            }
+            g0 += 4;
+        }
+        while g0 < ng {
+            let $g = g0;
+            let i = hsum_i32($gdot) as f32;
+            let (dw, mw): (f32, f32) = $scales;
+            acc += (dw * *a.d.get_unchecked($g)) * i;
+            if $asym {
+                acc_m += mw * *a.s.get_unchecked($g);
+            }
+            g0 += 1;
+        }
+        if $asym {
+            acc + acc_m
+        } else {
+            acc
+        }
+    }};
+}
+pub(super) use int_combine;
 
 /// Defines `dot_q4_impl`, `dot_q4sym_impl` and `dot_q8_impl` (plus their safe table
 /// wrappers `dot_q4`, `dot_q4sym`, `dot_q8`) for a target-feature set and a
@@ -300,6 +423,113 @@ macro_rules! q_kernels {
             }
             // Σ (q − 8)·q_x = Σ q·q_x − 8·isum
             hsum(_mm256_add_ps(acc0, acc1)) - 8.0 * acc_m
+        }
+
+        fn dot_q2(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+            // SAFETY: this table is only handed out after detecting `$features`.
+            unsafe { dot_q2_impl(block, row, a) }
+        }
+
+        fn dot_q3(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+            // SAFETY: this table is only handed out after detecting `$features`.
+            unsafe { dot_q3_impl(block, row, a) }
+        }
+
+        fn dot_mxfp4(_block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+            // SAFETY: this table is only handed out after detecting `$features`.
+            unsafe { dot_mxfp4_impl(row, a) }
+        }
+
+        /// `Σ q_w·q_x` partial sums of one group: `w` (32 u8 levels) times activation group
+        /// `gi`.
+        ///
+        /// # Safety
+        /// `gi < a.groups()`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn group_dot(w: __m256i, a: &ActRow<'_>, gi: usize) -> __m256i {
+            // SAFETY: gi < a.groups(), so 32 bytes at 32·gi are in qs.
+            let x = unsafe { _mm256_loadu_si256(a.qs.as_ptr().add(32 * gi) as *const __m256i) };
+            $dot(w, x)
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn dot_q2_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+            let block = block.max(32);
+            let bb = crate::quant::q2::block_bytes(block);
+            let (gpb, sh) = (block / 32, (block / 32).trailing_zeros());
+            let nb = n_blocks(block, bb, row, &a);
+            let rp = row.as_ptr();
+            // SAFETY: g < nb·gpb: its block g >> sh < nb ≤ row.len() / bb holds the group's 8
+            // level bytes at 4 + 8·(g mod gpb) and the 4 scale bytes; g < a.groups().
+            unsafe {
+                int_combine!(
+                    nb * gpb,
+                    &a,
+                    true,
+                    g => group_dot(
+                        unpack_2bit(rp.add((g >> sh) * bb + 4 + 8 * (g & (gpb - 1)))),
+                        &a,
+                        g
+                    ),
+                    f16x2(rp.add((g >> sh) * bb))
+                )
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn dot_q3_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+            let block = block.max(32);
+            let bb = crate::quant::q3::block_bytes(block);
+            let (gpb, sh) = (block / 32, (block / 32).trailing_zeros());
+            let nb = n_blocks(block, bb, row, &a);
+            let rp = row.as_ptr();
+            // SAFETY: as in dot_q2_impl; the group's high-bit u32 is at
+            // 4 + block/4 + 4·(g mod gpb) < bb.
+            unsafe {
+                int_combine!(
+                    nb * gpb,
+                    &a,
+                    true,
+                    g => {
+                        let blk = rp.add((g >> sh) * bb);
+                        let gg = g & (gpb - 1);
+                        let w = _mm256_or_si256(
+                            unpack_2bit(blk.add(4 + 8 * gg)),
+                            unpack_highbit(blk.add(4 + block / 4 + 4 * gg)),
+                        );
+                        group_dot(w, &a, g)
+                    },
+                    f16x2(rp.add((g >> sh) * bb))
+                )
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn dot_mxfp4_impl(row: &[u8], a: ActRow<'_>) -> f32 {
+            let nb = n_blocks(32, 17, row, &a);
+            let rp = row.as_ptr();
+            let table = _mm256_setr_epi8(
+                0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12, 0, 1, 2, 3, 4, 6, 8, 12,
+                0, -1, -2, -3, -4, -6, -8, -12,
+            );
+            // SAFETY: b < nb ≤ row.len() / 17: the block's scale byte and 16 nibble bytes are
+            // in the row; b < a.groups().
+            unsafe {
+                int_combine!(
+                    nb,
+                    &a,
+                    false,
+                    b => {
+                        let w = _mm256_shuffle_epi8(table, unpack_nibbles(rp.add(17 * b + 1)));
+                        let x =
+                            _mm256_loadu_si256(a.qs.as_ptr().add(32 * b) as *const __m256i);
+                        // |w| as u8 times x with w's sign: the products w·x, exactly.
+                        $dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w))
+                    },
+                    (super::scalar::mxfp4_half_scale(*rp.add(17 * b)), 0.0)
+                )
+            }
         }
 
         /// One `Q8` block.

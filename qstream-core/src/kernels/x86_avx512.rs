@@ -10,7 +10,10 @@ use std::arch::x86_64::*;
 
 use super::dispatch::{ActRow, Isa, KernelSet};
 use super::x86_avx2 as avx2;
-use super::x86_avx2::{f16x2, hsum, n_blocks, unpack_nibbles};
+use super::x86_avx2::{
+    f16x2, hsum, hsum4_i32_ps, hsum_i32, int_combine, n_blocks, unpack_2bit, unpack_highbit,
+    unpack_nibbles,
+};
 
 /// The AVX-512 table.
 pub(super) static KERNELS: KernelSet = KernelSet {
@@ -19,6 +22,9 @@ pub(super) static KERNELS: KernelSet = KernelSet {
     dot_q4,
     dot_q4sym,
     dot_q8,
+    dot_q2,
+    dot_q3,
+    dot_mxfp4,
     dot_f32: avx2::dot_f32,
     dot_f16: avx2::dot_f16,
     dot_bf16: avx2::dot_bf16,

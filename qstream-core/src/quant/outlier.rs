@@ -184,11 +184,11 @@ pub struct OutlierView<'a> {
 }
 
 impl<'a> OutlierView<'a> {
-    /// Parse and validate `bytes` as a `rows × cols` tensor of outlier type `qt`.
-    /// Every size and index is checked: the byte length must match `n_outliers` exactly,
-    /// `row_ptr` must start at 0, be non-decreasing and end at `n_outliers`, and each row's
-    /// columns must be `< cols` and strictly increasing. Violations give [`Error::Corrupt`].
-    pub fn parse(
+    /// Check only the section sizes of `bytes` (O(1)) and split it — for tensors already
+    /// validated by [`Self::parse`] (e.g. at bind time), so per-token kernels do not rescan
+    /// every outlier. The row pointers and columns are not checked: on a corrupt tensor the
+    /// accessors may panic (slice bounds) but never read out of bounds.
+    pub fn parse_sizes(
         qt: QuantType,
         block: usize,
         bytes: &'a [u8],
@@ -226,9 +226,37 @@ impl<'a> OutlierView<'a> {
                 bytes.len()
             )));
         }
-        let row_ptr = &bytes[dense_len + 4..head];
-        let col = &bytes[head..head + 4 * n];
-        let val = &bytes[head + 4 * n..];
+        let view = OutlierView {
+            qt,
+            block,
+            rows,
+            cols,
+            row_bytes: qt.base().row_bytes(block, cols),
+            n,
+            dense: &bytes[..dense_len],
+            row_ptr: &bytes[dense_len + 4..head],
+            col: &bytes[head..head + 4 * n],
+            val: &bytes[head + 4 * n..],
+        };
+        Ok(view)
+    }
+
+    /// Parse and validate `bytes` as a `rows × cols` tensor of outlier type `qt`.
+    /// Every size and index is checked: the byte length must match `n_outliers` exactly,
+    /// `row_ptr` must start at 0, be non-decreasing and end at `n_outliers`, and each row's
+    /// columns must be `< cols` and strictly increasing. Violations give [`Error::Corrupt`].
+    pub fn parse(
+        qt: QuantType,
+        block: usize,
+        bytes: &'a [u8],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self> {
+        let view = Self::parse_sizes(qt, block, bytes, rows, cols)?;
+        let (row_ptr, col, n) = (view.row_ptr, view.col, view.n);
+        let bad = |msg: String| {
+            Error::corrupt(format!("{qt} tensor {rows}x{cols} (block {block}): {msg}"))
+        };
         if read_u32(row_ptr, 0) != 0 {
             return Err(bad("row_ptr[0] is not 0".into()));
         }
@@ -261,18 +289,7 @@ impl<'a> OutlierView<'a> {
         if prev != n {
             return Err(bad(format!("row_ptr ends at {prev}, n_outliers is {n}")));
         }
-        Ok(OutlierView {
-            qt,
-            block,
-            rows,
-            cols,
-            row_bytes: qt.base().row_bytes(block, cols),
-            n,
-            dense: &bytes[..dense_len],
-            row_ptr,
-            col,
-            val,
-        })
+        Ok(view)
     }
 
     /// The outlier type.
