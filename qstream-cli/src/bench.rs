@@ -89,14 +89,24 @@ pub fn run(a: Args) -> Result<()> {
                 tok = logits
                     .iter()
                     .enumerate()
-                    .fold((0usize, f32::NEG_INFINITY), |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) })
+                    .fold((0usize, f32::NEG_INFINITY), |(bi, bv), (i, &x)| {
+                        if x > bv {
+                            (i, x)
+                        } else {
+                            (bi, bv)
+                        }
+                    })
                     .0 as u32;
             }
             tg.push(a.n_gen as f64 / t.elapsed().as_secs_f64());
         }
     }
     let info = model.info();
-    let threads = if a.threads == 0 { rayon::current_num_threads() } else { a.threads };
+    let threads = if a.threads == 0 {
+        rayon::current_num_threads()
+    } else {
+        a.threads
+    };
     let (pm, ps) = mean_sd(&pp);
     let (tm, ts) = mean_sd(&tg);
     if a.json {
@@ -112,13 +122,23 @@ pub fn run(a: Args) -> Result<()> {
     }
     println!("| model | size | bpw | threads | test | t/s |");
     println!("|---|---|---|---|---|---|");
-    let name = a.model.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let name = a
+        .model
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
     let size = format!("{:.1} MB", info.file_bytes as f64 / 1e6);
     if !pp.is_empty() {
-        println!("| {name} | {size} | {:.2} | {threads} | pp{} | {pm:.1} ± {ps:.1} |", info.bits_per_weight, a.n_prompt);
+        println!(
+            "| {name} | {size} | {:.2} | {threads} | pp{} | {pm:.1} ± {ps:.1} |",
+            info.bits_per_weight, a.n_prompt
+        );
     }
     if !tg.is_empty() {
-        println!("| {name} | {size} | {:.2} | {threads} | tg{} | {tm:.1} ± {ts:.1} |", info.bits_per_weight, a.n_gen);
+        println!(
+            "| {name} | {size} | {:.2} | {threads} | tg{} | {tm:.1} ± {ts:.1} |",
+            info.bits_per_weight, a.n_gen
+        );
     }
     Ok(())
 }

@@ -42,8 +42,11 @@ struct Reference {
 
 fn read_reference(path: &Path) -> Result<Reference> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a safetensors file", path.display()))?;
-    let ids_t = st.tensor("input_ids").context("reference has no input_ids")?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    let ids_t = st
+        .tensor("input_ids")
+        .context("reference has no input_ids")?;
     let ids: Vec<u32> = match ids_t.dtype() {
         safetensors::Dtype::I64 => ids_t
             .data()
@@ -75,11 +78,14 @@ fn read_reference(path: &Path) -> Result<Reference> {
 
 /// Write a 2-D float32 array as NumPy .npy (version 1.0).
 pub fn write_npy(path: &Path, data: &[f32], rows: usize, cols: usize) -> Result<()> {
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     let total = 10 + header.len() + 1;
     header.push_str(&" ".repeat(total.div_ceil(64) * 64 - total));
     header.push('\n');
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    );
     f.write_all(b"\x93NUMPY\x01\x00")?;
     f.write_all(&(header.len() as u16).to_le_bytes())?;
     f.write_all(header.as_bytes())?;
@@ -136,12 +142,19 @@ pub fn run(a: Args) -> Result<()> {
     for p in 0..t {
         let ours = &logits[p * n_vocab..(p + 1) * n_vocab];
         let theirs = &r.logits[p * n_vocab..(p + 1) * n_vocab];
-        let d = ours.iter().zip(theirs).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let d = ours
+            .iter()
+            .zip(theirs)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         worst = worst.max(d);
         let (a1, _) = argmax(ours);
         let (b1, _) = argmax(theirs);
         agree += (a1 == b1) as usize;
-        println!("{p:>3}  {d:>10.3e}  {:>9.3e}  {a1}/{b1}{}", d / ref_max.max(1e-30), if a1 == b1 { "" } else { "  MISMATCH" });
+        println!(
+            "{p:>3}  {d:>10.3e}  {:>9.3e}  {a1}/{b1}{}",
+            d / ref_max.max(1e-30),
+            if a1 == b1 { "" } else { "  MISMATCH" }
+        );
     }
     let rel = worst / ref_max.max(1e-30);
     println!(
@@ -157,5 +170,11 @@ pub fn run(a: Args) -> Result<()> {
 fn argmax(v: &[f32]) -> (usize, f32) {
     v.iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) })
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| {
+            if x > bv {
+                (i, x)
+            } else {
+                (bi, bv)
+            }
+        })
 }

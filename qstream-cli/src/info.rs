@@ -22,22 +22,40 @@ pub fn run(a: Args) -> Result<()> {
     let f = QsfFile::open(&a.file, &LoadOptions::default())?;
     let h = f.header();
     let c = f.config();
-    println!("file:        {} ({} bytes)", a.file.display(), f.file_size());
+    println!(
+        "file:        {} ({} bytes)",
+        a.file.display(),
+        f.file_size()
+    );
     println!(
         "format:      QSF version {}.{}{}{}",
         h.version,
         h.minor_version,
-        if f.is_legacy() { " (original QStream layout)" } else { "" },
-        if h.flags & 1 != 0 { ", LZ4-compressed layers" } else { "" }
+        if f.is_legacy() {
+            " (original QStream layout)"
+        } else {
+            ""
+        },
+        if h.flags & 1 != 0 {
+            ", LZ4-compressed layers"
+        } else {
+            ""
+        }
     );
     println!("arch:        {}", c.arch.name());
     println!(
         "dims:        n_layer {}  n_embd {}  n_head {}  n_head_kv {}  head_dim {}  n_ff {}  n_vocab {}  n_ctx_train {}",
         c.n_layer, c.n_embd, c.n_head, c.n_head_kv, c.head_dim, c.n_ff, c.n_vocab, c.n_ctx_train
     );
-    println!("norm:        {:?} eps {:e}  act {:?}  gated_mlp {}", c.norm, c.norm_eps, c.act, c.gated_mlp);
+    println!(
+        "norm:        {:?} eps {:e}  act {:?}  gated_mlp {}",
+        c.norm, c.norm_eps, c.act, c.gated_mlp
+    );
     if let Some(r) = &c.rope {
-        println!("rope:        theta {} dim {} {:?} scaling {:?}", r.theta, r.dim, r.style, r.scaling);
+        println!(
+            "rope:        theta {} dim {} {:?} scaling {:?}",
+            r.theta, r.dim, r.style, r.scaling
+        );
     }
     println!(
         "flags:       tied embeddings {}  qkv bias {}  qk norm {}  sliding window {:?}  moe {:?}",
@@ -49,7 +67,9 @@ pub fn run(a: Args) -> Result<()> {
     let mut by_type: BTreeMap<String, (usize, u64, u64)> = BTreeMap::new();
     let (mut params, mut bytes) = (0u64, 0u64);
     for t in &tensors {
-        let e = by_type.entry(format!("{}/b{}", t.qtype, t.block)).or_default();
+        let e = by_type
+            .entry(format!("{}/b{}", t.qtype, t.block))
+            .or_default();
         e.0 += 1;
         e.1 += t.numel() as u64;
         e.2 += t.bytes().len() as u64;
@@ -65,7 +85,10 @@ pub fn run(a: Args) -> Result<()> {
         f.file_size() as f64 * 8.0 / params.max(1) as f64
     );
     for (k, (n, p, b)) in &by_type {
-        println!("  {k:<16} {n:>4} tensors {p:>12} params {:>8.2} bpw", *b as f64 * 8.0 / (*p).max(1) as f64);
+        println!(
+            "  {k:<16} {n:>4} tensors {p:>12} params {:>8.2} bpw",
+            *b as f64 * 8.0 / (*p).max(1) as f64
+        );
     }
     println!("layers:");
     for (i, e) in f.layers().iter().enumerate() {
@@ -87,12 +110,20 @@ pub fn run(a: Args) -> Result<()> {
         "tokenizer:   {} ({} bytes JSON), chat template {}, special {:?}",
         kind,
         tok.tokenizer_json.len(),
-        tok.chat_template.as_ref().map_or("none".to_string(), |t| format!("{} bytes", t.len())),
+        tok.chat_template
+            .as_ref()
+            .map_or("none".to_string(), |t| format!("{} bytes", t.len())),
         tok.special_tokens
     );
     if a.verbose {
         for t in &tensors {
-            println!("  {:<28} {:<10} b{:<4} {:?}", t.name, t.qtype.name(), t.block, t.shape);
+            println!(
+                "  {:<28} {:<10} b{:<4} {:?}",
+                t.name,
+                t.qtype.name(),
+                t.block,
+                t.shape
+            );
         }
     }
     if a.verify {

@@ -28,15 +28,28 @@ pub struct Args {
 }
 
 /// Negative log-likelihood sum and count over the second half of each chunk.
-pub fn score(session: &mut Session, tokens: &[u32], ctx: usize, max_chunks: usize, mut on_chunk: impl FnMut(usize, f64)) -> Result<(f64, usize)> {
+pub fn score(
+    session: &mut Session,
+    tokens: &[u32],
+    ctx: usize,
+    max_chunks: usize,
+    mut on_chunk: impl FnMut(usize, f64),
+) -> Result<(f64, usize)> {
     let n_vocab = session.model().config().n_vocab;
-    let bos = session.model().config().bos_token_id.filter(|_| session.model().config().add_bos);
+    let bos = session
+        .model()
+        .config()
+        .bos_token_id
+        .filter(|_| session.model().config().add_bos);
     let mut n_chunks = tokens.len() / ctx;
     if max_chunks > 0 {
         n_chunks = n_chunks.min(max_chunks);
     }
     if n_chunks == 0 {
-        bail!("text has {} tokens, fewer than one chunk of {ctx}", tokens.len());
+        bail!(
+            "text has {} tokens, fewer than one chunk of {ctx}",
+            tokens.len()
+        );
     }
     let first = ctx / 2;
     let (mut nll, mut count) = (0f64, 0usize);
@@ -63,7 +76,8 @@ pub fn score(session: &mut Session, tokens: &[u32], ctx: usize, max_chunks: usiz
 
 pub fn run(a: Args) -> Result<()> {
     let (model, _) = load(&a.model, &a.load)?;
-    let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?;
     let tokens = model.tokenizer().encode(&text, false)?;
     if a.ctx < 4 {
         bail!("--ctx must be at least 4");
@@ -76,7 +90,12 @@ pub fn run(a: Args) -> Result<()> {
         },
     )?;
     let t = Instant::now();
-    eprintln!("{} tokens, {} chunks of {}", tokens.len(), tokens.len() / a.ctx, a.ctx);
+    eprintln!(
+        "{} tokens, {} chunks of {}",
+        tokens.len(),
+        tokens.len() / a.ctx,
+        a.ctx
+    );
     let (nll, count) = score(&mut session, &tokens, a.ctx, a.chunks, |c, ppl| {
         eprint!("[{}]{ppl:.4} ", c + 1);
     })?;

@@ -189,7 +189,10 @@ fn chat_loop(
             content: s.clone(),
         });
     }
-    eprintln!("chat with {} — empty line or Ctrl-D to quit, Ctrl-C stops an answer", a.model.display());
+    eprintln!(
+        "chat with {} — empty line or Ctrl-D to quit, Ctrl-C stops an answer",
+        a.model.display()
+    );
     let stdin = std::io::stdin();
     loop {
         eprint!("> ");

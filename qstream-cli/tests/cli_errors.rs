@@ -69,7 +69,11 @@ fn info_reports_bad_files_in_one_line() {
     };
     assert_fails(&dir.join("missing.qsf"), false, "not found");
     assert_fails(&write("empty.qsf", &[]), false, "corrupt");
-    assert_fails(&write("trunc.qsf", &bytes[..bytes.len() / 2]), false, "truncated");
+    assert_fails(
+        &write("trunc.qsf", &bytes[..bytes.len() / 2]),
+        false,
+        "truncated",
+    );
     let mut b = bytes.clone();
     b[0] = b'X';
     assert_fails(&write("magic.qsf", &b), false, "magic");
@@ -81,7 +85,10 @@ fn info_reports_bad_files_in_one_line() {
     let n = b.len();
     b[n - 100] ^= 0x55;
     let p = write("data.qsf", &b);
-    assert!(info(&p, false).0, "without --verify the structure is intact");
+    assert!(
+        info(&p, false).0,
+        "without --verify the structure is intact"
+    );
     assert_fails(&p, true, "checksum");
     assert_fails(&dir, false, "directory");
     std::fs::remove_dir_all(&dir).ok();

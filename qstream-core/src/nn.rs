@@ -129,7 +129,7 @@ impl RopeTable {
     /// Build the tables for `n_ctx` positions.
     pub fn new(cfg: &RopeConfig, n_ctx: usize) -> Result<RopeTable> {
         let dim = cfg.dim;
-        if dim == 0 || dim % 2 != 0 {
+        if dim == 0 || !dim.is_multiple_of(2) {
             return Err(Error::corrupt(format!("rope dim {dim}")));
         }
         let half = dim / 2;

@@ -173,8 +173,10 @@ fn layout(bytes: &[u8]) -> Layout {
             // tensor data: from the directory of the payload
             for k in 0..ts.len() {
                 let de = p + 64 + 128 * k;
-                let off = u64::from_le_bytes(bytes[de + 104..de + 112].try_into().unwrap()) as usize;
-                let size = u64::from_le_bytes(bytes[de + 112..de + 120].try_into().unwrap()) as usize;
+                let off =
+                    u64::from_le_bytes(bytes[de + 104..de + 112].try_into().unwrap()) as usize;
+                let size =
+                    u64::from_le_bytes(bytes[de + 112..de + 120].try_into().unwrap()) as usize;
                 data.push((p + off, p + off + size));
             }
         }
@@ -254,8 +256,13 @@ fn qsf_byte_flips_are_detected() {
         }
         let h = &l.header;
         // metadata, tokenizer: every 5th byte, all section headers completely
-        positions.extend((h.metadata_offset as usize..(h.metadata_offset + h.metadata_size) as usize).step_by(5));
-        positions.extend((h.tokenizer_offset as usize..(h.tokenizer_offset + h.tokenizer_size) as usize).step_by(97));
+        positions.extend(
+            (h.metadata_offset as usize..(h.metadata_offset + h.metadata_size) as usize).step_by(5),
+        );
+        positions.extend(
+            (h.tokenizer_offset as usize..(h.tokenizer_offset + h.tokenizer_size) as usize)
+                .step_by(97),
+        );
         positions.extend(h.tokenizer_offset as usize..h.tokenizer_offset as usize + 40);
         positions.extend(h.embedding_offset as usize..h.embedding_offset as usize + 64);
         positions.extend(h.final_offset as usize..h.final_offset as usize + 64);
@@ -316,7 +323,10 @@ fn qsf_bad_headers_and_sizes() {
     let mut b = good.clone();
     b[0] = b'X';
     assert_eq!(open_kind(&b, "magic.qsf"), ErrorKind::BadMagic);
-    assert_eq!(open_kind(b"GGUF\x03\0\0\0", "gguf-magic.qsf"), ErrorKind::BadMagic);
+    assert_eq!(
+        open_kind(b"GGUF\x03\0\0\0", "gguf-magic.qsf"),
+        ErrorKind::BadMagic
+    );
     assert_eq!(open_kind(&[], "empty.qsf"), ErrorKind::Corrupt);
 
     let mut b = good.clone();
@@ -350,7 +360,9 @@ fn qsf_bad_headers_and_sizes() {
         fix_header(&mut b);
         // the metadata JSON is authoritative; header dims are cross-checked where used
         match qsf_outcome(&b, "dims.qsf") {
-            Outcome::OpenErr(e) => assert_eq!(e.kind(), ErrorKind::Corrupt, "field {off} = {v}: {e}"),
+            Outcome::OpenErr(e) => {
+                assert_eq!(e.kind(), ErrorKind::Corrupt, "field {off} = {v}: {e}")
+            }
             Outcome::Ok => assert!(off != 16, "num_layers {v} accepted"),
             Outcome::VerifyErr(e) => panic!("field {off}: {e}"),
         }
@@ -372,7 +384,11 @@ fn qsf_bad_headers_and_sizes() {
     for (field, v) in [(0usize, u64::MAX - 7), (8, u64::MAX)] {
         let mut b = good.clone();
         put_u64(&mut b, 256 + field, v);
-        assert_eq!(open_kind(&b, "idx.qsf"), ErrorKind::Corrupt, "index field {field}");
+        assert_eq!(
+            open_kind(&b, "idx.qsf"),
+            ErrorKind::Corrupt,
+            "index field {field}"
+        );
     }
     let mut b = good.clone();
     put_u32(&mut b, 256 + 44, 0x7F); // raw_size_hi: ~2^38 bytes
@@ -437,8 +453,8 @@ fn qsf_lz4_garbage() {
                     *x = (seed >> 16) as u8;
                 }
             }
-            3 => b[s + n / 2..s + n].fill(0),    // valid start, garbage tail
-            4 => b[s] = 0xF0,                    // literal length runs past the block
+            3 => b[s + n / 2..s + n].fill(0), // valid start, garbage tail
+            4 => b[s] = 0xF0,                 // literal length runs past the block
             _ => b.copy_within(s + 1..s + n, s), // shifted by one byte
         }
         // fix the stored CRC so the decompressor itself is exercised
@@ -454,7 +470,9 @@ fn qsf_lz4_garbage() {
             lt.map(|_| ())
         }));
         let r = r.unwrap_or_else(|_| panic!("variant {variant}: panic"));
-        let err = r.expect_err(&format!("variant {variant}: LZ4 garbage decoded into a layer"));
+        let err = r.expect_err(&format!(
+            "variant {variant}: LZ4 garbage decoded into a layer"
+        ));
         assert!(
             matches!(err.kind(), ErrorKind::Corrupt | ErrorKind::Checksum),
             "variant {variant}: {err}"
@@ -523,24 +541,36 @@ fn hf_bad_folders() {
     ] {
         std::fs::write(d.join("model.safetensors"), &st[..cut]).unwrap();
         let e = hf_outcome(&d, "trunc").expect_err(&format!("safetensors cut at {cut} accepted"));
-        assert!(matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::Io), "cut {cut}: {e}");
+        assert!(
+            matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::Io),
+            "cut {cut}: {e}"
+        );
     }
     // absurd header length, garbage header JSON, offsets past the data
     let mut b = st.clone();
     b[..8].copy_from_slice(&u64::MAX.to_le_bytes());
     std::fs::write(d.join("model.safetensors"), &b).unwrap();
-    assert_eq!(hf_outcome(&d, "hlen").unwrap_err().kind(), ErrorKind::Corrupt);
+    assert_eq!(
+        hf_outcome(&d, "hlen").unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
     let mut b = st.clone();
     b[8..16].copy_from_slice(b"{{{{{{{{");
     std::fs::write(d.join("model.safetensors"), &b).unwrap();
-    assert_eq!(hf_outcome(&d, "hjson").unwrap_err().kind(), ErrorKind::Corrupt);
+    assert_eq!(
+        hf_outcome(&d, "hjson").unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
     let header = std::str::from_utf8(&st[8..8 + hlen]).unwrap();
     let bad = header.replacen("\"data_offsets\":[0,", "\"data_offsets\":[999999990,", 1);
     if bad != header && bad.len() == header.len() {
         let mut b = st.clone();
         b[8..8 + hlen].copy_from_slice(bad.as_bytes());
         std::fs::write(d.join("model.safetensors"), &b).unwrap();
-        assert_eq!(hf_outcome(&d, "offsets").unwrap_err().kind(), ErrorKind::Corrupt);
+        assert_eq!(
+            hf_outcome(&d, "offsets").unwrap_err().kind(),
+            ErrorKind::Corrupt
+        );
     }
     std::fs::write(d.join("model.safetensors"), &st).unwrap();
 
@@ -615,7 +645,10 @@ fn gguf_outcome(bytes: &[u8], what: &str) -> Result<()> {
 
 #[test]
 fn gguf_bad_files() {
-    let good = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gguf/tiny_llama.gguf")).unwrap();
+    let good = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gguf/tiny_llama.gguf"),
+    )
+    .unwrap();
     gguf_outcome(&good, "valid").expect("the valid tiny GGUF opens");
     let len = good.len();
 
@@ -623,7 +656,8 @@ fn gguf_bad_files() {
     let mut cuts: Vec<usize> = (0..64).map(|k| k * len / 64).collect();
     cuts.extend([1, 3, 4, 7, 8, 15, 16, 23, 24, 25, len - 1]);
     for cut in cuts {
-        let e = gguf_outcome(&good[..cut], "trunc").expect_err(&format!("GGUF cut at {cut} accepted"));
+        let e =
+            gguf_outcome(&good[..cut], "trunc").expect_err(&format!("GGUF cut at {cut} accepted"));
         assert!(
             matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::BadMagic),
             "cut {cut}: {e}"
@@ -631,7 +665,10 @@ fn gguf_bad_files() {
     }
     let mut b = good.clone();
     b[0] = b'X';
-    assert_eq!(gguf_outcome(&b, "magic").unwrap_err().kind(), ErrorKind::BadMagic);
+    assert_eq!(
+        gguf_outcome(&b, "magic").unwrap_err().kind(),
+        ErrorKind::BadMagic
+    );
     let mut b = good.clone();
     b[4..8].copy_from_slice(&4u32.to_le_bytes());
     assert_eq!(
@@ -639,7 +676,12 @@ fn gguf_bad_files() {
         ErrorKind::UnsupportedVersion
     );
     // absurd tensor / key counts
-    for (off, v) in [(8usize, u64::MAX), (8, 1 << 40), (16, u64::MAX), (16, 1 << 40)] {
+    for (off, v) in [
+        (8usize, u64::MAX),
+        (8, 1 << 40),
+        (16, u64::MAX),
+        (16, 1 << 40),
+    ] {
         let mut b = good.clone();
         b[off..off + 8].copy_from_slice(&v.to_le_bytes());
         let e = gguf_outcome(&b, "counts").expect_err(&format!("count at {off} = {v:#x} accepted"));

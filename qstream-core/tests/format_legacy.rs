@@ -32,7 +32,8 @@ fn tmp(name: &str) -> PathBuf {
 /// version-1 form).
 fn config() -> ModelConfig {
     let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap())
+            .unwrap();
     let u = |k: &str| v[k].as_u64().unwrap() as usize;
     ModelConfig {
         arch: Arch::Llama,
@@ -111,7 +112,10 @@ fn tensors() -> Vec<V1Tensor> {
 }
 
 fn vocab() -> V1Vocab {
-    V1Vocab::from_tokenizer_json(&std::fs::read_to_string(fixture().join("tokenizer.json")).unwrap()).unwrap()
+    V1Vocab::from_tokenizer_json(
+        &std::fs::read_to_string(fixture().join("tokenizer.json")).unwrap(),
+    )
+    .unwrap()
 }
 
 // ---- an independent version-1 decoder (docs/qsf.md §10, QSF-ORIGINAL.md) ----
@@ -131,7 +135,9 @@ fn rd_f16(b: &[u8], o: usize) -> f32 {
 
 /// Expand bytes to their bits, least-significant bit of each byte first.
 fn bits(b: &[u8]) -> Vec<u8> {
-    b.iter().flat_map(|&x| (0..8).map(move |k| (x >> k) & 1)).collect()
+    b.iter()
+        .flat_map(|&x| (0..8).map(move |k| (x >> k) & 1))
+        .collect()
 }
 
 /// Decode a dense v1 tensor of original quant id `q` to f32.
@@ -160,10 +166,15 @@ fn decode_dense(q: u8, block: usize, data: &[u8], rows: usize, cols: usize) -> V
                 if b * block + i >= cols {
                     break;
                 }
-                let level = (0..bits_per).fold(0u32, |acc, k| acc | (stream[i * bits_per + k] as u32) << k);
+                let level =
+                    (0..bits_per).fold(0u32, |acc, k| acc | (stream[i * bits_per + k] as u32) << k);
                 out.push(if q == 4 {
                     // signed two's-complement nibble, scale only
-                    let signed = if level >= 8 { level as i32 - 16 } else { level as i32 };
+                    let signed = if level >= 8 {
+                        level as i32 - 16
+                    } else {
+                        level as i32
+                    };
                     s * signed as f32
                 } else {
                     s * level as f32 + z
@@ -208,14 +219,26 @@ fn decode_file(b: &[u8]) -> HashMap<String, Vec<f32>> {
     let mut out = HashMap::new();
     assert_eq!(&b[0..4], b"1FSQ");
     assert_eq!(rd_u32(b, 4), 1);
-    assert!(b[184..256].iter().all(|&x| x == 0), "v2 extension area must be zero");
-    let (n_layer, hidden, vocab, qt, block) = (rd_u32(b, 16), rd_u32(b, 20), rd_u32(b, 32), b[48], rd_u32(b, 60));
+    assert!(
+        b[184..256].iter().all(|&x| x == 0),
+        "v2 extension area must be zero"
+    );
+    let (n_layer, hidden, vocab, qt, block) = (
+        rd_u32(b, 16),
+        rd_u32(b, 20),
+        rd_u32(b, 32),
+        b[48],
+        rd_u32(b, 60),
+    );
     let eo = rd_u64(b, 72);
     let (eq, esize) = (rd_u32(b, eo) as u8, rd_u32(b, eo + 4));
     assert_eq!((rd_u32(b, eo + 8), rd_u32(b, eo + 12)), (vocab, hidden));
     let table = &b[eo + 32..eo + 32 + esize];
     assert_eq!(rd_u32(b, eo + 20) as u32, crc32fast::hash(table));
-    out.insert("token_embd".to_string(), decode(eq, block, table, vocab, hidden));
+    out.insert(
+        "token_embd".to_string(),
+        decode(eq, block, table, vocab, hidden),
+    );
     for i in 0..n_layer {
         let e = 256 + 48 * i;
         let (off, csize, dsize, lq, comp, nt) = (
@@ -227,7 +250,10 @@ fn decode_file(b: &[u8]) -> HashMap<String, Vec<f32>> {
             rd_u16(b, e + 18),
         );
         assert_eq!(off % 64, 0);
-        assert!(b[e + 40..e + 48].iter().all(|&x| x == 0), "reserved index bytes");
+        assert!(
+            b[e + 40..e + 48].iter().all(|&x| x == 0),
+            "reserved index bytes"
+        );
         let stored = &b[off..off + csize];
         let raw = if comp == 1 {
             lz4_flex::block::decompress(stored, dsize).unwrap()
@@ -260,8 +286,14 @@ fn decode_file(b: &[u8]) -> HashMap<String, Vec<f32>> {
     let body = &b[fo + 16..fo + 16 + ns + hs];
     assert_eq!(rd_u32(b, fo + 12) as u32, crc32fast::hash(body));
     assert_eq!(fo + 16 + ns + hs, b.len(), "final section ends the file");
-    out.insert("output_norm".to_string(), decode(7, block, &body[..ns], 1, hidden));
-    out.insert("output".to_string(), decode(qt, block, &body[ns..], vocab, hidden));
+    out.insert(
+        "output_norm".to_string(),
+        decode(7, block, &body[..ns], 1, hidden),
+    );
+    out.insert(
+        "output".to_string(),
+        decode(qt, block, &body[ns..], vocab, hidden),
+    );
     out
 }
 
@@ -324,7 +356,11 @@ fn check_roundtrip(quant: V1Quant, block: usize, compress: bool, max_rel_rmse: f
                 norm += (*x as f64).powi(2);
             }
             let rel = (err / norm.max(1e-30)).sqrt();
-            let limit = if s.shape.len() == 1 { 1e-3 } else { max_rel_rmse };
+            let limit = if s.shape.len() == 1 {
+                1e-3
+            } else {
+                max_rel_rmse
+            };
             assert!(rel < limit, "{} {:?}: relative RMSE {rel}", s.name, quant);
         }
     }
@@ -355,7 +391,14 @@ fn other_types_roundtrip() {
 #[test]
 fn tokenizer_matches_fixture() {
     let path = tmp("tok.qsf");
-    write_v1(&path, &config(), &vocab(), &tensors(), &V1Options::default()).unwrap();
+    write_v1(
+        &path,
+        &config(),
+        &vocab(),
+        &tensors(),
+        &V1Options::default(),
+    )
+    .unwrap();
     let f = QsfFile::open(&path, &LoadOptions::default()).unwrap();
     let ours = tokenizers::Tokenizer::from_bytes(f.tokenizer().tokenizer_json.as_bytes()).unwrap();
     let theirs = tokenizers::Tokenizer::from_file(fixture().join("tokenizer.json")).unwrap();
@@ -370,7 +413,11 @@ fn tokenizer_matches_fixture() {
         let a = ours.encode(text, false).unwrap();
         let b = theirs.encode(text, false).unwrap();
         assert_eq!(a.get_ids(), b.get_ids(), "{text:?}");
-        assert_eq!(ours.decode(a.get_ids(), false).unwrap(), text, "decode {text:?}");
+        assert_eq!(
+            ours.decode(a.get_ids(), false).unwrap(),
+            text,
+            "decode {text:?}"
+        );
     }
     let roles: HashMap<_, _> = f.tokenizer().special_tokens.iter().cloned().collect();
     assert_eq!(roles["bos"], "<|im_start|>");
@@ -398,7 +445,14 @@ fn fix_header_crc(b: &mut [u8]) {
 #[test]
 fn rejects_bad_version1_files() {
     let path = tmp("bad.qsf");
-    write_v1(&path, &config(), &vocab(), &tensors(), &V1Options::default()).unwrap();
+    write_v1(
+        &path,
+        &config(),
+        &vocab(),
+        &tensors(),
+        &V1Options::default(),
+    )
+    .unwrap();
     let good = std::fs::read(&path).unwrap();
     std::fs::remove_file(&path).ok();
 
@@ -409,7 +463,11 @@ fn rejects_bad_version1_files() {
 
     // truncation
     for cut in [100, 300, good.len() / 2, good.len() - 1] {
-        assert_eq!(open_err(&good[..cut], "cut").kind(), ErrorKind::Corrupt, "cut {cut}");
+        assert_eq!(
+            open_err(&good[..cut], "cut").kind(),
+            ErrorKind::Corrupt,
+            "cut {cut}"
+        );
     }
 
     // a merge naming an unknown token (merges are not covered by a CRC)
@@ -457,7 +515,9 @@ fn rejects_bad_version1_files() {
     assert_eq!(open_err(&b, "rows").kind(), ErrorKind::Corrupt);
     // a tensor header running past the layer
     let mut b = good.clone();
-    set_layer(&mut b, &|l| l[12..16].copy_from_slice(&u32::MAX.to_le_bytes()));
+    set_layer(&mut b, &|l| {
+        l[12..16].copy_from_slice(&u32::MAX.to_le_bytes())
+    });
     assert_eq!(open_err(&b, "size").kind(), ErrorKind::Corrupt);
 
     // offsets near u64::MAX (header CRC fixed so the offset check is reached)
@@ -465,7 +525,11 @@ fn rejects_bad_version1_files() {
         let mut b = good.clone();
         b[field..field + 8].copy_from_slice(&(u64::MAX - 3).to_le_bytes());
         fix_header_crc(&mut b);
-        assert_eq!(open_err(&b, "off").kind(), ErrorKind::Corrupt, "field {field}");
+        assert_eq!(
+            open_err(&b, "off").kind(),
+            ErrorKind::Corrupt,
+            "field {field}"
+        );
     }
     // num_layers absurd
     let mut b = good.clone();

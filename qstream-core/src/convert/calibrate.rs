@@ -68,7 +68,7 @@ impl Imatrix {
             return Some(v);
         }
         let mut v = self.importance(name, cols)?;
-        if g == 0 || cols % g != 0 {
+        if g == 0 || !cols.is_multiple_of(g) {
             return None;
         }
         for grp in v.chunks_exact_mut(g) {
@@ -88,7 +88,7 @@ impl Imatrix {
         let mut sums: Vec<Vec<f64>> = (1..=8)
             .map(|k| {
                 let g = 1usize << k;
-                if ROT_GROUPS.contains(&g) && cols % g == 0 {
+                if ROT_GROUPS.contains(&g) && cols.is_multiple_of(g) {
                     match self.entries.remove(&rot_name(name, g)) {
                         Some((v, _)) if v.len() == cols => v,
                         _ => vec![0.0; cols],

@@ -25,14 +25,18 @@ impl<'a> Cursor<'a> {
 
     /// The next `n` bytes.
     pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| {
-            Error::corrupt(format!(
-                "{}: truncated (need {n} bytes at offset {}, have {})",
-                self.what,
-                self.pos,
-                self.buf.len().saturating_sub(self.pos)
-            ))
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| {
+                Error::corrupt(format!(
+                    "{}: truncated (need {n} bytes at offset {}, have {})",
+                    self.what,
+                    self.pos,
+                    self.buf.len().saturating_sub(self.pos)
+                ))
+            })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -42,13 +46,19 @@ impl<'a> Cursor<'a> {
         Ok(self.take(1)?[0])
     }
     pub fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap_or_default()))
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().unwrap_or_default(),
+        ))
     }
     pub fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap_or_default()))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().unwrap_or_default(),
+        ))
     }
     pub fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap_or_default()))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().unwrap_or_default(),
+        ))
     }
     pub fn f32(&mut self) -> Result<f32> {
         Ok(f32::from_bits(self.u32()?))
@@ -91,7 +101,12 @@ impl Writer {
 }
 
 /// `a + b` as an in-bounds range end within `len`, or a corrupt-file error.
-pub fn checked_range(what: &str, offset: u64, size: u64, len: u64) -> Result<std::ops::Range<usize>> {
+pub fn checked_range(
+    what: &str,
+    offset: u64,
+    size: u64,
+    len: u64,
+) -> Result<std::ops::Range<usize>> {
     let end = offset
         .checked_add(size)
         .filter(|&e| e <= len)

@@ -166,14 +166,20 @@ impl Header {
     /// Offsets are validated against the file by the reader.
     pub fn parse(buf: &[u8]) -> Result<Header> {
         if buf.len() < 4 {
-            return Err(Error::corrupt(format!("file is {} bytes, too short for a QSF header", buf.len())));
+            return Err(Error::corrupt(format!(
+                "file is {} bytes, too short for a QSF header",
+                buf.len()
+            )));
         }
         let mut c = Cursor::new(buf, "QSF header");
         if c.u32()? != MAGIC {
             return Err(Error::BadMagic { what: "QSF" });
         }
         if buf.len() < HEADER_SIZE {
-            return Err(Error::corrupt(format!("QSF header truncated: file is {} bytes", buf.len())));
+            return Err(Error::corrupt(format!(
+                "QSF header truncated: file is {} bytes",
+                buf.len()
+            )));
         }
         let mut h = Header {
             version: c.u32()?,
@@ -188,7 +194,10 @@ impl Header {
             });
         }
         if h.header_size != HEADER_SIZE as u32 {
-            return Err(Error::corrupt(format!("header_size {} (expected 256)", h.header_size)));
+            return Err(Error::corrupt(format!(
+                "header_size {} (expected 256)",
+                h.header_size
+            )));
         }
         h.arch = c.u32()?;
         h.num_layers = c.u32()?;
@@ -271,7 +280,10 @@ impl Header {
                 });
             }
             if h.alignment != super::ALIGN as u32 {
-                return Err(Error::corrupt(format!("alignment {} (expected 64)", h.alignment)));
+                return Err(Error::corrupt(format!(
+                    "alignment {} (expected 64)",
+                    h.alignment
+                )));
             }
         } else {
             h.num_experts = h.num_experts_u8 as u32;
@@ -340,6 +352,9 @@ mod tests {
         let mut h = sample();
         h.version = 3;
         let x = h.to_bytes();
-        assert!(matches!(Header::parse(&x), Err(Error::UnsupportedVersion { found: 3, .. })));
+        assert!(matches!(
+            Header::parse(&x),
+            Err(Error::UnsupportedVersion { found: 3, .. })
+        ));
     }
 }

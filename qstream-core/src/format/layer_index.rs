@@ -73,7 +73,11 @@ impl LayerEntry {
             layer_ffn_dim: c.u32()?,
             ..Default::default()
         };
-        let (hi_s, hi_r) = if wide { (c.u32()? as u64, c.u32()? as u64) } else { (0, 0) };
+        let (hi_s, hi_r) = if wide {
+            (c.u32()? as u64, c.u32()? as u64)
+        } else {
+            (0, 0)
+        };
         e.stored_size = stored_lo | (hi_s << 32);
         e.raw_size = raw_lo | (hi_r << 32);
         Ok(e)

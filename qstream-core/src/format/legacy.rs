@@ -27,7 +27,9 @@ use super::layer_index::LayerEntry;
 use super::reader::QsfFile;
 use super::{align_up, HEADER_SIZE, LAYER_ENTRY_SIZE};
 use crate::import::TokenizerData;
-use crate::model::config::{Activation, Arch, ModelConfig, NormType, RopeConfig, RopeScaling, RopeStyle};
+use crate::model::config::{
+    Activation, Arch, ModelConfig, NormType, RopeConfig, RopeScaling, RopeStyle,
+};
 use crate::model::names;
 use crate::quant::QuantType;
 use crate::tensor::{Storage, Tensor};
@@ -112,7 +114,17 @@ impl V1Quant {
             9 => V1Quant::Q2Outlier,
             10 => V1Quant::Q4Outlier,
             1 | 5 | 8 => {
-                let n = ["", "2-bit symmetric", "", "", "", "ternary", "", "", "mixed"][id as usize];
+                let n = [
+                    "",
+                    "2-bit symmetric",
+                    "",
+                    "",
+                    "",
+                    "ternary",
+                    "",
+                    "",
+                    "mixed",
+                ][id as usize];
                 return Err(Error::UnsupportedQuant(format!(
                     "{what}: original quant type {id} ({n})"
                 )));
@@ -174,7 +186,7 @@ fn v1_level(q: V1Quant, packed: &[u8], i: usize) -> u8 {
     match q.base() {
         V1Quant::Q2 => (packed[i / 4] >> (2 * (i % 4))) & 3,
         V1Quant::Q4 | V1Quant::Q4Sym => {
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 packed[i / 2] & 0x0F
             } else {
                 packed[i / 2] >> 4
@@ -254,7 +266,10 @@ fn quantize_v1_block(q: V1Quant, x: &[f32], out: &mut [u8]) {
 /// Dense v1 encoding of a row-major `rows × cols` tensor.
 fn quantize_v1_dense(q: V1Quant, block: usize, data: &[f32], rows: usize, cols: usize) -> Vec<u8> {
     if q == V1Quant::F16 {
-        return data.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect();
+        return data
+            .iter()
+            .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+            .collect();
     }
     let bb = q.block_bytes(block);
     let nb = cols.div_ceil(block);
@@ -271,7 +286,14 @@ fn quantize_v1_dense(q: V1Quant, block: usize, data: &[f32], rows: usize, cols: 
 
 /// v1 bytes of a tensor: dense, or `[n u32][n × (flat_index u32, value fp16)][dense]` for the
 /// outlier types (the largest `outlier_frac` of |w|, zeroed in the dense copy).
-fn quantize_v1(q: V1Quant, block: usize, data: &[f32], rows: usize, cols: usize, outlier_frac: f32) -> Vec<u8> {
+fn quantize_v1(
+    q: V1Quant,
+    block: usize,
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    outlier_frac: f32,
+) -> Vec<u8> {
     if !q.is_outlier() {
         return quantize_v1_dense(q, block, data, rows, cols);
     }
@@ -383,7 +405,14 @@ fn repack_dense(q: V1Quant, block: usize, data: &[u8], rows: usize, cols: usize)
 
 /// Validate and repack one v1 tensor's data into a v2 [`Tensor`] named `name` with `shape`
 /// (`rows × cols` values). `vector` tensors (norms, biases) must be fp16 and become f32.
-fn repack_tensor(name: &str, q: V1Quant, block: usize, shape: Vec<usize>, data: &[u8], vector: bool) -> Result<Tensor> {
+fn repack_tensor(
+    name: &str,
+    q: V1Quant,
+    block: usize,
+    shape: Vec<usize>,
+    data: &[u8],
+    vector: bool,
+) -> Result<Tensor> {
     let cols = *shape.last().unwrap_or(&1);
     let rows: usize = shape[..shape.len() - 1].iter().product::<usize>().max(1);
     let bad = |m: String| Error::corrupt(format!("version-1 tensor {name}: {m}"));
@@ -395,7 +424,10 @@ fn repack_tensor(name: &str, q: V1Quant, block: usize, shape: Vec<usize>, data: 
             )));
         }
         if rows.checked_mul(cols).and_then(|n| n.checked_mul(2)) != Some(data.len()) {
-            return Err(bad(format!("{} bytes for {rows}x{cols} fp16 values", data.len())));
+            return Err(bad(format!(
+                "{} bytes for {rows}x{cols} fp16 values",
+                data.len()
+            )));
         }
         let v: Vec<f32> = data
             .chunks_exact(2)
@@ -430,7 +462,9 @@ fn repack_tensor(name: &str, q: V1Quant, block: usize, shape: Vec<usize>, data: 
     // outlier: [n u32][n × (flat_index u32, value f16)][dense]
     let mut c = Cursor::new(data, "version-1 outlier tensor");
     let n = c.u32()? as usize;
-    let list_bytes = n.checked_mul(6).ok_or_else(|| bad(format!("{n} outliers")))?;
+    let list_bytes = n
+        .checked_mul(6)
+        .ok_or_else(|| bad(format!("{n} outliers")))?;
     let expect = list_bytes
         .checked_add(4)
         .and_then(|x| x.checked_add(dense))
@@ -590,7 +624,10 @@ fn config_from_header(h: &Header, t: &Traits) -> Result<ModelConfig> {
                 s => return unsupported(format!("rope scaling type {s} (factor {factor})")),
             };
             if !h.rope_theta.is_finite() || h.rope_theta <= 0.0 {
-                return Err(Error::corrupt(format!("version-1 file: rope_theta {}", h.rope_theta)));
+                return Err(Error::corrupt(format!(
+                    "version-1 file: rope_theta {}",
+                    h.rope_theta
+                )));
             }
             Some(RopeConfig {
                 theta: h.rope_theta,
@@ -639,7 +676,9 @@ fn config_from_header(h: &Header, t: &Traits) -> Result<ModelConfig> {
         sliding_window: (h.sliding_window != 0).then_some(h.sliding_window as usize),
         moe: None,
         bos_token_id: opt_id(h.bos_token_id, n_vocab, "bos")?,
-        eos_token_ids: opt_id(h.eos_token_id, n_vocab, "eos")?.into_iter().collect(),
+        eos_token_ids: opt_id(h.eos_token_id, n_vocab, "eos")?
+            .into_iter()
+            .collect(),
         pad_token_id: opt_id(h.pad_token_id, n_vocab, "pad")?,
         add_bos: false,
         extra: Default::default(),
@@ -650,7 +689,11 @@ fn config_from_header(h: &Header, t: &Traits) -> Result<ModelConfig> {
 
 /// The shape a tensor must have under `cfg` (`None`: not checked).
 fn expected_shape(cfg: &ModelConfig, name: &str, ffn: usize) -> Option<Vec<usize>> {
-    let (e, q, kv) = (cfg.n_embd, cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim);
+    let (e, q, kv) = (
+        cfg.n_embd,
+        cfg.n_head * cfg.head_dim,
+        cfg.n_head_kv * cfg.head_dim,
+    );
     Some(match name {
         names::ATTN_NORM | names::FFN_NORM | "attn_norm.bias" | "ffn_norm.bias" => vec![e],
         names::ATTN_Q_NORM | names::ATTN_K_NORM => vec![cfg.head_dim],
@@ -695,13 +738,15 @@ impl V1Vocab {
     /// Extract the vocabulary (model vocab plus added tokens) and merges of a HuggingFace
     /// BPE `tokenizer.json`. Every id below the largest must be present.
     pub fn from_tokenizer_json(json: &str) -> Result<V1Vocab> {
-        let v: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
         let model = v
             .get("model")
             .ok_or_else(|| Error::Tokenizer("tokenizer.json has no model".into()))?;
         if model.get("type").and_then(|t| t.as_str()) != Some("BPE") {
-            return Err(Error::Tokenizer("version-1 files hold BPE tokenizers only".into()));
+            return Err(Error::Tokenizer(
+                "version-1 files hold BPE tokenizers only".into(),
+            ));
         }
         let mut by_id: HashMap<u64, String> = HashMap::new();
         if let Some(map) = model.get("vocab").and_then(|m| m.as_object()) {
@@ -712,7 +757,12 @@ impl V1Vocab {
                 by_id.insert(id, tok.clone());
             }
         }
-        for a in v.get("added_tokens").and_then(|a| a.as_array()).into_iter().flatten() {
+        for a in v
+            .get("added_tokens")
+            .and_then(|a| a.as_array())
+            .into_iter()
+            .flatten()
+        {
             if let (Some(id), Some(c)) = (
                 a.get("id").and_then(|i| i.as_u64()),
                 a.get("content").and_then(|c| c.as_str()),
@@ -730,10 +780,18 @@ impl V1Vocab {
             );
         }
         let mut merges = Vec::new();
-        for m in model.get("merges").and_then(|m| m.as_array()).into_iter().flatten() {
+        for m in model
+            .get("merges")
+            .and_then(|m| m.as_array())
+            .into_iter()
+            .flatten()
+        {
             let pair = match m {
-                serde_json::Value::String(s) => s.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())),
-                serde_json::Value::Array(p) if p.len() == 2 => match (p[0].as_str(), p[1].as_str()) {
+                serde_json::Value::String(s) => s
+                    .split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string())),
+                serde_json::Value::Array(p) if p.len() == 2 => match (p[0].as_str(), p[1].as_str())
+                {
                     (Some(a), Some(b)) => Some((a.to_string(), b.to_string())),
                     _ => None,
                 },
@@ -753,13 +811,19 @@ fn tokenizer_json(tokens: &[String], merges: &[(usize, usize)], special_ids: &[u
     let mut added = Vec::new();
     for (id, t) in tokens.iter().enumerate() {
         vocab.insert(t.clone(), json!(id));
-        let special = special_ids.contains(&(id as u32)) || (t.len() > 4 && t.starts_with("<|") && t.ends_with("|>"));
+        let special = special_ids.contains(&(id as u32))
+            || (t.len() > 4 && t.starts_with("<|") && t.ends_with("|>"));
         if special {
-            added.push(json!({"id": id, "content": t, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": true}));
+            added.push(
+                json!({"id": id, "content": t, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true}),
+            );
         }
     }
-    let merges: Vec<Value> = merges.iter().map(|&(a, b)| json!([tokens[a], tokens[b]])).collect();
+    let merges: Vec<Value> = merges
+        .iter()
+        .map(|&(a, b)| json!([tokens[a], tokens[b]]))
+        .collect();
     let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
     json!({
         "version": "1.0",
@@ -780,7 +844,12 @@ fn tokenizer_json(tokens: &[String], merges: &[(usize, usize)], special_ids: &[u
 /// Parse and check the tokenizer section at `off`; returns its data and byte length.
 fn parse_tokenizer(bytes: &[u8], off: u64, h: &Header) -> Result<(TokenizerData, u64)> {
     let len = bytes.len() as u64;
-    let hdr = checked_range("version-1 tokenizer header", off, TOKENIZER_HEADER_SIZE as u64, len)?;
+    let hdr = checked_range(
+        "version-1 tokenizer header",
+        off,
+        TOKENIZER_HEADER_SIZE as u64,
+        len,
+    )?;
     let mut c = Cursor::new(&bytes[hdr], "version-1 tokenizer header");
     let kind = c.u32()?;
     let vocab_size = c.u32()?;
@@ -802,7 +871,9 @@ fn parse_tokenizer(bytes: &[u8], off: u64, h: &Header) -> Result<(TokenizerData,
         )));
     }
     if merge_data != num_merges as u64 * 12 {
-        return Err(Error::corrupt(format!("{num_merges} merges in {merge_data} bytes")));
+        return Err(Error::corrupt(format!(
+            "{num_merges} merges in {merge_data} bytes"
+        )));
     }
     let total = TOKENIZER_HEADER_SIZE as u64 + vocab_data + 4 + merge_data + added_data;
     let body = checked_range("version-1 tokenizer section", off, total, len)?;
@@ -834,16 +905,17 @@ fn parse_tokenizer(bytes: &[u8], off: u64, h: &Header) -> Result<(TokenizerData,
         tokens.push(t);
     }
     if v.pos() != blob.len() {
-        return Err(Error::corrupt("version-1 vocabulary: bytes after the last token"));
+        return Err(Error::corrupt(
+            "version-1 vocabulary: bytes after the last token",
+        ));
     }
     let mut merges = Vec::with_capacity(num_merges as usize);
     for k in 0..num_merges {
         let (a, b, m) = (c.u32()? as usize, c.u32()? as usize, c.u32()? as usize);
         let tok = |i: usize| {
-            tokens
-                .get(i)
-                .copied()
-                .ok_or_else(|| Error::corrupt(format!("version-1 merge {k} names unknown token id {i}")))
+            tokens.get(i).copied().ok_or_else(|| {
+                Error::corrupt(format!("version-1 merge {k} names unknown token id {i}"))
+            })
         };
         let (ta, tb, tm) = (tok(a)?, tok(b)?, tok(m)?);
         if ta.len() + tb.len() != tm.len() || !tm.starts_with(ta) || !tm.ends_with(tb) {
@@ -854,7 +926,12 @@ fn parse_tokenizer(bytes: &[u8], off: u64, h: &Header) -> Result<(TokenizerData,
         merges.push((a, b));
     }
     let owned: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
-    let special_ids = [h.bos_token_id, h.eos_token_id, h.pad_token_id, h.unk_token_id];
+    let special_ids = [
+        h.bos_token_id,
+        h.eos_token_id,
+        h.pad_token_id,
+        h.unk_token_id,
+    ];
     let json = tokenizer_json(&owned, &merges, &special_ids);
     let mut special_tokens = Vec::new();
     for (role, id) in [
@@ -947,7 +1024,11 @@ fn layer_raw<'a>(bytes: &'a [u8], i: usize, e: &LayerEntry) -> Result<std::borro
                 "version-1 layer {i}: zstd compression"
             )))
         }
-        x => return Err(Error::corrupt(format!("version-1 layer {i}: compression type {x}"))),
+        x => {
+            return Err(Error::corrupt(format!(
+                "version-1 layer {i}: compression type {x}"
+            )))
+        }
     };
     if e.compression != 0 {
         let c = crc32fast::hash(&raw);
@@ -984,7 +1065,11 @@ fn parse_layer_tensors<'a>(raw: &'a [u8], i: usize, e: &LayerEntry) -> Result<Ve
         let size = c.u32()? as usize;
         let _num_outliers = c.u32()?;
         let _reserved = c.u32()?;
-        let qid = if qid == LAYER_DEFAULT { e.quant_type } else { qid };
+        let qid = if qid == LAYER_DEFAULT {
+            e.quant_type
+        } else {
+            qid
+        };
         let q = V1Quant::from_id(qid, &what)?;
         match layout {
             0 => {}
@@ -1004,7 +1089,9 @@ fn parse_layer_tensors<'a>(raw: &'a [u8], i: usize, e: &LayerEntry) -> Result<Ve
             )));
         }
         if kind != KIND_POS_EMBD && kind_name(kind).is_none() {
-            return Err(Error::corrupt(format!("{what}: unknown tensor type {kind}")));
+            return Err(Error::corrupt(format!(
+                "{what}: unknown tensor type {kind}"
+            )));
         }
         let data = c.take(size)?;
         out.push(RawTensor {
@@ -1057,7 +1144,12 @@ fn parse_all(bytes: &[u8], h: &Header) -> Result<Parsed> {
 
     // embedding
     let eo = h.embedding_offset;
-    let ehdr = checked_range("version-1 embedding header", eo, EMBEDDING_HEADER_SIZE as u64, len)?;
+    let ehdr = checked_range(
+        "version-1 embedding header",
+        eo,
+        EMBEDDING_HEADER_SIZE as u64,
+        len,
+    )?;
     let mut c = Cursor::new(&bytes[ehdr], "version-1 embedding header");
     let eq = c.u32()?;
     let esize = c.u32()? as u64;
@@ -1099,7 +1191,9 @@ fn parse_all(bytes: &[u8], h: &Header) -> Result<Parsed> {
             } else {
                 eq.dense_bytes(block, nvec, edim)
                     .filter(|&n| n as u64 <= esize * LZ4_MAX_RATIO + 16)
-                    .ok_or_else(|| Error::corrupt("version-1 embedding: implausible compressed size"))?
+                    .ok_or_else(|| {
+                        Error::corrupt("version-1 embedding: implausible compressed size")
+                    })?
             };
             let mut buf = vec![0u8; want];
             let n = lz4_flex::block::decompress_into(etable, &mut buf)
@@ -1115,11 +1209,22 @@ fn parse_all(bytes: &[u8], h: &Header) -> Result<Parsed> {
             )))
         }
     };
-    let token_embd = repack_tensor(names::TOKEN_EMBD, eq, block, vec![nvec, edim], &etable, false)?;
+    let token_embd = repack_tensor(
+        names::TOKEN_EMBD,
+        eq,
+        block,
+        vec![nvec, edim],
+        &etable,
+        false,
+    )?;
 
     // tokenizer
     let (tokenizer, tsize) = parse_tokenizer(bytes, h.tokenizer_offset, h)?;
-    regions.push((h.tokenizer_offset, h.tokenizer_offset + tsize, "tokenizer".into()));
+    regions.push((
+        h.tokenizer_offset,
+        h.tokenizer_offset + tsize,
+        "tokenizer".into(),
+    ));
 
     // layers
     let mut entries = Vec::with_capacity(n_layer);
@@ -1196,7 +1301,9 @@ fn parse_all(bytes: &[u8], h: &Header) -> Result<Parsed> {
     };
     traits.tied = head_type == 1;
     if traits.tied && head_size != 0 {
-        return Err(Error::corrupt("version-1 tied output head with a non-empty head"));
+        return Err(Error::corrupt(
+            "version-1 tied output head with a non-empty head",
+        ));
     }
     let config = config_from_header(h, &traits)?;
 
@@ -1234,9 +1341,23 @@ fn parse_all(bytes: &[u8], h: &Header) -> Result<Parsed> {
                             t.data.len()
                         )));
                     }
-                    out.push(repack_tensor(name, t.q, block, vec![t.cols], &t.data[..half], true)?);
+                    out.push(repack_tensor(
+                        name,
+                        t.q,
+                        block,
+                        vec![t.cols],
+                        &t.data[..half],
+                        true,
+                    )?);
                     let bias = format!("{name}.bias");
-                    out.push(repack_tensor(&bias, t.q, block, vec![t.cols], &t.data[half..], true)?);
+                    out.push(repack_tensor(
+                        &bias,
+                        t.q,
+                        block,
+                        vec![t.cols],
+                        &t.data[half..],
+                        true,
+                    )?);
                 } else {
                     if t.rows != 1 && t.cols != 1 {
                         return Err(Error::corrupt(format!(
@@ -1244,14 +1365,32 @@ fn parse_all(bytes: &[u8], h: &Header) -> Result<Parsed> {
                             t.rows, t.cols
                         )));
                     }
-                    out.push(repack_tensor(name, t.q, block, vec![t.rows * t.cols], t.data, true)?);
+                    out.push(repack_tensor(
+                        name,
+                        t.q,
+                        block,
+                        vec![t.rows * t.cols],
+                        t.data,
+                        true,
+                    )?);
                 }
             } else {
-                out.push(repack_tensor(name, t.q, block, vec![t.rows, t.cols], t.data, false)?);
+                out.push(repack_tensor(
+                    name,
+                    t.q,
+                    block,
+                    vec![t.rows, t.cols],
+                    t.data,
+                    false,
+                )?);
             }
         }
         for t in &out {
-            check_shape(t, expected_shape(&config, &t.name, ffn), &format!("layer {i}"))?;
+            check_shape(
+                t,
+                expected_shape(&config, &t.name, ffn),
+                &format!("layer {i}"),
+            )?;
         }
         let mut seen = std::collections::HashSet::new();
         if let Some(t) = out.iter().find(|t| !seen.insert(t.name.clone())) {
@@ -1305,9 +1444,23 @@ fn parse_all(bytes: &[u8], h: &Header) -> Result<Parsed> {
             (head, &head[head.len()..])
         };
         let q = head_type_of(h, block, vocab, hidden, w)?;
-        final_.push(repack_tensor(names::OUTPUT, q, block, vec![vocab, hidden], w, false)?);
+        final_.push(repack_tensor(
+            names::OUTPUT,
+            q,
+            block,
+            vec![vocab, hidden],
+            w,
+            false,
+        )?);
         if head_bias {
-            final_.push(repack_tensor("output.bias", V1Quant::F16, block, vec![vocab], b, true)?);
+            final_.push(repack_tensor(
+                "output.bias",
+                V1Quant::F16,
+                block,
+                vec![vocab],
+                b,
+                true,
+            )?);
         }
     }
     Ok(Parsed {
@@ -1324,12 +1477,18 @@ fn parse_all(bytes: &[u8], h: &Header) -> Result<Parsed> {
 
 /// The storage type of the output head: the header's `quant_type` when the size fits it,
 /// else the one dense type whose size equals the head's (docs/qsf.md §10).
-fn head_type_of(h: &Header, block: usize, rows: usize, cols: usize, data: &[u8]) -> Result<V1Quant> {
+fn head_type_of(
+    h: &Header,
+    block: usize,
+    rows: usize,
+    cols: usize,
+    data: &[u8],
+) -> Result<V1Quant> {
     let fits = |q: V1Quant| -> bool {
         if q.is_outlier() {
-            let n = data
-                .get(..4)
-                .map_or(u64::MAX, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64);
+            let n = data.get(..4).map_or(u64::MAX, |b| {
+                u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64
+            });
             q.dense_bytes(block, rows, cols)
                 .is_some_and(|d| (d as u64).checked_add(4 + 6 * n) == Some(data.len() as u64))
         } else {
@@ -1341,7 +1500,13 @@ fn head_type_of(h: &Header, block: usize, rows: usize, cols: usize, data: &[u8])
             return Ok(q);
         }
     }
-    let dense = [V1Quant::F16, V1Quant::Q8, V1Quant::Q4, V1Quant::Q3, V1Quant::Q2];
+    let dense = [
+        V1Quant::F16,
+        V1Quant::Q8,
+        V1Quant::Q4,
+        V1Quant::Q3,
+        V1Quant::Q2,
+    ];
     let mut it = dense.iter().copied().filter(|&q| fits(q));
     match (it.next(), it.next()) {
         (Some(q), None) => Ok(q),
@@ -1416,7 +1581,9 @@ fn align_vec(buf: &mut Vec<u8>) -> u64 {
 }
 
 fn u32_size(n: usize, what: &str) -> Result<u32> {
-    u32::try_from(n).map_err(|_| Error::InvalidArgument(format!("{what}: {n} bytes do not fit a version-1 file")))
+    u32::try_from(n).map_err(|_| {
+        Error::InvalidArgument(format!("{what}: {n} bytes do not fit a version-1 file"))
+    })
 }
 
 /// Write a version-1 (original QStream) file at `path`. The whole file is built in memory.
@@ -1437,9 +1604,19 @@ pub fn write_v1(
     }
     if !matches!(
         config.arch,
-        Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Qwen3 | Arch::Phi | Arch::Gemma | Arch::Gpt2 | Arch::Gptj
+        Arch::Llama
+            | Arch::Mistral
+            | Arch::Qwen2
+            | Arch::Qwen3
+            | Arch::Phi
+            | Arch::Gemma
+            | Arch::Gpt2
+            | Arch::Gptj
     ) {
-        return inval(format!("architecture {} has no version-1 form", config.arch.name()));
+        return inval(format!(
+            "architecture {} has no version-1 form",
+            config.arch.name()
+        ));
     }
     if config.moe.is_some() {
         return inval("MoE models".into());
@@ -1456,11 +1633,18 @@ pub fn write_v1(
         }
     }
     if vocab.tokens.len() != config.n_vocab {
-        return inval(format!("{} tokens for n_vocab {}", vocab.tokens.len(), config.n_vocab));
+        return inval(format!(
+            "{} tokens for n_vocab {}",
+            vocab.tokens.len(),
+            config.n_vocab
+        ));
     }
     let by_name: HashMap<&str, &V1Tensor> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
     for t in tensors {
-        if t.shape.iter().product::<usize>() != t.data.len() || t.shape.is_empty() || t.shape.len() > 2 {
+        if t.shape.iter().product::<usize>() != t.data.len()
+            || t.shape.is_empty()
+            || t.shape.len() > 2
+        {
             return inval(format!(
                 "tensor {}: shape {:?} with {} values",
                 t.name,
@@ -1528,16 +1712,17 @@ pub fn write_v1(
         .collect();
     let mut blob = Vec::new();
     for t in &vocab.tokens {
-        let n = u16::try_from(t.len()).map_err(|_| Error::InvalidArgument(format!("token of {} bytes", t.len())))?;
+        let n = u16::try_from(t.len())
+            .map_err(|_| Error::InvalidArgument(format!("token of {} bytes", t.len())))?;
         blob.extend_from_slice(&n.to_le_bytes());
         blob.extend_from_slice(t.as_bytes());
     }
     let mut merges = Vec::with_capacity(vocab.merges.len() * 12);
     for (a, b) in &vocab.merges {
         let id = |s: &str| {
-            ids.get(s)
-                .copied()
-                .ok_or_else(|| Error::InvalidArgument(format!("merge token {s:?} not in vocabulary")))
+            ids.get(s).copied().ok_or_else(|| {
+                Error::InvalidArgument(format!("merge token {s:?} not in vocabulary"))
+            })
         };
         for v in [id(a)?, id(b)?, id(&format!("{a}{b}"))?] {
             merges.extend_from_slice(&v.to_le_bytes());
@@ -1571,7 +1756,9 @@ pub fn write_v1(
             let Some(local) = t.name.strip_prefix(&prefix) else {
                 continue;
             };
-            if local.ends_with(".bias") && is_norm_kind(names::original_kind(local.trim_end_matches(".bias"))) {
+            if local.ends_with(".bias")
+                && is_norm_kind(names::original_kind(local.trim_end_matches(".bias")))
+            {
                 continue; // stored as the norm's second row
             }
             let kind = names::original_kind(local);
@@ -1619,13 +1806,15 @@ pub fn write_v1(
             offset: off,
             raw_size: u32_size(raw.len(), "layer")? as u64,
             quant_type: q.id(),
-            num_tensors: u16::try_from(items.len()).map_err(|_| Error::InvalidArgument("too many tensors".into()))?,
+            num_tensors: u16::try_from(items.len())
+                .map_err(|_| Error::InvalidArgument("too many tensors".into()))?,
             crc32_raw: crc_raw,
             weight_bytes: u32_size(weight_bytes, "layer")?,
             ..Default::default()
         };
         // as the original: every layer over 1024 bytes, whether or not LZ4 makes it smaller
-        let compressed = (opts.compress && raw.len() > 1024).then(|| lz4_flex::block::compress(&raw));
+        let compressed =
+            (opts.compress && raw.len() > 1024).then(|| lz4_flex::block::compress(&raw));
         match compressed {
             Some(c) => {
                 e.compression = 1;

@@ -165,7 +165,7 @@ impl QsfFile {
             ),
         ];
         let mut check_section = |name: &str, off: u64, size: u64| -> Result<()> {
-            if off % ALIGN != 0 {
+            if !off.is_multiple_of(ALIGN) {
                 return Err(Error::corrupt(format!(
                     "{name} section offset {off} not 64-aligned"
                 )));

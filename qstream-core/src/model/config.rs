@@ -273,7 +273,7 @@ impl ModelConfig {
         {
             return bad(format!("n_embd {} n_vocab {}", self.n_embd, self.n_vocab));
         }
-        if self.n_head == 0 || self.n_head_kv == 0 || self.n_head % self.n_head_kv != 0 {
+        if self.n_head == 0 || self.n_head_kv == 0 || !self.n_head.is_multiple_of(self.n_head_kv) {
             return bad(format!(
                 "n_head {} n_head_kv {}",
                 self.n_head, self.n_head_kv

@@ -55,7 +55,7 @@ pub fn group_for(cols: usize, max_group: usize) -> Option<usize> {
 
 /// True when `g` is a valid group for `cols` columns (a power of two ≥ 2 dividing `cols`).
 pub fn valid_group(g: usize, cols: usize) -> bool {
-    g >= 2 && g.is_power_of_two() && cols % g == 0
+    g >= 2 && g.is_power_of_two() && cols.is_multiple_of(g)
 }
 
 /// Unnormalized in-place Walsh–Hadamard transform of `v` (length a power of two).
@@ -118,7 +118,7 @@ pub fn accumulate_rotated_sq(x: &[f32], buf: &mut [f32], sums: &mut [Vec<f64>]) 
     }
     let mut h = 1;
     for s in sums.iter_mut() {
-        if n % (2 * h) != 0 {
+        if !n.is_multiple_of(2 * h) {
             break;
         }
         for i in (0..n).step_by(2 * h) {

@@ -55,7 +55,7 @@ pub fn dequantize(id: u32, bytes: &[u8], out: &mut [f32]) -> Result<()> {
             ggml_type_name(id)
         )));
     }
-    if out.len() % block != 0 || bytes.len() != out.len() / block * bb {
+    if !out.len().is_multiple_of(block) || bytes.len() != out.len() / block * bb {
         return Err(Error::corrupt(format!(
             "{}: {} bytes for {} values",
             ggml_type_name(id),

@@ -102,7 +102,7 @@ pub fn fp8_e5m2_to_f32(b: u8) -> f32 {
 /// Decode `bytes` of element type `t` to f32 (row-major, unchanged order).
 pub fn decode_float(t: ElemType, bytes: &[u8], out: &mut Vec<f32>) -> Result<()> {
     out.clear();
-    if bytes.len() % t.size() != 0 {
+    if !bytes.len().is_multiple_of(t.size()) {
         return Err(Error::corrupt(format!(
             "{} data of {} bytes is not a whole number of elements",
             t.name(),
@@ -207,7 +207,7 @@ pub fn dequant_awq(
     n_out: usize,
     group: usize,
 ) -> Result<Vec<f32>> {
-    if n_out % 8 != 0 || group == 0 || n_in % group != 0 {
+    if !n_out.is_multiple_of(8) || group == 0 || !n_in.is_multiple_of(group) {
         return Err(Error::corrupt(format!(
             "awq: {n_in}×{n_out} weight does not fit group size {group} and 8 values per int32"
         )));
