@@ -29,3 +29,18 @@ pub mod tensor;
 pub mod tokenizer;
 
 pub use error::{Error, ErrorKind, Result};
+
+/// Helpers shared by unit tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    /// `len` deterministic pseudo-random values in [-0.5, 0.5) (an LCG seeded with `seed`).
+    pub fn lcg_data(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..len)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+}

@@ -140,15 +140,7 @@ pub fn accumulate_rotated_sq(x: &[f32], buf: &mut [f32], sums: &mut [Vec<f64>]) 
 mod tests {
     use super::*;
 
-    fn data(len: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..len)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use crate::test_util::lcg_data as data;
 
     #[test]
     fn groups() {
