@@ -330,6 +330,93 @@ fn integer_dots_on_random_data() {
     }
 }
 
+fn dot_x4_fn(k: &KernelSet, qt: QuantType) -> kernels::dispatch::DotQ4xFn {
+    match qt {
+        QuantType::Q4 => k.dot_q4_x4,
+        QuantType::Q4Sym => k.dot_q4sym_x4,
+        QuantType::Q8 => k.dot_q8_x4,
+        _ => unreachable!(),
+    }
+}
+
+/// The four-token kernels give, per token, exactly the same level's single-token result (and
+/// at the scalar level the reference), on random data, every block size, padded rows, and
+/// activations of unequal length.
+#[test]
+fn x4_dots_bit_identical_to_single_token() {
+    let mut rng = Rng(17);
+    let cases = [
+        (QuantType::Q4, 32),
+        (QuantType::Q4, 64),
+        (QuantType::Q4, 128),
+        (QuantType::Q4, 256),
+        (QuantType::Q4Sym, 32),
+        (QuantType::Q4Sym, 64),
+        (QuantType::Q4Sym, 128),
+        (QuantType::Q4Sym, 256),
+        (QuantType::Q8, 32),
+    ];
+    for k in levels() {
+        for &(qt, block) in &cases {
+            for nb_total in [1usize, 2, 3, 7, 18, 33, 64] {
+                let cols = nb_total * 32 - if nb_total > 2 { 5 } else { 0 };
+                let rows = 3;
+                let w: Vec<f32> = (0..rows * cols)
+                    .map(|_| rng.f() * (1.0 + rng.f()))
+                    .collect();
+                let bytes = quant::quantize(
+                    qt,
+                    &w,
+                    rows,
+                    cols,
+                    &QuantParams {
+                        block_size: block,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+                let groups = cols.div_ceil(block) * block / 32;
+                let xs: Vec<f32> = (0..4 * cols).map(|_| rng.f() * 3.0).collect();
+                let mut act = QuantAct::new();
+                act.quantize(k, &xs, 4, cols, groups);
+                let rb = qt.row_bytes(block, cols);
+                for r in 0..rows {
+                    let row = &bytes[r * rb..(r + 1) * rb];
+                    let a = [act.row(0), act.row(1), act.row(2), act.row(3)];
+                    let got = dot_x4_fn(k, qt)(block, row, a);
+                    for t in 0..4 {
+                        let want = dot_fn(k, qt)(block, row, a[t]);
+                        assert_eq!(
+                            got[t].to_bits(),
+                            want.to_bits(),
+                            "{:?} {qt}/{block} cols {cols} token {t}: {} vs {want}",
+                            k.isa,
+                            got[t]
+                        );
+                    }
+                    // one token's activation shorter by a block: still per-token exact
+                    if groups * 32 / block > 1 {
+                        let mut b = a;
+                        let g = groups - block / 32;
+                        let r1 = act.row(1);
+                        b[1] = ActRow {
+                            qs: &r1.qs[..32 * g],
+                            d: &r1.d[..g],
+                            s: &r1.s[..g],
+                            isum: &r1.isum[..g],
+                        };
+                        let got = dot_x4_fn(k, qt)(block, row, b);
+                        for t in 0..4 {
+                            let want = dot_fn(k, qt)(block, row, b[t]);
+                            assert_eq!(got[t].to_bits(), want.to_bits(), "{:?} short", k.isa);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn float_dots_and_vector_ops() {
     let mut rng = Rng(5);
@@ -373,7 +460,7 @@ fn float_dots_and_vector_ops() {
 #[test]
 fn matmul_is_batch_and_thread_independent() {
     let mut rng = Rng(9);
-    let (rows, cols, n) = (301, 200, 5);
+    let (rows, cols, n) = (301, 200, 9);
     let w: Vec<f32> = (0..rows * cols).map(|_| rng.f()).collect();
     let xs: Vec<f32> = (0..n * cols).map(|_| rng.f() * 2.0).collect();
     for qt in [
@@ -402,6 +489,12 @@ fn matmul_is_batch_and_thread_independent() {
             let out = pool.install(|| {
                 let mut out = vec![0f32; n * rows];
                 kernels::matmul(&t, &xs, n, &mut out);
+                // every smaller batch (multi-token kernels for n ≥ 4, remainders) agrees
+                for m in 2..n {
+                    let mut part = vec![0f32; m * rows];
+                    kernels::matmul(&t, &xs[..m * cols], m, &mut part);
+                    assert_eq!(part, out[..m * rows], "{qt}: batch {m}");
+                }
                 for tk in 0..n {
                     let mut one = vec![0f32; rows];
                     kernels::matvec(&t, &xs[tk * cols..(tk + 1) * cols], &mut one);
@@ -500,6 +593,12 @@ fn outlier_matmul_matches_dequantized_rows() {
                 let xs: Vec<f32> = (0..n * cols).map(|_| rng.f() * 2.0).collect();
                 let mut out = vec![0f32; n * rows];
                 kernels::matmul(&t, &xs, n, &mut out);
+                // every smaller batch (multi-token kernels for n ≥ 4, remainders) agrees
+                for m in 2..n {
+                    let mut part = vec![0f32; m * rows];
+                    kernels::matmul(&t, &xs[..m * cols], m, &mut part);
+                    assert_eq!(part, out[..m * rows], "{qt}: batch {m}");
+                }
                 for tk in 0..n {
                     let x = &xs[tk * cols..(tk + 1) * cols];
                     // the q8 activation the kernels use: |x − x̂| ≤ d_g/2 per value

@@ -19,6 +19,9 @@ pub(super) static KERNELS: KernelSet = KernelSet {
     dot_q4,
     dot_q4sym,
     dot_q8,
+    dot_q4_x4,
+    dot_q4sym_x4,
+    dot_q8_x4,
     dot_q2,
     dot_q3,
     dot_mxfp4,
@@ -28,6 +31,11 @@ pub(super) static KERNELS: KernelSet = KernelSet {
     dot,
     axpy,
 };
+
+// Multi-token dots: four single-token NEON calls (bit-identical by construction).
+scalar::x4_by_single!(dot_q4_x4, dot_q4, "`dot_q4` for four activations.");
+scalar::x4_by_single!(dot_q4sym_x4, dot_q4sym, "`dot_q4sym` for four activations.");
+scalar::x4_by_single!(dot_q8_x4, dot_q8, "`dot_q8` for four activations.");
 
 /// Blocks of a row the kernels may touch (bounded by the row and by the activation).
 #[inline]

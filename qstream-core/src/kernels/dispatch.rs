@@ -117,6 +117,10 @@ pub struct ActRowMut<'a> {
 
 /// Dot product of one quantized weight row (`block` values per block) with a q8 activation.
 pub type DotQFn = fn(block: usize, row: &[u8], a: ActRow<'_>) -> f32;
+/// Dot products of one quantized weight row with four q8 activations (four tokens): each
+/// weight group is unpacked once. Result `k` is bit-identical to the same level's single-token
+/// kernel on `a[k]`.
+pub type DotQ4xFn = fn(block: usize, row: &[u8], a: [ActRow<'_>; 4]) -> [f32; 4];
 /// Dot product of one float weight row (raw little-endian bytes) with f32 activations.
 pub type DotFFn = fn(row: &[u8], x: &[f32]) -> f32;
 
@@ -134,6 +138,12 @@ pub struct KernelSet {
     pub dot_q4sym: DotQFn,
     /// `Q8` weights × q8 activation (`block` is ignored: always 32).
     pub dot_q8: DotQFn,
+    /// [`KernelSet::dot_q4`] for four activations at once.
+    pub dot_q4_x4: DotQ4xFn,
+    /// [`KernelSet::dot_q4sym`] for four activations at once.
+    pub dot_q4sym_x4: DotQ4xFn,
+    /// [`KernelSet::dot_q8`] for four activations at once.
+    pub dot_q8_x4: DotQ4xFn,
     /// `Q2` weights × q8 activation (bit-identical to `scalar::dot_q2` at every level).
     pub dot_q2: DotQFn,
     /// `Q3` weights × q8 activation (bit-identical to `scalar::dot_q3` at every level).
@@ -159,6 +169,9 @@ static SCALAR: KernelSet = KernelSet {
     dot_q4: scalar::dot_q4,
     dot_q4sym: scalar::dot_q4sym,
     dot_q8: scalar::dot_q8,
+    dot_q4_x4: scalar::dot_q4_x4,
+    dot_q4sym_x4: scalar::dot_q4sym_x4,
+    dot_q8_x4: scalar::dot_q8_x4,
     dot_q2: scalar::dot_q2,
     dot_q3: scalar::dot_q3,
     dot_mxfp4: scalar::dot_mxfp4,

@@ -185,8 +185,9 @@ type OutlierRows = (Vec<(usize, f32, f32)>, Vec<usize>);
 /// How one weight's rows are dotted.
 #[derive(Clone, Copy)]
 enum Kind {
-    /// Integer kernel on the q8 activation.
-    Q(dispatch::DotQFn),
+    /// Integer kernel on the q8 activation, with its four-token variant where the level has
+    /// one.
+    Q(dispatch::DotQFn, Option<dispatch::DotQ4xFn>),
     /// Float kernel on the f32 activation.
     F(dispatch::DotFFn),
     /// `quant::dot_row_ref` (exact mode).
@@ -199,12 +200,12 @@ fn kind(k: &KernelSet, qt: QuantType) -> Kind {
         return Kind::Ref;
     }
     match qt {
-        QuantType::Q2 | QuantType::Q2Outlier => Kind::Q(k.dot_q2),
-        QuantType::Q3 | QuantType::Q3Outlier => Kind::Q(k.dot_q3),
-        QuantType::Q4 | QuantType::Q4Outlier => Kind::Q(k.dot_q4),
-        QuantType::Q4Sym => Kind::Q(k.dot_q4sym),
-        QuantType::Q8 => Kind::Q(k.dot_q8),
-        QuantType::Mxfp4 => Kind::Q(k.dot_mxfp4),
+        QuantType::Q2 | QuantType::Q2Outlier => Kind::Q(k.dot_q2, None),
+        QuantType::Q3 | QuantType::Q3Outlier => Kind::Q(k.dot_q3, None),
+        QuantType::Q4 | QuantType::Q4Outlier => Kind::Q(k.dot_q4, Some(k.dot_q4_x4)),
+        QuantType::Q4Sym => Kind::Q(k.dot_q4sym, Some(k.dot_q4sym_x4)),
+        QuantType::Q8 => Kind::Q(k.dot_q8, Some(k.dot_q8_x4)),
+        QuantType::Mxfp4 => Kind::Q(k.dot_mxfp4, None),
         QuantType::F32 => Kind::F(k.dot_f32),
         QuantType::F16 => Kind::F(k.dot_f16),
         QuantType::Bf16 => Kind::F(k.dot_bf16),
@@ -317,7 +318,7 @@ fn matmul_parts(ws: &[&Tensor], outs: &mut [&mut [f32]], xs: &[f32], n: usize, c
         let rb = qt.row_bytes(w.block, cols);
         assert!(bytes.len() >= rb * rows, "matmul {}: tensor bytes", w.name);
         let kind = kind(k, qt);
-        if let Kind::Q(_) = kind {
+        if let Kind::Q(..) = kind {
             groups = groups.max(cols.div_ceil(w.block) * w.block / 32);
         }
         parts[i] = Part {
@@ -424,7 +425,31 @@ fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: 
     };
     let row = |r: usize| &p.bytes[r * p.rb..(r + 1) * p.rb];
     match (p.kind, &p.outl) {
-        (Kind::Q(f), None) => {
+        (Kind::Q(f, Some(f4)), None) if n >= 4 => {
+            // Tokens in groups of 4 (each weight group unpacked once per 4 tokens; results
+            // bit-identical to `f`), the rest one by one; rows in blocks of ROW_BLOCK so a
+            // block's weights stay in L1 across the token groups.
+            let n4 = n - n % 4;
+            for rb in (r0..r1).step_by(ROW_BLOCK) {
+                let re = (rb + ROW_BLOCK).min(r1);
+                for t in (0..n4).step_by(4) {
+                    let a = [act.row(t), act.row(t + 1), act.row(t + 2), act.row(t + 3)];
+                    for r in rb..re {
+                        let v = f4(p.block, row(r), a);
+                        for (k, v) in v.into_iter().enumerate() {
+                            write(t + k, r, v);
+                        }
+                    }
+                }
+                for t in n4..n {
+                    let a = act.row(t);
+                    for r in rb..re {
+                        write(t, r, f(p.block, row(r), a));
+                    }
+                }
+            }
+        }
+        (Kind::Q(f, _), None) => {
             for t in 0..n {
                 let a = act.row(t);
                 for r in r0..r1 {
@@ -432,7 +457,7 @@ fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: 
                 }
             }
         }
-        (Kind::Q(f), Some(o)) => OUTL.with(|cell| {
+        (Kind::Q(f, _), Some(o)) => OUTL.with(|cell| {
             // Blocks of ROW_BLOCK rows; each row's outliers (and the dense values they
             // replace) are decoded once, right after the first token's dense dot has brought
             // the row into cache, and reused for the other tokens: row `rb + i`'s are

@@ -129,6 +129,27 @@ pub fn dot_q4sym(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
     acc
 }
 
+/// Four single-token calls of `$f` (the multi-token reference and the fallback of levels
+/// without a dedicated multi-token kernel).
+macro_rules! x4_by_single {
+    ($name:ident, $f:path, $doc:literal) => {
+        #[doc = $doc]
+        pub fn $name(block: usize, row: &[u8], a: [super::dispatch::ActRow<'_>; 4]) -> [f32; 4] {
+            a.map(|a| $f(block, row, a))
+        }
+    };
+}
+#[allow(unused_imports)] // used by the NEON level only
+pub(super) use x4_by_single;
+
+x4_by_single!(dot_q4_x4, dot_q4, "[`dot_q4`] for four activations.");
+x4_by_single!(
+    dot_q4sym_x4,
+    dot_q4sym,
+    "[`dot_q4sym`] for four activations."
+);
+x4_by_single!(dot_q8_x4, dot_q8, "[`dot_q8`] for four activations.");
+
 /// `Q8` row × q8 activation (block 32).
 pub fn dot_q8(_block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
     let mut acc = 0f32;

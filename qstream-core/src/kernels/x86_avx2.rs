@@ -21,6 +21,9 @@ pub(super) static KERNELS: KernelSet = KernelSet {
     dot_q4,
     dot_q4sym,
     dot_q8,
+    dot_q4_x4,
+    dot_q4sym_x4,
+    dot_q8_x4,
     dot_q2,
     dot_q3,
     dot_mxfp4,
@@ -425,6 +428,146 @@ macro_rules! q_kernels {
             hsum(_mm256_add_ps(acc0, acc1)) - 8.0 * acc_m
         }
 
+        fn dot_q4_x4(block: usize, row: &[u8], a: [ActRow<'_>; 4]) -> [f32; 4] {
+            // SAFETY: this table is only handed out after detecting `$features`.
+            unsafe { dot_q4n_impl::<4, 4>(block, row, &a) }
+        }
+
+        fn dot_q4sym_x4(block: usize, row: &[u8], a: [ActRow<'_>; 4]) -> [f32; 4] {
+            // SAFETY: this table is only handed out after detecting `$features`.
+            unsafe { dot_q4n_impl::<2, 4>(block, row, &a) }
+        }
+
+        fn dot_q8_x4(_block: usize, row: &[u8], a: [ActRow<'_>; 4]) -> [f32; 4] {
+            // SAFETY: this table is only handed out after detecting `$features`.
+            unsafe { dot_q8n_impl::<4>(row, &a) }
+        }
+
+        /// Multi-token `q4_group`: the group's nibbles are unpacked once; token `k` gets
+        /// exactly `q4_group`'s operations on `a[k]`.
+        ///
+        /// # Safety
+        /// `w16` must point at 16 readable nibble bytes, `gi < a[k].groups()` for every `k`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn q4_group_n<const N: usize>(
+            w16: *const u8,
+            a: &[ActRow<'_>; N],
+            gi: usize,
+            dw: f32,
+            acc: &mut [__m256; N],
+        ) {
+            // SAFETY: per the contract.
+            unsafe {
+                let w = unpack_nibbles(w16);
+                for k in 0..N {
+                    let x = _mm256_loadu_si256(a[k].qs.as_ptr().add(32 * gi) as *const __m256i);
+                    let p = _mm256_cvtepi32_ps($dot(w, x));
+                    acc[k] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(dw * *a[k].d.get_unchecked(gi)),
+                        p,
+                        acc[k],
+                    );
+                }
+            }
+        }
+
+        /// `dot_q4_impl` (`HDR == 4`) or `dot_q4sym_impl` (`HDR == 2`) for `N` activations:
+        /// the same loop with per-token accumulators, so result `k` is bit-identical to the
+        /// single-token kernel on `a[k]`.
+        #[target_feature(enable = $features)]
+        unsafe fn dot_q4n_impl<const HDR: usize, const N: usize>(
+            block: usize,
+            row: &[u8],
+            a: &[ActRow<'_>; N],
+        ) -> [f32; N] {
+            let block = block.max(32);
+            let bb = HDR + block / 2;
+            let gpb = block / 32;
+            let nb = a
+                .iter()
+                .map(|a| n_blocks(block, bb, row, a))
+                .min()
+                .unwrap_or(0);
+            // Tokens whose activation covers fewer blocks than the others would need their
+            // own loop bound; the matmul never produces them, but stay exact anyway.
+            if a.iter().any(|x| n_blocks(block, bb, row, x) != nb) {
+                // SAFETY: the features are enabled (we run inside this kernel).
+                return std::array::from_fn(|k| unsafe {
+                    if HDR == 4 {
+                        dot_q4_impl(block, row, a[k])
+                    } else {
+                        dot_q4sym_impl(block, row, a[k])
+                    }
+                });
+            }
+            let mut acc0 = [_mm256_setzero_ps(); N];
+            let mut acc1 = [_mm256_setzero_ps(); N];
+            let mut acc_m = [0f32; N];
+            let rp = row.as_ptr();
+            // mw of the asymmetric type, dw of the symmetric one (its `−8·isum` term)
+            let m_of = |dw: f32, mw: f32| if HDR == 4 { mw } else { dw };
+            // SAFETY (all blocks below): b < nb ≤ row.len() / bb for every token, so block
+            // b's bytes are in the row; its groups gi < nb·gpb ≤ a[k].groups().
+            if gpb == 1 {
+                let mut b = 0;
+                while b + 2 <= nb {
+                    unsafe {
+                        let (b0, b1) = (rp.add(b * bb), rp.add((b + 1) * bb));
+                        let (dw0, mw0) = f16x2(b0);
+                        let (dw1, mw1) = f16x2(b1);
+                        let (m0, m1) = (m_of(dw0, mw0), m_of(dw1, mw1));
+                        q4_group_n(b0.add(HDR), a, b, dw0, &mut acc0);
+                        q4_group_n(b1.add(HDR), a, b + 1, dw1, &mut acc1);
+                        for k in 0..N {
+                            acc_m[k] += m0 * *a[k].s.get_unchecked(b)
+                                + m1 * *a[k].s.get_unchecked(b + 1);
+                        }
+                    }
+                    b += 2;
+                }
+                if b < nb {
+                    unsafe {
+                        let b0 = rp.add(b * bb);
+                        let (dw0, mw0) = f16x2(b0);
+                        let m0 = m_of(dw0, mw0);
+                        q4_group_n(b0.add(HDR), a, b, dw0, &mut acc0);
+                        for k in 0..N {
+                            acc_m[k] += m0 * *a[k].s.get_unchecked(b);
+                        }
+                    }
+                }
+            } else {
+                for b in 0..nb {
+                    unsafe {
+                        let blk = rp.add(b * bb);
+                        let (dw, mw) = f16x2(blk);
+                        let m = m_of(dw, mw);
+                        let mut sm = [0f32; N];
+                        for g in (0..gpb).step_by(2) {
+                            let gi = b * gpb + g;
+                            q4_group_n(blk.add(HDR + 16 * g), a, gi, dw, &mut acc0);
+                            q4_group_n(blk.add(HDR + 16 * g + 16), a, gi + 1, dw, &mut acc1);
+                            for k in 0..N {
+                                sm[k] += *a[k].s.get_unchecked(gi) + *a[k].s.get_unchecked(gi + 1);
+                            }
+                        }
+                        for k in 0..N {
+                            acc_m[k] += m * sm[k];
+                        }
+                    }
+                }
+            }
+            std::array::from_fn(|k| {
+                let h = hsum(_mm256_add_ps(acc0[k], acc1[k]));
+                if HDR == 4 {
+                    h + acc_m[k]
+                } else {
+                    h - 8.0 * acc_m[k]
+                }
+            })
+        }
+
         fn dot_q2(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
             // SAFETY: this table is only handed out after detecting `$features`.
             unsafe { dot_q2_impl(block, row, a) }
@@ -573,6 +716,63 @@ macro_rules! q_kernels {
                 unsafe { acc0 = q8_block(rp.add(b * 34), &a, b, acc0) };
             }
             hsum(_mm256_add_ps(acc0, acc1))
+        }
+
+        /// Multi-token `q8_block`: the weight's magnitude is taken once; token `k` gets
+        /// exactly `q8_block`'s operations on `a[k]`.
+        ///
+        /// # Safety
+        /// `blk` must point at 34 readable bytes, `b < a[k].groups()` for every `k`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn q8_block_n<const N: usize>(
+            blk: *const u8,
+            a: &[ActRow<'_>; N],
+            b: usize,
+            acc: &mut [__m256; N],
+        ) {
+            // SAFETY: per the contract.
+            unsafe {
+                let (dw, _) = f16x2(blk);
+                let w = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+                let wa = _mm256_sign_epi8(w, w);
+                for k in 0..N {
+                    let x = _mm256_loadu_si256(a[k].qs.as_ptr().add(32 * b) as *const __m256i);
+                    let p = $dot(wa, _mm256_sign_epi8(x, w));
+                    acc[k] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(dw * *a[k].d.get_unchecked(b)),
+                        _mm256_cvtepi32_ps(p),
+                        acc[k],
+                    );
+                }
+            }
+        }
+
+        /// `dot_q8_impl` for `N` activations (result `k` bit-identical to it on `a[k]`).
+        #[target_feature(enable = $features)]
+        unsafe fn dot_q8n_impl<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
+            let nb = a.iter().map(|a| n_blocks(32, 34, row, a)).min().unwrap_or(0);
+            if a.iter().any(|x| n_blocks(32, 34, row, x) != nb) {
+                // SAFETY: the features are enabled (we run inside this kernel).
+                return std::array::from_fn(|k| unsafe { dot_q8_impl(row, a[k]) });
+            }
+            let mut acc0 = [_mm256_setzero_ps(); N];
+            let mut acc1 = [_mm256_setzero_ps(); N];
+            let rp = row.as_ptr();
+            let mut b = 0;
+            // SAFETY: b + 1 < nb ≤ row.len() / 34 and ≤ a[k].groups().
+            while b + 2 <= nb {
+                unsafe {
+                    q8_block_n(rp.add(b * 34), a, b, &mut acc0);
+                    q8_block_n(rp.add((b + 1) * 34), a, b + 1, &mut acc1);
+                }
+                b += 2;
+            }
+            if b < nb {
+                // SAFETY: b < nb.
+                unsafe { q8_block_n(rp.add(b * 34), a, b, &mut acc0) };
+            }
+            std::array::from_fn(|k| hsum(_mm256_add_ps(acc0[k], acc1[k])))
         }
     };
 }
