@@ -7,8 +7,10 @@
 //! idle longer. The caller takes part in every job; tasks are handed out with one atomic
 //! `fetch_add` each.
 //!
-//! [`with_pool`] makes a pool current on the calling thread; `kernels::matmul*` use the
-//! current pool when there is one and rayon otherwise.
+//! [`with_pool`] makes a pool current on the calling thread; with `QSTREAM_POOL=spin`,
+//! `kernels::matmul*` use the current pool when there is one, and rayon otherwise. The spin
+//! pool is opt-in: measured, it does not beat rayon on a quiet machine and loses on a loaded
+//! one (see `with_current`).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
@@ -198,15 +200,41 @@ pub fn with_pool<R>(pool: &SpinPool, f: impl FnOnce() -> R) -> R {
 
 /// Run `f` with the calling thread's current pool, if any.
 ///
-/// `QSTREAM_POOL=rayon` disables the spin pools (every region then runs on rayon), for
-/// measurements.
+/// The spin pools are opt-in (`QSTREAM_POOL=spin`); by default every region runs on rayon.
+/// Measured on SmolLM2 `keep`, 2 threads, tg64 (docs/benchmarks.md, "Thread pools"): on a
+/// quiet machine the two are level (medians 185 vs 204 tok/s), on a loaded one the spinning
+/// workers lose time slices (98 vs 131 tok/s).
 pub(super) fn with_current<R>(f: impl FnOnce(Option<&SpinPool>) -> R) -> R {
-    static RAYON_ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *RAYON_ONLY.get_or_init(|| std::env::var("QSTREAM_POOL").is_ok_and(|v| v == "rayon")) {
+    static SPIN_ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*SPIN_ON.get_or_init(|| std::env::var("QSTREAM_POOL").is_ok_and(|v| v == "spin")) {
         return f(None);
     }
     let p = CURRENT.with(|c| c.get());
     // SAFETY: a non-null CURRENT was set by `with_pool` from a reference that outlives
     // the `with_pool` call, and is reset when that call returns (also on unwind).
     f(unsafe { p.as_ref() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    #[test]
+    fn run_calls_every_index_once_on_every_pool_size() {
+        for threads in [1, 2, 3] {
+            let pool = SpinPool::new(threads).unwrap();
+            assert_eq!(pool.threads(), threads.max(1));
+            for n in [0, 1, 2, 7, 64] {
+                let hits: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
+                pool.run(n, &|i| {
+                    hits[i].fetch_add(1, SeqCst);
+                });
+                assert!(
+                    hits.iter().all(|h| h.load(SeqCst) == 1),
+                    "threads {threads} n {n}"
+                );
+            }
+        }
+    }
 }
