@@ -91,7 +91,22 @@ fn n_blocks(row: &[u8], bb: usize, block: usize, a: &ActRow<'_>) -> usize {
 /// `Q4` row × q8 activation.
 pub fn dot_q4(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
     let block = block.max(32);
-    let bb = 4 + block / 2;
+    dot_scale_min(block, 4 + block / 2, row, a, |blk, g, k| {
+        nib(&blk[4 + 16 * g..4 + 16 * g + 16], k)
+    })
+}
+
+/// Shared body of the scale+min integer dots (`Q4`, `Q2`, `Q3`; blocks of `bb` bytes that
+/// start with f16 `d_w`, `m_w`): per 32-value group `g`,
+/// `acc += (d_w·d_x)·Σ_k level(blk, g, k)·q_x[k]`, `acc_m += m_w·s_x`; returns `acc + acc_m`.
+#[inline]
+fn dot_scale_min(
+    block: usize,
+    bb: usize,
+    row: &[u8],
+    a: ActRow<'_>,
+    level: impl Fn(&[u8], usize, usize) -> i32,
+) -> f32 {
     let gpb = block / 32;
     let (mut acc, mut acc_m) = (0f32, 0f32);
     for b in 0..n_blocks(row, bb, block, &a) {
@@ -99,9 +114,8 @@ pub fn dot_q4(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
         let (dw, mw) = (read_f16(&blk[0..2]), read_f16(&blk[2..4]));
         for g in 0..gpb {
             let gi = b * gpb + g;
-            let qs = &blk[4 + 16 * g..4 + 16 * g + 16];
             let x = &a.qs[32 * gi..32 * gi + 32];
-            let i: i32 = (0..32).map(|k| nib(qs, k) * x[k] as i32).sum();
+            let i: i32 = (0..32).map(|k| level(blk, g, k) * x[k] as i32).sum();
             acc += (dw * a.d[gi]) * i as f32;
             acc_m += mw * a.s[gi];
         }
@@ -172,49 +186,19 @@ fn low2(lows: &[u8], k: usize) -> i32 {
 /// `Q2` row × q8 activation: per group `acc += (d_w·d_x)·Σ q_w·q_x`, `acc_m += m_w·s_x`.
 pub fn dot_q2(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
     let block = block.max(32);
-    let bb = quant::q2::block_bytes(block);
-    let gpb = block / 32;
-    let (mut acc, mut acc_m) = (0f32, 0f32);
-    for b in 0..n_blocks(row, bb, block, &a) {
-        let blk = &row[b * bb..(b + 1) * bb];
-        let (dw, mw) = (read_f16(&blk[0..2]), read_f16(&blk[2..4]));
-        for g in 0..gpb {
-            let gi = b * gpb + g;
-            let lows = &blk[4 + 8 * g..4 + 8 * g + 8];
-            let x = &a.qs[32 * gi..32 * gi + 32];
-            let i: i32 = (0..32).map(|k| low2(lows, k) * x[k] as i32).sum();
-            acc += (dw * a.d[gi]) * i as f32;
-            acc_m += mw * a.s[gi];
-        }
-    }
-    acc + acc_m
+    dot_scale_min(block, quant::q2::block_bytes(block), row, a, |blk, g, k| {
+        low2(&blk[4 + 8 * g..4 + 8 * g + 8], k)
+    })
 }
 
 /// `Q3` row × q8 activation (same float order as [`dot_q2`]).
 pub fn dot_q3(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
     let block = block.max(32);
-    let bb = quant::q3::block_bytes(block);
-    let gpb = block / 32;
-    let (mut acc, mut acc_m) = (0f32, 0f32);
-    for b in 0..n_blocks(row, bb, block, &a) {
-        let blk = &row[b * bb..(b + 1) * bb];
-        let (dw, mw) = (read_f16(&blk[0..2]), read_f16(&blk[2..4]));
-        for g in 0..gpb {
-            let gi = b * gpb + g;
-            let lows = &blk[4 + 8 * g..4 + 8 * g + 8];
-            let highs = &blk[4 + block / 4 + 4 * g..4 + block / 4 + 4 * g + 4];
-            let x = &a.qs[32 * gi..32 * gi + 32];
-            let i: i32 = (0..32)
-                .map(|k| {
-                    let h = ((highs[k / 8] >> (k % 8)) & 1) as i32;
-                    (low2(lows, k) | (h << 2)) * x[k] as i32
-                })
-                .sum();
-            acc += (dw * a.d[gi]) * i as f32;
-            acc_m += mw * a.s[gi];
-        }
-    }
-    acc + acc_m
+    dot_scale_min(block, quant::q3::block_bytes(block), row, a, |blk, g, k| {
+        let highs = &blk[4 + block / 4 + 4 * g..4 + block / 4 + 4 * g + 4];
+        let h = ((highs[k / 8] >> (k % 8)) & 1) as i32;
+        low2(&blk[4 + 8 * g..4 + 8 * g + 8], k) | (h << 2)
+    })
 }
 
 /// E2M1 value of each MXFP4 nibble, times 2 (integers in −12..=12).
