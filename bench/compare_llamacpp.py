@@ -14,8 +14,9 @@ same machine state:
   pp: the KV cache is cleared, then one `llama_decode` of the P-token prompt is timed.
   tg: cache cleared, prompt[0] decoded (untimed), then N single-token decodes are timed, each
   token being the argmax of the previous logits. This is exactly what `qstream bench` does.
-* QStream: `qstream bench QSF -p P -n N -t T -r 1 --json` as a subprocess per repetition (its
-  own in-process timers; its model load is not in the figure).
+* QStream: `qstream bench QSF -p P -n N -t T -r 1 --json --act-bits A` as a subprocess per
+  repetition, for each activation precision A in --act-bits (16 = the default, 8 = llama.cpp's
+  own Q8_1 activation scheme); its own in-process timers; its model load is not in the figure.
 Both use the same prompt tokens (the xorshift sequence `qstream bench` uses).
 
 Time to first token from process start (--ttft): whole processes, alternated A B A B:
@@ -122,8 +123,10 @@ class LlamaCppBench:
         self.llm.close()
 
 
-def qstream_once(exe, qsf, threads, n_prompt, n_gen):
+def qstream_once(exe, qsf, threads, n_prompt, n_gen, act_bits=None):
     cmd = [exe, "bench", qsf, "-p", str(n_prompt), "-n", str(n_gen), "-t", str(threads), "-r", "1", "--json"]
+    if act_bits:
+        cmd += ["--act-bits", str(act_bits)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
@@ -185,7 +188,11 @@ def main():
     ap.add_argument("--bandwidth", type=float, default=0.0,
                     help="measured memory bandwidth in GB/s (bench/stream_triad.sh): prints the decode roofline")
     ap.add_argument("--json", metavar="FILE", help="write all runs as JSON")
+    ap.add_argument("--act-bits", default="16",
+                    help="QStream activation precisions to run, comma-separated (16 = default, 8 = llama.cpp's "
+                         "Q8_1 scheme); each is alternated with the same llama.cpp runs (default 16)")
     a = ap.parse_args()
+    acts = [int(x) for x in a.act_bits.split(",") if x.strip()]
 
     pairs = []
     for p in a.pair or [f"{DEFAULT_GGUF}:{DEFAULT_QSF}"]:
@@ -239,27 +246,32 @@ def main():
         for t in threads:
             lb = LlamaCppBench(gguf, t, a.n_prompt, a.n_gen)
             qstream_once(a.qstream, qsf, t, min(a.n_prompt, 8), min(a.n_gen, 2))  # warm-up (page cache)
-            runs = {"llama_pp": [], "llama_tg": [], "qstream_pp": [], "qstream_tg": []}
+            runs = {"llama_pp": [], "llama_tg": []}
+            for act in acts:
+                runs[f"qstream_pp_{act}"], runs[f"qstream_tg_{act}"] = [], []
             for r in range(a.reps):
                 pp, tg = lb.run_once()
                 runs["llama_pp"].append(pp)
                 runs["llama_tg"].append(tg)
-                pp, tg = qstream_once(a.qstream, qsf, t, a.n_prompt, a.n_gen)
-                runs["qstream_pp"].append(pp)
-                runs["qstream_tg"].append(tg)
-                print(f"  [{os.path.basename(qsf)} t={t} rep {r + 1}/{a.reps}] "
-                      f"llama.cpp pp {runs['llama_pp'][-1] or 0:.1f} tg {runs['llama_tg'][-1] or 0:.1f} | "
-                      f"qstream pp {runs['qstream_pp'][-1] or 0:.1f} tg {runs['qstream_tg'][-1] or 0:.1f}",
-                      file=sys.stderr)
+                msg = f"llama.cpp pp {pp or 0:.1f} tg {tg or 0:.1f}"
+                for act in acts:
+                    pp, tg = qstream_once(a.qstream, qsf, t, a.n_prompt, a.n_gen, act)
+                    runs[f"qstream_pp_{act}"].append(pp)
+                    runs[f"qstream_tg_{act}"].append(tg)
+                    msg += f" | qstream act{act} pp {pp or 0:.1f} tg {tg or 0:.1f}"
+                print(f"  [{os.path.basename(qsf)} t={t} rep {r + 1}/{a.reps}] {msg}", file=sys.stderr)
             lb.close()
-            row = {"gguf": gguf, "qsf": qsf, "threads": t, "bytes_per_token": bpt, "runs": runs}
-            results["throughput"].append(row)
-            rows.append(row)
+            for act in acts:
+                row = {"gguf": gguf, "qsf": qsf, "threads": t, "act_bits": act, "bytes_per_token": bpt,
+                       "runs": {"llama_pp": runs["llama_pp"], "llama_tg": runs["llama_tg"],
+                                "qstream_pp": runs[f"qstream_pp_{act}"], "qstream_tg": runs[f"qstream_tg_{act}"]}}
+                results["throughput"].append(row)
+                rows.append(row)
 
-    print("| model | threads | test | llama.cpp t/s | QStream t/s | QStream/llama.cpp |")
-    print("|---|---|---|---|---|---|")
+    print("| model | act bits | threads | test | llama.cpp t/s | QStream t/s | QStream/llama.cpp |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
-        name = os.path.basename(row["qsf"])
+        name = f"{os.path.basename(row['qsf'])} | {row['act_bits']}"
         for test, n in (("pp", a.n_prompt), ("tg", a.n_gen)):
             if n <= 0:
                 continue
@@ -276,7 +288,7 @@ def main():
                 roof = a.bandwidth * 1e9 / row["bytes_per_token"]
                 tgm = row["tg_median"]
                 row["roofline_tok_s"] = roof
-                print(f"  {os.path.basename(row['qsf'])} t={row['threads']}: "
+                print(f"  {os.path.basename(row['qsf'])} act{row['act_bits']} t={row['threads']}: "
                       f"{row['bytes_per_token'] / 1e6:.2f} MB/token -> {roof:.1f} tok/s; "
                       f"llama.cpp {tgm['llama'] / roof:.0%}, QStream {tgm['qstream'] / roof:.0%} of it")
 

@@ -30,6 +30,9 @@ pub struct Args {
     /// print results as JSON
     #[arg(long)]
     json: bool,
+    /// activation precision of the integer kernels (8 or 16; default 16, or QSTREAM_ACT_BITS)
+    #[arg(long, value_name = "8|16", value_parser = crate::common::parse_act_bits)]
+    act_bits: Option<qstream_core::kernels::ActBits>,
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -47,6 +50,7 @@ pub fn run(a: Args) -> Result<()> {
     let la = LoadArgs {
         threads: a.threads,
         no_mmap: a.no_mmap,
+        act_bits: a.act_bits,
     };
     let (model, load_s) = load(&a.model, &la)?;
     let cfg = model.config();
@@ -107,6 +111,7 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         a.threads
     };
+    let act = qstream_core::kernels::act_bits().bits();
     let (pm, ps) = mean_sd(&pp);
     let (tm, ts) = mean_sd(&tg);
     if a.json {
@@ -116,12 +121,13 @@ pub fn run(a: Args) -> Result<()> {
                 "model": a.model.display().to_string(), "threads": threads, "load_s": load_s,
                 "pp": a.n_prompt, "pp_tok_s": pm, "pp_sd": ps, "tg": a.n_gen, "tg_tok_s": tm, "tg_sd": ts,
                 "pp_runs": pp, "tg_runs": tg, "bits_per_weight": info.bits_per_weight,
+                "act_bits": act,
             })
         );
         return Ok(());
     }
-    println!("| model | size | bpw | threads | test | t/s |");
-    println!("|---|---|---|---|---|---|");
+    println!("| model | size | bpw | act bits | threads | test | t/s |");
+    println!("|---|---|---|---|---|---|---|");
     let name = a
         .model
         .file_name()
@@ -130,13 +136,13 @@ pub fn run(a: Args) -> Result<()> {
     let size = format!("{:.1} MB", info.file_bytes as f64 / 1e6);
     if !pp.is_empty() {
         println!(
-            "| {name} | {size} | {:.2} | {threads} | pp{} | {pm:.1} ± {ps:.1} |",
+            "| {name} | {size} | {:.2} | {act} | {threads} | pp{} | {pm:.1} ± {ps:.1} |",
             info.bits_per_weight, a.n_prompt
         );
     }
     if !tg.is_empty() {
         println!(
-            "| {name} | {size} | {:.2} | {threads} | tg{} | {tm:.1} ± {ts:.1} |",
+            "| {name} | {size} | {:.2} | {act} | {threads} | tg{} | {tm:.1} ± {ts:.1} |",
             info.bits_per_weight, a.n_gen
         );
     }

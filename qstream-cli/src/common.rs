@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use qstream_core::engine::{Model, ModelParams};
+use qstream_core::kernels::{set_act_bits, ActBits};
 
 /// Model-loading flags shared by run/chat/eval/perplexity/bench.
 #[derive(clap::Args, Clone)]
@@ -16,10 +17,25 @@ pub struct LoadArgs {
     /// read the file into memory instead of memory-mapping it
     #[arg(long)]
     pub no_mmap: bool,
+    /// activation precision of the integer kernels: 16 (default; next tokens agree with the
+    /// exact f32 path) or 8 (llama.cpp's Q8_1 scheme, faster); overrides QSTREAM_ACT_BITS
+    #[arg(long, value_name = "8|16", value_parser = parse_act_bits)]
+    pub act_bits: Option<ActBits>,
+}
+
+pub fn parse_act_bits(s: &str) -> std::result::Result<ActBits, String> {
+    s.trim()
+        .parse()
+        .ok()
+        .and_then(ActBits::from_bits)
+        .ok_or_else(|| format!("{s:?}: expected 8 or 16"))
 }
 
 /// Load a model, returning it and the load time in seconds.
 pub fn load(path: &Path, a: &LoadArgs) -> Result<(Arc<Model>, f64)> {
+    if let Some(b) = a.act_bits {
+        set_act_bits(b);
+    }
     let t = Instant::now();
     let params = ModelParams {
         use_mmap: !a.no_mmap,

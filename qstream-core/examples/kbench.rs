@@ -17,7 +17,14 @@ fn main() {
         for isa in Isa::ALL {
             let Some(k) = kernel_set(isa) else { continue };
             let mut a = QuantAct::new();
-            a.quantize(k, &x, 1, cols, cols / 32);
+            a.quantize(
+                k,
+                &x,
+                1,
+                cols,
+                cols / 32,
+                qstream_core::kernels::ActBits::Eight,
+            );
             let f = if qt == QuantType::Q4 {
                 k.dot_q4
             } else {

@@ -14,7 +14,7 @@
 //! * Float dots (f32/f16/bf16), `dot`, `axpy`: within f32 summation error of the references.
 //! * `matmul`: results independent of batch size and thread count, close to the reference.
 
-use qstream_core::kernels::{self, kernel_set, scalar, ActRow, Isa, KernelSet, QuantAct};
+use qstream_core::kernels::{self, kernel_set, scalar, ActBits, ActRow, Isa, KernelSet, QuantAct};
 use qstream_core::quant::{self, QuantParams, QuantType};
 use qstream_core::tensor::Tensor;
 
@@ -43,9 +43,69 @@ fn levels() -> Vec<&'static KernelSet> {
 }
 
 fn quantize_with(k: &KernelSet, x: &[f32], groups: usize) -> QuantAct {
+    quantize_bits(k, x, groups, ActBits::Eight)
+}
+
+fn quantize_bits(k: &KernelSet, x: &[f32], groups: usize, bits: ActBits) -> QuantAct {
     let mut a = QuantAct::new();
-    a.quantize(k, x, 1, x.len(), groups);
+    a.quantize(k, x, 1, x.len(), groups, bits);
     a
+}
+
+const BITS: [ActBits; 2] = [ActBits::Eight, ActBits::Sixteen];
+
+/// 16-bit activations: `q = 256·qs + lo` within 1.5 steps of `x/d` (half a step of rounding,
+/// plus one where `lo = −128` was moved to −127), both planes in −127..=127, `d = amax/32512`,
+/// `isum = Σ q`, `s = d·isum` — the same on every level (one shared quantizer).
+#[test]
+fn quantize_act16_two_planes() {
+    let mut rng = Rng(23);
+    for k in levels() {
+        for len in [1usize, 31, 32, 33, 576, 1536 + 5] {
+            let mut x: Vec<f32> = (0..len).map(|_| rng.f() * 8.0).collect();
+            if len > 40 {
+                x[7] = 300.0; // an outlier: the rest of its group needs the low plane
+                x[35] = 0.0;
+            }
+            let groups = len.div_ceil(32);
+            let a = quantize_bits(k, &x, groups, ActBits::Sixteen);
+            let r = a.row(0);
+            assert!(r.has_lo());
+            let want = quantize_bits(
+                kernel_set(Isa::Scalar).unwrap(),
+                &x,
+                groups,
+                ActBits::Sixteen,
+            );
+            assert!(
+                row_eq(r, want.row(0)) && r.lo == want.row(0).lo,
+                "{:?}",
+                k.isa
+            );
+            for g in 0..groups {
+                let xs: Vec<f32> = (32 * g..32 * g + 32)
+                    .map(|i| x.get(i).copied().unwrap_or(0.0))
+                    .collect();
+                let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+                assert_eq!(r.d[g], amax / 32512.0);
+                let mut sum = 0i32;
+                for (i, v) in xs.iter().enumerate() {
+                    let j = 32 * g + i;
+                    assert!((-127..=127).contains(&r.qs[j]) && (-127..=127).contains(&r.lo[j]));
+                    let q = r.q(j);
+                    assert_eq!(q, 256 * r.qs[j] as i32 + r.lo[j] as i32);
+                    assert!(
+                        (v - q as f32 * r.d[g]).abs() <= r.d[g] * 1.5 * (1.0 + 1e-5),
+                        "g {g} i {i}: {v} vs {q}·{}",
+                        r.d[g]
+                    );
+                    sum += q;
+                }
+                assert_eq!(r.isum[g], sum);
+                assert_eq!(r.s[g].to_bits(), (r.d[g] * sum as f32).to_bits());
+            }
+        }
+    }
 }
 
 fn row_eq(a: ActRow<'_>, b: ActRow<'_>) -> bool {
@@ -210,7 +270,11 @@ fn q2_q3_mxfp4_dots_bit_exact_on_random_data() {
     let sc = kernel_set(Isa::Scalar).unwrap();
     for k in levels() {
         for &(qt, block) in &BIT_EXACT_CASES {
-            for (rows, groups) in [(1usize, 1usize), (3, 2), (7, 5), (5, 18), (3, 33), (1, 64)] {
+            for (rows, groups, bits) in
+                [(1usize, 1usize), (3, 2), (7, 5), (5, 18), (3, 33), (1, 64)]
+                    .into_iter()
+                    .flat_map(|(r, g)| BITS.map(|b| (r, g, b)))
+            {
                 let cols = groups * 32 - if groups > 2 { 7 } else { 0 };
                 let w: Vec<f32> = (0..rows * cols)
                     .map(|_| rng.f() * (1.0 + 4.0 * rng.f()))
@@ -221,7 +285,7 @@ fn q2_q3_mxfp4_dots_bit_exact_on_random_data() {
                 };
                 let bytes = quant::quantize(qt, &w, rows, cols, &p).unwrap();
                 let x: Vec<f32> = (0..cols).map(|_| rng.f() * 5.0).collect();
-                let a = quantize_with(k, &x, cols.div_ceil(block) * block / 32);
+                let a = quantize_bits(k, &x, cols.div_ceil(block) * block / 32, bits);
                 let rb = qt.row_bytes(block, cols);
                 for r in 0..rows {
                     let row = &bytes[r * rb..(r + 1) * rb];
@@ -230,7 +294,7 @@ fn q2_q3_mxfp4_dots_bit_exact_on_random_data() {
                     assert_eq!(
                         got.to_bits(),
                         want.to_bits(),
-                        "{:?} {qt}/{block} rows {rows} cols {cols} row {r}: {got} vs {want}",
+                        "{:?} {qt}/{block} {bits:?} rows {rows} cols {cols} row {r}: {got} vs {want}",
                         k.isa
                     );
                 }
@@ -254,17 +318,20 @@ fn integer_dots_bit_exact_on_dyadic_data() {
                 let row = dyadic_row(qt, block, nb, &mut rng);
                 assert_eq!(row.len(), qt.row_bytes(block, len));
                 let x = dyadic_x(len, &mut rng);
-                let a = quantize_with(sc, &x, len / 32);
-                let want = dot_fn(sc, qt)(block, &row, a.row(0));
-                let got = dot_fn(k, qt)(block, &row, a.row(0));
-                let exact = exact_dot(qt, block, &row, &x);
-                assert_eq!(want as f64, exact, "scalar {qt}/{block} nb {nb}");
-                assert_eq!(
-                    got.to_bits(),
-                    want.to_bits(),
-                    "{:?} {qt}/{block} nb {nb}",
-                    k.isa
-                );
+                // 16 bits represent these exactly too (q = 256·m, lo = 0)
+                for bits in BITS {
+                    let a = quantize_bits(sc, &x, len / 32, bits);
+                    let want = dot_fn(sc, qt)(block, &row, a.row(0));
+                    let got = dot_fn(k, qt)(block, &row, a.row(0));
+                    let exact = exact_dot(qt, block, &row, &x);
+                    assert_eq!(want as f64, exact, "scalar {qt}/{block} nb {nb} {bits:?}");
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{:?} {qt}/{block} nb {nb} {bits:?}",
+                        k.isa
+                    );
+                }
             }
         }
     }
@@ -276,7 +343,10 @@ fn integer_dots_on_random_data() {
     let sc = kernel_set(Isa::Scalar).unwrap();
     for k in levels() {
         for &(qt, block) in &INT_CASES {
-            for nb_total in [1usize, 2, 3, 7, 18, 33, 64] {
+            for (nb_total, bits) in [1usize, 2, 3, 7, 18, 33, 64]
+                .into_iter()
+                .flat_map(|n| BITS.map(|b| (n, b)))
+            {
                 // nb_total groups of 32 → cols; blocks of `block` cover it (zero padded).
                 let cols = nb_total * 32 - if nb_total > 2 { 5 } else { 0 };
                 let rows = 3;
@@ -296,7 +366,10 @@ fn integer_dots_on_random_data() {
                 .unwrap();
                 let x: Vec<f32> = (0..cols).map(|_| rng.f() * 3.0).collect();
                 let groups = cols.div_ceil(block) * block / 32;
-                let a = quantize_with(k, &x, groups);
+                let a = quantize_bits(k, &x, groups, bits);
+                // rounding of the activation: |x − d·q| ≤ d/2 per value (8 bits), ≤ 1.5·d
+                // (16 bits, see `quantize_act16_two_planes`)
+                let steps = if bits == ActBits::Eight { 0.5 } else { 1.5 };
                 let rb = qt.row_bytes(block, cols);
                 for r in 0..rows {
                     let row = &bytes[r * rb..(r + 1) * rb];
@@ -306,22 +379,21 @@ fn integer_dots_on_random_data() {
                     quant::dequantize_row(qt, block, row, &mut wd);
                     let mag: f32 = wd.iter().zip(&x).map(|(p, q)| (p * q).abs()).sum();
                     let ar = a.row(0);
-                    // rounding of the activation: |x − d·q| ≤ d/2 per value
                     let act_bound: f32 = wd
                         .iter()
                         .enumerate()
-                        .map(|(i, v)| v.abs() * ar.d[i / 32] * 0.5)
+                        .map(|(i, v)| v.abs() * ar.d[i / 32] * steps)
                         .sum();
                     assert!(
                         (got - want).abs() <= 2e-6 * mag.max(1e-3) * (nb_total as f32).sqrt(),
-                        "{:?} {qt}/{block} cols {cols}: {got} vs scalar {want}",
+                        "{:?} {qt}/{block} {bits:?} cols {cols}: {got} vs scalar {want}",
                         k.isa
                     );
                     let exact = quant::dot_row_ref(qt, block, row, &x);
                     let tol = act_bound * 1.001 + 1e-5 * mag + 1e-6;
                     assert!(
                         (got - exact).abs() <= tol,
-                        "{:?} {qt}/{block} cols {cols}: {got} vs exact {exact} (bound {tol})",
+                        "{:?} {qt}/{block} {bits:?} cols {cols}: {got} vs exact {exact} (bound {tol})",
                         k.isa
                     );
                 }
@@ -358,7 +430,10 @@ fn x4_dots_bit_identical_to_single_token() {
     ];
     for k in levels() {
         for &(qt, block) in &cases {
-            for nb_total in [1usize, 2, 3, 7, 18, 33, 64] {
+            for (nb_total, bits) in [1usize, 2, 3, 7, 18, 33, 64]
+                .into_iter()
+                .flat_map(|n| BITS.map(|b| (n, b)))
+            {
                 let cols = nb_total * 32 - if nb_total > 2 { 5 } else { 0 };
                 let rows = 3;
                 let w: Vec<f32> = (0..rows * cols)
@@ -378,7 +453,7 @@ fn x4_dots_bit_identical_to_single_token() {
                 let groups = cols.div_ceil(block) * block / 32;
                 let xs: Vec<f32> = (0..4 * cols).map(|_| rng.f() * 3.0).collect();
                 let mut act = QuantAct::new();
-                act.quantize(k, &xs, 4, cols, groups);
+                act.quantize(k, &xs, 4, cols, groups, bits);
                 let rb = qt.row_bytes(block, cols);
                 for r in 0..rows {
                     let row = &bytes[r * rb..(r + 1) * rb];
@@ -389,7 +464,7 @@ fn x4_dots_bit_identical_to_single_token() {
                         assert_eq!(
                             got[t].to_bits(),
                             want.to_bits(),
-                            "{:?} {qt}/{block} cols {cols} token {t}: {} vs {want}",
+                            "{:?} {qt}/{block} {bits:?} cols {cols} token {t}: {} vs {want}",
                             k.isa,
                             got[t]
                         );
@@ -401,6 +476,7 @@ fn x4_dots_bit_identical_to_single_token() {
                         let r1 = act.row(1);
                         b[1] = ActRow {
                             qs: &r1.qs[..32 * g],
+                            lo: if r1.has_lo() { &r1.lo[..32 * g] } else { &[] },
                             d: &r1.d[..g],
                             s: &r1.s[..g],
                             isum: &r1.isum[..g],

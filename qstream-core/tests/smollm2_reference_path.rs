@@ -1,21 +1,22 @@
 //! SmolLM2 `keep` (the GGUF's own Q4_1 blocks) through the exact f32 reference path
 //! (dequantize + f32 dot, what transformers computes from the same GGUF) and through the fast
-//! path (8-bit activations, integer dots):
+//! path (quantized activations, integer dots):
 //! * the reference path's greedy continuations equal transformers' token for token;
-//! * the fast path picks the same next token as the reference path on most positions of a
-//!   stretch of the GPL-3 text. Measured: 362/384 (94.3 %) here, 1274/1324 (96.2 %) over four
-//!   1500-character GPL-3 segments with `qstream eval`; the loss is spread over every matrix
-//!   (switching any one group — head, attention, FFN — to the exact path gains < 1.1 points), i.e.
-//!   it is the 8-bit activation rounding itself. The 98 % target is not met yet; this
-//!   guards against regressions at 92 %.
+//! * the fast path at its default 16-bit activations (`kernels::ActBits::Sixteen`) picks the
+//!   same next token as the reference path on ≥ 98 % of the positions of a stretch of the
+//!   GPL-3 text (the target). Measured: 384/384 here; 2046/2048 (99.9 %) over
+//!   16 × 128 tokens. With 8-bit activations (llama.cpp's `Q8_1` scheme, `QSTREAM_ACT_BITS=8`)
+//!   it is 94–96 % (1941/2048): the rounding of the activations to 8 bits itself, spread over
+//!   every matrix; that figure is printed and guarded at 92 % against regressions.
 //!
-//! One test per binary: the path switch (`kernels::dispatch::set_exact`) is process-wide.
+//! One test per binary: the path switches (`set_exact`, `set_act_bits`) are process-wide.
 
 mod common;
 
 use common::smollm2::{converted, greedy, refs};
 use qstream_core::engine::{Model, ModelParams, Session, SessionParams};
-use qstream_core::kernels::dispatch::set_exact;
+use qstream_core::kernels::dispatch::{set_act_bits, set_exact};
+use qstream_core::kernels::ActBits;
 
 fn argmaxes(logits: &[f32], n_vocab: usize) -> Vec<usize> {
     logits
@@ -72,15 +73,19 @@ fn reference_path_matches_transformers_and_fast_path_agrees() {
         out
     };
     let reference = run(true);
-    let fast = run(false);
-    let same = reference.iter().zip(&fast).filter(|(a, b)| a == b).count();
-    eprintln!(
-        "fast vs reference next-token argmax: {same}/{} positions",
-        reference.len()
+    let agree = |fast: &[usize]| reference.iter().zip(fast).filter(|(a, b)| a == b).count();
+    set_act_bits(ActBits::Eight);
+    let same8 = agree(&run(false));
+    set_act_bits(ActBits::Sixteen);
+    let same16 = agree(&run(false));
+    let n = reference.len();
+    eprintln!("fast vs reference next-token argmax: 16-bit {same16}/{n}, 8-bit {same8}/{n}");
+    assert!(
+        same16 * 100 >= n * 98,
+        "16-bit fast path agrees with the reference path on only {same16}/{n} positions"
     );
     assert!(
-        same * 100 >= reference.len() * 92,
-        "fast path agrees with the reference path on only {same}/{} positions",
-        reference.len()
+        same8 * 100 >= n * 92,
+        "8-bit fast path agrees with the reference path on only {same8}/{n} positions"
     );
 }

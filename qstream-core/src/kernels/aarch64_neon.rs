@@ -70,6 +70,10 @@ fn nibble_group(qs: &[u8], x: &[i8]) -> i32 {
 }
 
 fn dot_q4(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    // 16-bit activations (two planes): the scalar reference (no NEON kernel yet)
+    if a.has_lo() {
+        return scalar::dot_q4(block, row, a);
+    }
     // SAFETY: this table is only handed out after detecting NEON.
     unsafe { dot_q4_impl(block, row, a) }
 }
@@ -94,6 +98,10 @@ unsafe fn dot_q4_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
 }
 
 fn dot_q4sym(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    // 16-bit activations (two planes): the scalar reference (no NEON kernel yet)
+    if a.has_lo() {
+        return scalar::dot_q4sym(block, row, a);
+    }
     // SAFETY: this table is only handed out after detecting NEON.
     unsafe { dot_q4sym_impl(block, row, a) }
 }
@@ -117,6 +125,10 @@ unsafe fn dot_q4sym_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
 }
 
 fn dot_q8(_block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    // 16-bit activations (two planes): the scalar reference (no NEON kernel yet)
+    if a.has_lo() {
+        return scalar::dot_q8(_block, row, a);
+    }
     // SAFETY: this table is only handed out after detecting NEON.
     unsafe { dot_q8_impl(row, a) }
 }
@@ -176,6 +188,10 @@ fn unpack_highbit(h: &[u8]) -> (uint8x16_t, uint8x16_t) {
 }
 
 fn dot_q2(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    // 16-bit activations (two planes): the scalar reference (no NEON kernel yet)
+    if a.has_lo() {
+        return scalar::dot_q2(block, row, a);
+    }
     // SAFETY: this table is only handed out after detecting NEON.
     unsafe { dot_q2_impl(block, row, a) }
 }
@@ -202,6 +218,10 @@ unsafe fn dot_q2_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
 }
 
 fn dot_q3(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    // 16-bit activations (two planes): the scalar reference (no NEON kernel yet)
+    if a.has_lo() {
+        return scalar::dot_q3(block, row, a);
+    }
     // SAFETY: this table is only handed out after detecting NEON.
     unsafe { dot_q3_impl(block, row, a) }
 }
@@ -229,6 +249,10 @@ unsafe fn dot_q3_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
 }
 
 fn dot_mxfp4(_block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+    // 16-bit activations (two planes): the scalar reference (no NEON kernel yet)
+    if a.has_lo() {
+        return scalar::dot_mxfp4(_block, row, a);
+    }
     // SAFETY: this table is only handed out after detecting NEON.
     unsafe { dot_mxfp4_impl(row, a) }
 }

@@ -72,6 +72,47 @@ pub fn quantize_act(x: &[f32], out: ActRowMut<'_>) {
     }
 }
 
+/// Quantize `x` to 16-bit groups of 32 split into two 8-bit planes (the activation of
+/// [`ActBits::Sixteen`](super::ActBits)): `d = amax / 32512`, `q = round(x / d)` (half to
+/// even), `qs = ⌊(q + 128) / 256⌋ ∈ −127..=127`, `lo = q − 256·qs ∈ −128..=127` with −128
+/// moved to −127 (so both planes stay in −127..=127 — the sign trick of the kernels needs
+/// that — at the cost of one step `d` on those values). `isum`/`s` are of `256·qs + lo`.
+/// Every level uses this one function (it is not on the hot path: one pass over `x`).
+pub fn quantize_act16(x: &[f32], out: ActRowMut<'_>) {
+    let groups = out
+        .d
+        .len()
+        .min(out.s.len())
+        .min(out.isum.len())
+        .min(out.qs.len() / 32)
+        .min(out.lo.len() / 32);
+    for g in 0..groups {
+        let mut v = [0f32; 32];
+        let start = (32 * g).min(x.len());
+        let end = (32 * g + 32).min(x.len());
+        v[..end - start].copy_from_slice(&x[start..end]);
+        let amax = v.iter().fold(0f32, |a, b| a.max(b.abs()));
+        let d = amax / 32512.0;
+        let id = if amax != 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        let (qs, lo) = (
+            &mut out.qs[32 * g..32 * g + 32],
+            &mut out.lo[32 * g..32 * g + 32],
+        );
+        for k in 0..32 {
+            let q = ((v[k] * id).round_ties_even() as i32).clamp(-32512, 32512);
+            let h = (q + 128) >> 8;
+            let l = (q - 256 * h).max(-127);
+            qs[k] = h as i8;
+            lo[k] = l as i8;
+            sum += 256 * h + l;
+        }
+        out.d[g] = d;
+        out.isum[g] = sum;
+        out.s[g] = d * sum as f32;
+    }
+}
+
 /// Low/high nibble `i` (0..32) of a 16-byte packed group.
 #[inline]
 fn nib(qs: &[u8], i: usize) -> i32 {
@@ -114,8 +155,7 @@ fn dot_scale_min(
         let (dw, mw) = (read_f16(&blk[0..2]), read_f16(&blk[2..4]));
         for g in 0..gpb {
             let gi = b * gpb + g;
-            let x = &a.qs[32 * gi..32 * gi + 32];
-            let i: i32 = (0..32).map(|k| level(blk, g, k) * x[k] as i32).sum();
+            let i: i32 = (0..32).map(|k| level(blk, g, k) * a.q(32 * gi + k)).sum();
             acc += (dw * a.d[gi]) * i as f32;
             acc_m += mw * a.s[gi];
         }
@@ -135,8 +175,7 @@ pub fn dot_q4sym(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
         for g in 0..gpb {
             let gi = b * gpb + g;
             let qs = &blk[2 + 16 * g..2 + 16 * g + 16];
-            let x = &a.qs[32 * gi..32 * gi + 32];
-            let i: i32 = (0..32).map(|k| nib(qs, k) * x[k] as i32).sum();
+            let i: i32 = (0..32).map(|k| nib(qs, k) * a.q(32 * gi + k)).sum();
             acc += (dw * a.d[gi]) * (i - 8 * a.isum[gi]) as f32;
         }
     }
@@ -170,8 +209,9 @@ pub fn dot_q8(_block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
     for b in 0..n_blocks(row, 34, 32, &a) {
         let blk = &row[b * 34..(b + 1) * 34];
         let dw = read_f16(&blk[0..2]);
-        let x = &a.qs[32 * b..32 * b + 32];
-        let i: i32 = (0..32).map(|k| blk[2 + k] as i8 as i32 * x[k] as i32).sum();
+        let i: i32 = (0..32)
+            .map(|k| blk[2 + k] as i8 as i32 * a.q(32 * b + k))
+            .sum();
         acc += (dw * a.d[b]) * i as f32;
     }
     acc
@@ -217,12 +257,11 @@ pub fn dot_mxfp4(_block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
     for b in 0..n_blocks(row, 17, 32, &a) {
         let blk = &row[b * 17..(b + 1) * 17];
         let dw = mxfp4_half_scale(blk[0]);
-        let x = &a.qs[32 * b..32 * b + 32];
         let i: i32 = (0..32)
             .map(|k| {
                 let byte = blk[1 + k % 16];
                 let n = if k < 16 { byte & 0x0F } else { byte >> 4 };
-                MXFP4_X2[n as usize] as i32 * x[k] as i32
+                MXFP4_X2[n as usize] as i32 * a.q(32 * b + k)
             })
             .sum();
         acc += (dw * a.d[b]) * i as f32;

@@ -153,6 +153,7 @@ pub(super) unsafe fn quantize_act_impl(x: &[f32], out: ActRowMut<'_>) {
             tail,
             ActRowMut {
                 qs: &mut out.qs[32 * full..32 * groups],
+                lo: &mut [],
                 d: &mut out.d[full..groups],
                 s: &mut out.s[full..groups],
                 isum: &mut out.isum[full..groups],
@@ -320,8 +321,7 @@ macro_rules! q_kernels {
             // SAFETY: per the contract; gi < a.groups() so 32 bytes at 32·gi are in qs.
             unsafe {
                 let w = unpack_nibbles(w16);
-                let x = _mm256_loadu_si256(a.qs.as_ptr().add(32 * gi) as *const __m256i);
-                let p = _mm256_cvtepi32_ps($dot(w, x));
+                let p = _mm256_cvtepi32_ps(xdot_u(w, a, gi));
                 _mm256_fmadd_ps(_mm256_set1_ps(dw * *a.d.get_unchecked(gi)), p, acc)
             }
         }
@@ -461,8 +461,7 @@ macro_rules! q_kernels {
             unsafe {
                 let w = unpack_nibbles(w16);
                 for k in 0..N {
-                    let x = _mm256_loadu_si256(a[k].qs.as_ptr().add(32 * gi) as *const __m256i);
-                    let p = _mm256_cvtepi32_ps($dot(w, x));
+                    let p = _mm256_cvtepi32_ps(xdot_u(w, &a[k], gi));
                     acc[k] = _mm256_fmadd_ps(
                         _mm256_set1_ps(dw * *a[k].d.get_unchecked(gi)),
                         p,
@@ -591,9 +590,55 @@ macro_rules! q_kernels {
         #[inline]
         #[target_feature(enable = $features)]
         unsafe fn group_dot(w: __m256i, a: &ActRow<'_>, gi: usize) -> __m256i {
-            // SAFETY: gi < a.groups(), so 32 bytes at 32·gi are in qs.
-            let x = unsafe { _mm256_loadu_si256(a.qs.as_ptr().add(32 * gi) as *const __m256i) };
-            $dot(w, x)
+            // SAFETY: per the contract.
+            unsafe { xdot_u(w, a, gi) }
+        }
+
+        /// `Σ q_w·q_x` partial sums (8 i32 lanes) of activation group `gi` for unsigned
+        /// weight levels `w`; with a low plane (`ActRow::has_lo`) `q_x = 256·qs + lo`, i.e.
+        /// `256·Σ q_w·qs + Σ q_w·lo` (exact: |lanes| < 2²⁴).
+        ///
+        /// # Safety
+        /// `gi < a.groups()`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn xdot_u(w: __m256i, a: &ActRow<'_>, gi: usize) -> __m256i {
+            // SAFETY: gi < a.groups(), so 32 bytes at 32·gi are in qs, and in lo when
+            // has_lo() (lo.len() == qs.len()).
+            unsafe {
+                let x = _mm256_loadu_si256(a.qs.as_ptr().add(32 * gi) as *const __m256i);
+                let p = $dot(w, x);
+                if a.has_lo() {
+                    let l = _mm256_loadu_si256(a.lo.as_ptr().add(32 * gi) as *const __m256i);
+                    _mm256_add_epi32(_mm256_slli_epi32(p, 8), $dot(w, l))
+                } else {
+                    p
+                }
+            }
+        }
+
+        /// [`xdot_u`] for signed weights: `wa = |w|` as u8, `ws = w` (its signs go to the
+        /// activation, so the products are `w·q_x` exactly).
+        ///
+        /// # Safety
+        /// `gi < a.groups()`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn xdot_s(wa: __m256i, ws: __m256i, a: &ActRow<'_>, gi: usize) -> __m256i {
+            // SAFETY: as in xdot_u.
+            unsafe {
+                let x = _mm256_loadu_si256(a.qs.as_ptr().add(32 * gi) as *const __m256i);
+                let p = $dot(wa, _mm256_sign_epi8(x, ws));
+                if a.has_lo() {
+                    let l = _mm256_loadu_si256(a.lo.as_ptr().add(32 * gi) as *const __m256i);
+                    _mm256_add_epi32(
+                        _mm256_slli_epi32(p, 8),
+                        $dot(wa, _mm256_sign_epi8(l, ws)),
+                    )
+                } else {
+                    p
+                }
+            }
         }
 
         #[target_feature(enable = $features)]
@@ -665,10 +710,8 @@ macro_rules! q_kernels {
                     false,
                     b => {
                         let w = _mm256_shuffle_epi8(table, unpack_nibbles(rp.add(17 * b + 1)));
-                        let x =
-                            _mm256_loadu_si256(a.qs.as_ptr().add(32 * b) as *const __m256i);
                         // |w| as u8 times x with w's sign: the products w·x, exactly.
-                        $dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w))
+                        xdot_s(_mm256_sign_epi8(w, w), w, &a, b)
                     },
                     (super::scalar::mxfp4_half_scale(*rp.add(17 * b)), 0.0)
                 )
@@ -686,9 +729,8 @@ macro_rules! q_kernels {
             unsafe {
                 let (dw, _) = f16x2(blk);
                 let w = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-                let x = _mm256_loadu_si256(a.qs.as_ptr().add(32 * b) as *const __m256i);
                 // |w| as u8 times x with w's sign: the products w·x, exactly.
-                let p = $dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+                let p = xdot_s(_mm256_sign_epi8(w, w), w, a, b);
                 _mm256_fmadd_ps(
                     _mm256_set1_ps(dw * *a.d.get_unchecked(b)),
                     _mm256_cvtepi32_ps(p),
@@ -737,8 +779,7 @@ macro_rules! q_kernels {
                 let w = _mm256_loadu_si256(blk.add(2) as *const __m256i);
                 let wa = _mm256_sign_epi8(w, w);
                 for k in 0..N {
-                    let x = _mm256_loadu_si256(a[k].qs.as_ptr().add(32 * b) as *const __m256i);
-                    let p = $dot(wa, _mm256_sign_epi8(x, w));
+                    let p = xdot_s(wa, w, &a[k], b);
                     acc[k] = _mm256_fmadd_ps(
                         _mm256_set1_ps(dw * *a[k].d.get_unchecked(b)),
                         _mm256_cvtepi32_ps(p),
