@@ -100,7 +100,11 @@ pub fn quantize_act16(x: &[f32], out: ActRowMut<'_>) {
             &mut out.lo[32 * g..32 * g + 32],
         );
         for k in 0..32 {
-            let q = ((v[k] * id).round_ties_even() as i32).clamp(-32512, 32512);
+            // |v·id| ≤ 32512·(1 + ε) < 2²², where adding and subtracting 1.5·2²³ rounds to
+            // the nearest integer, ties to even — exactly `round_ties_even`, but inlined
+            // (that one is a libm call without SSE4.1, 4 % of a decode step)
+            const MAGIC: f32 = 12_582_912.0;
+            let q = (((v[k] * id) + MAGIC - MAGIC) as i32).clamp(-32512, 32512);
             let h = (q + 128) >> 8;
             let l = (q - 256 * h).max(-127);
             qs[k] = h as i8;

@@ -80,6 +80,13 @@ pub(super) fn dot_u8i8(w: __m256i, x: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1))
 }
 
+/// `acc +` [`dot_u8i8`]`(w, x)`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn dot_u8i8_acc(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+    _mm256_add_epi32(acc, dot_u8i8(w, x))
+}
+
 /// Blocks of a row the kernels may touch (bounded by the row and by the activation).
 #[inline]
 pub(super) fn n_blocks(block: usize, bb: usize, row: &[u8], a: &ActRow<'_>) -> usize {
@@ -284,12 +291,13 @@ pub(super) use int_combine;
 
 /// Defines `dot_q4_impl`, `dot_q4sym_impl` and `dot_q8_impl` (plus their safe table
 /// wrappers `dot_q4`, `dot_q4sym`, `dot_q8`) for a target-feature set and a
-/// `u8 × i8 → 8 × i32` dot (`$dot`), so the AVX2 and AVX-512 VNNI levels share one body.
+/// `u8 × i8 → 8 × i32` dot (`$dot`, and `$dot_acc` adding into an accumulator), so the AVX2 and
+/// AVX-512 VNNI levels share one body.
 ///
 /// Two accumulators (even/odd groups) hide the FMA latency; the unrolled pairs keep them in
 /// registers.
 macro_rules! q_kernels {
-    ($features:literal, $dot:ident) => {
+    ($features:literal, $dot:ident, $dot_acc:ident) => {
         fn dot_q4(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
             // SAFETY: this table is only handed out after detecting `$features`.
             unsafe { dot_q4_impl(block, row, a) }
@@ -610,7 +618,7 @@ macro_rules! q_kernels {
                 let p = $dot(w, x);
                 if a.has_lo() {
                     let l = _mm256_loadu_si256(a.lo.as_ptr().add(32 * gi) as *const __m256i);
-                    _mm256_add_epi32(_mm256_slli_epi32(p, 8), $dot(w, l))
+                    $dot_acc(_mm256_slli_epi32(p, 8), w, l)
                 } else {
                     p
                 }
@@ -631,10 +639,7 @@ macro_rules! q_kernels {
                 let p = $dot(wa, _mm256_sign_epi8(x, ws));
                 if a.has_lo() {
                     let l = _mm256_loadu_si256(a.lo.as_ptr().add(32 * gi) as *const __m256i);
-                    _mm256_add_epi32(
-                        _mm256_slli_epi32(p, 8),
-                        $dot(wa, _mm256_sign_epi8(l, ws)),
-                    )
+                    $dot_acc(_mm256_slli_epi32(p, 8), wa, _mm256_sign_epi8(l, ws))
                 } else {
                     p
                 }
@@ -819,7 +824,7 @@ macro_rules! q_kernels {
 }
 pub(super) use q_kernels;
 
-q_kernels!("avx2,fma,f16c", dot_u8i8);
+q_kernels!("avx2,fma,f16c", dot_u8i8, dot_u8i8_acc);
 
 /// Shared body of the float-row dots: `$load(i)` gives the 8 weights from value `i`,
 /// `$one(i)` weight `i` alone.

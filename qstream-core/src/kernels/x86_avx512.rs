@@ -42,7 +42,15 @@ fn dot_u8i8(w: __m256i, x: __m256i) -> __m256i {
     _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, x)
 }
 
+/// `acc +` Σ u8·i8 over 32 bytes (one accumulating `vpdpbusd`).
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+fn dot_u8i8_acc(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(acc, w, x)
+}
+
 super::x86_avx2::q_kernels!(
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
-    dot_u8i8
+    dot_u8i8,
+    dot_u8i8_acc
 );
