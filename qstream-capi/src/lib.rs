@@ -88,6 +88,31 @@ pub extern "C" fn qs_log_set(
     status::QS_STATUS_OK as qs_status
 }
 
+/// Set the activation precision of the integer kernels for the whole process: 16 (the
+/// default: next tokens agree with the exact f32 path) or 8 (llama.cpp's `Q8_1` scheme,
+/// about 20 % faster, 94–96 % next-token agreement on SmolLM2). Overrides the environment
+/// variable `QSTREAM_ACT_BITS`. Global: applies to decodes started afterwards; must not race
+/// with running decodes. `QS_STATUS_INVALID_ARGUMENT` for any other value.
+#[no_mangle]
+pub extern "C" fn qs_set_act_bits(bits: u32) -> qs_status {
+    match qstream_core::kernels::ActBits::from_bits(bits) {
+        Some(b) => {
+            qstream_core::kernels::set_act_bits(b);
+            status::QS_STATUS_OK as qs_status
+        }
+        None => finish(
+            "qs_set_act_bits",
+            Err(Fail::invalid(format!("bits {bits}: expected 8 or 16"))),
+        ),
+    }
+}
+
+/// The activation precision in use (8 or 16; see `qs_set_act_bits`).
+#[no_mangle]
+pub extern "C" fn qs_act_bits() -> u32 {
+    qstream_core::kernels::act_bits().bits()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +127,21 @@ mod tests {
         unsafe { CStr::from_ptr(qs_last_error_message()) }
             .to_string_lossy()
             .into_owned()
+    }
+
+    #[test]
+    fn act_bits_set_and_rejected() {
+        let before = qs_act_bits();
+        assert_eq!(qs_set_act_bits(8), QS_STATUS_OK as qs_status);
+        assert_eq!(qs_act_bits(), 8);
+        assert_ne!(qs_set_act_bits(12), QS_STATUS_OK as qs_status);
+        assert!(
+            last_error().contains("expected 8 or 16"),
+            "{}",
+            last_error()
+        );
+        assert_eq!(qs_act_bits(), 8);
+        assert_eq!(qs_set_act_bits(before), QS_STATUS_OK as qs_status);
     }
 
     /// A test-only export that panics inside the boundary.

@@ -155,3 +155,17 @@ def test_context_manager_closes(tiny_qsf):
     assert m.closed
     with pytest.raises(ValueError):
         m.detokenize([5])
+
+
+def test_act_bits_set_and_rejected():
+    before = qstream.act_bits()
+    assert before in (8, 16)
+    try:
+        qstream.set_act_bits(8)
+        assert qstream.act_bits() == 8
+        with pytest.raises(qstream.InvalidArgumentError, match="expected 8 or 16") as e:
+            qstream.set_act_bits(12)
+        assert e.value.code == 101  # QS_STATUS_INVALID_ARGUMENT
+        assert qstream.act_bits() == 8
+    finally:
+        qstream.set_act_bits(before)

@@ -23,8 +23,10 @@ from ._qstream import (
     TokenStream,
     UnsupportedError,
     __version__,
+    act_bits,
     convert,
     info,
+    set_act_bits,
 )
 
 __all__ = [
@@ -32,6 +34,8 @@ __all__ = [
     "TokenStream",
     "convert",
     "info",
+    "set_act_bits",
+    "act_bits",
     "QStreamError",
     "InvalidArgumentError",
     "ClosedError",
