@@ -1,0 +1,157 @@
+//! GPTQ (`convert --gptq`) end to end on the tiny Llama fixture: calibration collects one
+//! input second moment per distinct mat-mul input (shared by q/k/v and by gate/up) whose
+//! diagonal is the imatrix; GPTQ files are ordinary QSF files of the same size that load
+//! and run, and their output error on the calibration inputs, `Σ_rows (w − ŵ)ᵀ H (w − ŵ)`,
+//! is below the plain quantizer's; invalid combinations are rejected.
+
+mod tiny_fixture;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use qstream_core::convert::{calibrate, convert, convert_with_imatrix, ConvertParams, QuantChoice};
+use qstream_core::engine::{Model, ModelParams, Session, SessionParams};
+use qstream_core::format::{LoadOptions, QsfFile};
+use tiny_fixture::{dir, reference};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("qstream-gptq-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn weights(path: &Path) -> HashMap<String, Vec<f32>> {
+    let f = QsfFile::open(path, &LoadOptions::default()).unwrap();
+    f.all_tensors()
+        .unwrap()
+        .into_iter()
+        .map(|(name, t)| (name, t.to_f32().unwrap()))
+        .collect()
+}
+
+/// `Σ_rows δᵀ H δ` for δ = rows of `a − b` (H given by its upper triangle).
+fn output_error(h: &calibrate::Hessian, a: &[f32], b: &[f32]) -> f64 {
+    let n = h.cols;
+    let mut e = 0f64;
+    for (ra, rb) in a.chunks_exact(n).zip(b.chunks_exact(n)) {
+        let d: Vec<f64> = ra.iter().zip(rb).map(|(x, y)| (x - y) as f64).collect();
+        for i in 0..n {
+            let row = &h.sum[i * n..(i + 1) * n];
+            let s = row[i] * d[i]
+                + 2.0
+                    * row[i + 1..]
+                        .iter()
+                        .zip(&d[i + 1..])
+                        .map(|(hv, dv)| hv * dv)
+                        .sum::<f64>();
+            e += d[i] * s;
+        }
+    }
+    e
+}
+
+#[test]
+fn gptq_files_are_plain_qsf_with_lower_output_error() {
+    let f32_path = tmp("f32.qsf");
+    let base = ConvertParams {
+        quant: QuantChoice::parse("f32").unwrap(),
+        n_threads: 1,
+        ..Default::default()
+    };
+    convert(&dir("llama"), &f32_path, &base, &mut |_| true).unwrap();
+    let text = "The quick brown fox jumps over the lazy dog. 0123456789 ".repeat(40);
+    let im = calibrate::collect_with(&f32_path, &text, 32, 4, 1, true).unwrap();
+    let w32 = weights(&f32_path);
+    std::fs::remove_file(&f32_path).ok();
+
+    // one Hessian per distinct input
+    let hs = &im.hessians;
+    assert!(Arc::ptr_eq(&hs["blk.0.attn_q"], &hs["blk.0.attn_k"]));
+    assert!(Arc::ptr_eq(&hs["blk.0.attn_q"], &hs["blk.0.attn_v"]));
+    assert!(Arc::ptr_eq(&hs["blk.0.ffn_gate"], &hs["blk.0.ffn_up"]));
+    assert!(!Arc::ptr_eq(&hs["blk.0.attn_q"], &hs["blk.0.attn_output"]));
+    assert!(!Arc::ptr_eq(&hs["blk.0.attn_q"], &hs["blk.1.attn_q"]));
+    // its diagonal is the imatrix (mean x²)
+    for name in ["blk.0.attn_q", "blk.1.ffn_down", "blk.0.ffn_up"] {
+        let h = &hs[name];
+        let imp = im.importance(name, h.cols).unwrap();
+        for (i, v) in imp.iter().enumerate() {
+            let d = h.sum[i * h.cols + i] / h.rows as f64;
+            assert!(
+                (d - *v as f64).abs() <= 1e-4 * d.abs().max(1e-6),
+                "{name}[{i}]: {d} vs {v}"
+            );
+        }
+    }
+
+    let ids = reference("llama").input_ids;
+    for quant in ["2bit", "3bit", "4bit", "4bit_sym", "2bit_outlier", "q2_m"] {
+        let convert_as = |gptq: bool| {
+            let out = tmp(&format!("{quant}-{gptq}.qsf"));
+            let params = ConvertParams {
+                quant: QuantChoice::parse(quant).unwrap(),
+                n_threads: 1,
+                gptq,
+                ..Default::default()
+            };
+            convert_with_imatrix(&dir("llama"), &out, &params, Some(&im), &mut |_| true).unwrap();
+            out
+        };
+        let (plain, gq) = (convert_as(false), convert_as(true));
+        assert_eq!(
+            std::fs::metadata(&plain).unwrap().len(),
+            std::fs::metadata(&gq).unwrap().len(),
+            "{quant}: same file size"
+        );
+        let (wp, wg) = (weights(&plain), weights(&gq));
+        let (mut ep, mut eg) = (0f64, 0f64);
+        for (name, h) in hs {
+            let (Some(a), Some(p), Some(g)) = (w32.get(name), wp.get(name), wg.get(name)) else {
+                continue;
+            };
+            if name == "token_embd" {
+                continue;
+            }
+            ep += output_error(h, a, p);
+            eg += output_error(h, a, g);
+        }
+        eprintln!("{quant}: output error on the calibration inputs plain {ep:.4e}, gptq {eg:.4e}");
+        assert!(eg < ep, "{quant}: gptq {eg} vs plain {ep}");
+        // the GPTQ file loads and runs
+        let m = Model::load(
+            &gq,
+            &ModelParams {
+                n_threads: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let logits = Session::new(m, &SessionParams::default())
+            .unwrap()
+            .decode_all(&ids)
+            .unwrap();
+        assert!(logits.iter().all(|v| v.is_finite()), "{quant}");
+        std::fs::remove_file(&plain).ok();
+        std::fs::remove_file(&gq).ok();
+    }
+
+    // rejected: with rotation, and without Hessians
+    let out = tmp("bad.qsf");
+    let p = ConvertParams {
+        quant: QuantChoice::parse("3bit").unwrap(),
+        gptq: true,
+        rotate: 64,
+        ..Default::default()
+    };
+    let e = convert_with_imatrix(&dir("llama"), &out, &p, Some(&im), &mut |_| true);
+    assert!(format!("{}", e.unwrap_err()).contains("--rotate"));
+    let no_h = calibrate::Imatrix {
+        entries: im.entries.clone(),
+        hessians: Default::default(),
+    };
+    let p = ConvertParams { rotate: 0, ..p };
+    assert!(convert_with_imatrix(&dir("llama"), &out, &p, Some(&no_h), &mut |_| true).is_err());
+    assert!(convert_with_imatrix(&dir("llama"), &out, &p, None, &mut |_| true).is_err());
+    assert!(!out.exists());
+}
