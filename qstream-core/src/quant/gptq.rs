@@ -45,6 +45,23 @@ impl std::fmt::Debug for GptqFactor {
     }
 }
 
+/// Dot product with 4 independent accumulators (vectorizes; a plain `sum` of products is
+/// a serial dependency chain).
+fn dot4(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0f64; 4];
+    let n4 = a.len().min(b.len()) / 4 * 4;
+    for (x, y) in a[..n4].chunks_exact(4).zip(b[..n4].chunks_exact(4)) {
+        for k in 0..4 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+    for (x, y) in a[n4..].iter().zip(&b[n4..]) {
+        s += x * y;
+    }
+    s
+}
+
 /// Lower Cholesky factor of the symmetric matrix whose lower triangle `lower(i, j)` gives
 /// (`j ≤ i`), row-major n × n; `None` if it is not positive definite.
 fn cholesky_lower(n: usize, lower: impl Fn(usize, usize) -> f64) -> Option<Vec<f64>> {
@@ -52,7 +69,7 @@ fn cholesky_lower(n: usize, lower: impl Fn(usize, usize) -> f64) -> Option<Vec<f
     for i in 0..n {
         for j in 0..=i {
             let (ri, rj) = (&l[i * n..i * n + j], &l[j * n..j * n + j]);
-            let s = lower(i, j) - ri.iter().zip(rj).map(|(a, b)| a * b).sum::<f64>();
+            let s = lower(i, j) - dot4(ri, rj);
             if i == j {
                 if s.is_nan() || s <= 0.0 || !s.is_finite() {
                     return None;
