@@ -13,7 +13,8 @@
 //! (|w|·sqrt(importance of its column) when `QuantParams::importance` is given; ties broken
 //! by lower flat index), ordered by (row, col). In the dense part their positions were
 //! quantized as 0 with weight 0 (so they do not widen the block range); dequantization
-//! overwrites those positions with the f16 value. The sections after the dense part are
+//! overwrites those positions with the f16 value (with GPTQ, `quantize_gptq`, the value is
+//! the weight after the error feedback of the columns before it). The sections after the dense part are
 //! not 4-byte aligned in general, so accessors hand out byte slices and decoded iterators.
 
 use super::float::{read_f16, write_f16};
