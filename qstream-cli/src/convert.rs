@@ -40,6 +40,10 @@ pub struct Args {
     /// the full input second moments, collected by --calibrate (or read from --hessian)
     #[arg(long)]
     gptq: bool,
+    /// with --gptq: quantize the columns in decreasing order of input energy, block
+    /// parameters fixed beforehand ("act-order")
+    #[arg(long)]
+    gptq_act_order: bool,
     /// input second-moment file for --gptq: written after --calibrate --gptq, read without
     /// --calibrate
     #[arg(long, value_name = "FILE")]
@@ -121,7 +125,11 @@ pub fn run(a: Args) -> Result<()> {
             .map(|s| parse_tensor_type(s, a.block_size))
             .collect::<Result<_>>()?,
         gptq: a.gptq,
+        gptq_act_order: a.gptq_act_order,
     };
+    if a.gptq_act_order && !a.gptq {
+        anyhow::bail!("--gptq-act-order needs --gptq");
+    }
     if a.gptq && a.rotate.is_some() {
         anyhow::bail!("--gptq cannot be combined with --rotate");
     }

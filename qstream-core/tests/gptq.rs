@@ -87,27 +87,34 @@ fn gptq_files_are_plain_qsf_with_lower_output_error() {
 
     let ids = reference("llama").input_ids;
     for quant in ["2bit", "3bit", "4bit", "4bit_sym", "2bit_outlier", "q2_m"] {
-        let convert_as = |gptq: bool| {
-            let out = tmp(&format!("{quant}-{gptq}.qsf"));
+        let convert_as = |gptq: bool, act: bool| {
+            let out = tmp(&format!("{quant}-{gptq}-{act}.qsf"));
             let params = ConvertParams {
                 quant: QuantChoice::parse(quant).unwrap(),
                 n_threads: 1,
                 gptq,
+                gptq_act_order: act,
                 ..Default::default()
             };
             convert_with_imatrix(&dir("llama"), &out, &params, Some(&im), &mut |_| true).unwrap();
             out
         };
-        let (plain, gq) = (convert_as(false), convert_as(true));
+        let (plain, gq, ga) = (
+            convert_as(false, false),
+            convert_as(true, false),
+            convert_as(true, true),
+        );
         assert_eq!(
             std::fs::metadata(&plain).unwrap().len(),
             std::fs::metadata(&gq).unwrap().len(),
             "{quant}: same file size"
         );
-        let (wp, wg) = (weights(&plain), weights(&gq));
-        let (mut ep, mut eg) = (0f64, 0f64);
+        let (wp, wg, wa) = (weights(&plain), weights(&gq), weights(&ga));
+        let (mut ep, mut eg, mut ea) = (0f64, 0f64, 0f64);
         for (name, h) in hs {
-            let (Some(a), Some(p), Some(g)) = (w32.get(name), wp.get(name), wg.get(name)) else {
+            let (Some(a), Some(p), Some(g), Some(o)) =
+                (w32.get(name), wp.get(name), wg.get(name), wa.get(name))
+            else {
                 continue;
             };
             if name == "token_embd" {
@@ -115,9 +122,17 @@ fn gptq_files_are_plain_qsf_with_lower_output_error() {
             }
             ep += output_error(h, a, p);
             eg += output_error(h, a, g);
+            ea += output_error(h, a, o);
         }
-        eprintln!("{quant}: output error on the calibration inputs plain {ep:.4e}, gptq {eg:.4e}");
+        eprintln!(
+            "{quant}: output error on the calibration inputs plain {ep:.4e}, gptq {eg:.4e}, act-order {ea:.4e}"
+        );
         assert!(eg < ep, "{quant}: gptq {eg} vs plain {ep}");
+        assert!(ea < ep, "{quant}: act-order {ea} vs plain {ep}");
+        assert_eq!(
+            std::fs::metadata(&ga).unwrap().len(),
+            std::fs::metadata(&plain).unwrap().len()
+        );
         // the GPTQ file loads and runs
         let m = Model::load(
             &gq,
@@ -134,6 +149,7 @@ fn gptq_files_are_plain_qsf_with_lower_output_error() {
         assert!(logits.iter().all(|v| v.is_finite()), "{quant}");
         std::fs::remove_file(&plain).ok();
         std::fs::remove_file(&gq).ok();
+        std::fs::remove_file(&ga).ok();
     }
 
     // rejected: with rotation, and without Hessians

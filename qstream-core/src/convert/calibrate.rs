@@ -54,7 +54,8 @@ pub struct Hessian {
     pub rows: u64,
     /// `Σ x_i x_j` for `j ≥ i`, row-major cols × cols (entries below the diagonal are 0)
     pub sum: Vec<f64>,
-    factor: OnceLock<std::result::Result<Arc<GptqFactor>, String>>,
+    /// natural-order and act-order factors, computed on first use
+    factor: [OnceLock<std::result::Result<Arc<GptqFactor>, String>>; 2],
 }
 
 impl Hessian {
@@ -64,18 +65,21 @@ impl Hessian {
             cols,
             rows,
             sum,
-            factor: OnceLock::new(),
+            factor: [OnceLock::new(), OnceLock::new()],
         }
     }
 
-    /// The GPTQ factor of this `H` (damping [`gptq::DEFAULT_DAMP`]), computed once and
-    /// shared by every matrix reading this input.
-    pub fn factor(&self) -> Result<Arc<GptqFactor>> {
-        self.factor
+    /// The GPTQ factor of this `H` (damping [`gptq::DEFAULT_DAMP`]; columns in natural
+    /// order, or in act-order), computed once and shared by every matrix reading this input.
+    pub fn factor(&self, act_order: bool) -> Result<Arc<GptqFactor>> {
+        self.factor[act_order as usize]
             .get_or_init(|| {
-                GptqFactor::new(&self.sum, self.cols, gptq::DEFAULT_DAMP)
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string())
+                let f = if act_order {
+                    GptqFactor::new_act_order(&self.sum, self.cols, gptq::DEFAULT_DAMP)
+                } else {
+                    GptqFactor::new(&self.sum, self.cols, gptq::DEFAULT_DAMP)
+                };
+                f.map(Arc::new).map_err(|e| e.to_string())
             })
             .clone()
             .map_err(Error::InvalidArgument)
@@ -617,6 +621,7 @@ mod tests {
             assert!(hessians_from_bytes(&b[..cut]).is_err());
         }
         // H is singular (2 inputs, 3 columns): damping still gives a factor
-        assert!(h.factor().is_ok());
+        assert!(h.factor(false).is_ok());
+        assert!(h.factor(true).is_ok());
     }
 }

@@ -175,6 +175,9 @@ pub struct ConvertParams {
     /// outlier variants) that have input statistics ([`calibrate::Imatrix::hessians`]);
     /// others are quantized as usual. Needs the Hessians; not combinable with `rotate`.
     pub gptq: bool,
+    /// With `gptq`: sweep the columns in decreasing order of input energy (`diag H`), with
+    /// block parameters fixed before the sweep ("act-order" with static groups).
+    pub gptq_act_order: bool,
 }
 
 impl Default for ConvertParams {
@@ -188,6 +191,7 @@ impl Default for ConvertParams {
             rotate: 0,
             tensor_types: Vec::new(),
             gptq: false,
+            gptq_act_order: false,
         }
     }
 }
@@ -380,7 +384,7 @@ fn encode(
             outlier_frac: params.outlier_frac,
             importance,
         };
-        let f = h.factor()?;
+        let f = h.factor(params.gptq_act_order)?;
         quant::gptq::quantize_tensor(qt, &data, rows, cols, &qp, &f)?
     } else if qt.is_outlier() {
         quant::quantize(

@@ -35,8 +35,10 @@ pub const DEFAULT_DAMP: f64 = 0.01;
 #[derive(Clone)]
 pub struct GptqFactor {
     n: usize,
-    /// row-major n × n; only `j ≥ i` is meaningful
+    /// row-major n × n; only `j ≥ i` is meaningful (in sweep order)
     u: Vec<f32>,
+    /// sweep order (`perm[k]` = column quantized k-th); `None` = natural order
+    perm: Option<Vec<usize>>,
 }
 
 impl std::fmt::Debug for GptqFactor {
@@ -111,13 +113,39 @@ impl GptqFactor {
     /// `damp · mean(diag)`. If the damped matrix is still not positive definite (numerical
     /// trouble), the damping is raised tenfold, up to three times.
     pub fn new(h: &[f64], n: usize, damp: f64) -> Result<Self> {
+        Self::with_order(h, n, damp, None)
+    }
+
+    /// [`GptqFactor::new`] for the "act-order" sweep: columns in decreasing order of
+    /// `diag H` (the most active inputs first, while most columns can still absorb their
+    /// error). Block parameters are then fixed before the sweep (see [`quantize_row`]).
+    pub fn new_act_order(h: &[f64], n: usize, damp: f64) -> Result<Self> {
+        if h.len() != n * n {
+            return Self::new(h, n, damp);
+        }
+        let mut perm: Vec<usize> = (0..n).collect();
+        perm.sort_by(|&a, &b| h[b * n + b].total_cmp(&h[a * n + a]));
+        Self::with_order(h, n, damp, Some(perm))
+    }
+
+    fn with_order(h: &[f64], n: usize, damp: f64, perm: Option<Vec<usize>>) -> Result<Self> {
         if h.len() != n * n || n == 0 {
             return Err(Error::InvalidArgument(format!(
                 "gptq: H has {} values for {n} columns",
                 h.len()
             )));
         }
-        let diag: Vec<f64> = (0..n).map(|i| h[i * n + i]).collect();
+        let p = |k: usize| perm.as_ref().map_or(k, |v| v[k]);
+        // H in sweep order (symmetric lookup into the upper triangle)
+        let hp = |a: usize, b: usize| {
+            let (r, c) = (p(a), p(b));
+            if r <= c {
+                h[r * n + c]
+            } else {
+                h[c * n + r]
+            }
+        };
+        let diag: Vec<f64> = (0..n).map(|i| hp(i, i)).collect();
         if diag.iter().any(|d| !d.is_finite() || *d < 0.0) {
             return Err(Error::InvalidArgument(
                 "gptq: H has a negative or non-finite diagonal".into(),
@@ -134,7 +162,7 @@ impl GptqFactor {
             // P·A·P (P = reversal): its lower Cholesky factor L̃ gives A = V·Vᵀ with
             // V = P·L̃·P upper, so A⁻¹ = (V⁻¹)ᵀ·V⁻¹ and U = V⁻¹ = P·L̃⁻¹·P.
             let a = |i: usize, j: usize| {
-                // A[n−1−i][n−1−j] with n−1−i ≤ n−1−j: the upper triangle of H
+                // A[n−1−i][n−1−j] (A = H in sweep order, damped)
                 let (r, c) = (n - 1 - i, n - 1 - j);
                 if r == c {
                     if diag[r] > 0.0 {
@@ -143,7 +171,7 @@ impl GptqFactor {
                         mean + lambda
                     }
                 } else {
-                    h[r * n + c]
+                    hp(r, c)
                 }
             };
             if let Some(l) = cholesky_lower(n, a) {
@@ -154,7 +182,7 @@ impl GptqFactor {
                         u[i * n + j] = m[(n - 1 - i) * n + (n - 1 - j)] as f32;
                     }
                 }
-                return Ok(GptqFactor { n, u });
+                return Ok(GptqFactor { n, u, perm });
             }
             lambda = if lambda > 0.0 {
                 lambda * 10.0
@@ -170,6 +198,11 @@ impl GptqFactor {
     /// Number of columns.
     pub fn cols(&self) -> usize {
         self.n
+    }
+
+    /// The sweep order, if not the natural one.
+    pub fn order(&self) -> Option<&[usize]> {
+        self.perm.as_deref()
     }
 
     /// Row `i` of `U` (entries before `i` are zero).
@@ -212,6 +245,10 @@ pub fn quantize_row(
         _ => 15,
     };
     let is_out = |i: usize| outliers.get(i).copied().unwrap_or(false);
+    if let Some(perm) = f.order() {
+        quantize_row_act_order(qt, block, nmax, w, &is_out, importance, f, perm, dst);
+        return;
+    }
     let mut x = [0f32; MAX_BLOCK];
     let mut wt = [0f32; MAX_BLOCK];
     let mut q = [0u8; MAX_BLOCK];
@@ -281,6 +318,113 @@ pub fn quantize_row(
                 _ => q4::pack_nibbles(&q[..block], &mut blk[4..]),
             }
         }
+    }
+}
+
+/// Fit one block's parameters `(d, m)` (m = 0 for q4_sym) on `x` with weights `wt`.
+fn fit_block(sym: bool, nmax: u8, x: &[f32], wt: &[f32], q: &mut [u8]) -> (f32, f32) {
+    if sym {
+        (search::search_sym(x, Some(wt), 2, 1, q), 0.0)
+    } else {
+        let p = search::search_asym(x, Some(wt), nmax, &DEFAULT_ASYM_GRID, q);
+        (p.d, p.m)
+    }
+}
+
+/// Write one block (header and packed levels).
+fn write_block(qt: QuantType, d: f32, m: f32, q: &[u8], blk: &mut [u8]) {
+    write_f16(&mut blk[0..2], d);
+    if qt == QuantType::Q4Sym {
+        q4::pack_nibbles(q, &mut blk[2..]);
+    } else {
+        write_f16(&mut blk[2..4], m);
+        match qt {
+            QuantType::Q2 => q2::pack_low2(q, &mut blk[4..]),
+            QuantType::Q3 => q3::pack3(q, &mut blk[4..]),
+            _ => q4::pack_nibbles(q, &mut blk[4..]),
+        }
+    }
+}
+
+/// The act-order sweep: block parameters fitted first on the original weights ("static
+/// groups"), then columns quantized in `perm` order with error feedback.
+#[allow(clippy::too_many_arguments)]
+fn quantize_row_act_order(
+    qt: QuantType,
+    block: usize,
+    nmax: u8,
+    w: &mut [f32],
+    is_out: &dyn Fn(usize) -> bool,
+    importance: Option<&[f32]>,
+    f: &GptqFactor,
+    perm: &[usize],
+    dst: &mut [u8],
+) {
+    let cols = w.len();
+    let sym = qt == QuantType::Q4Sym;
+    let bb = qt.block_bytes(block);
+    let nb = dst.len() / bb;
+    let mut params = vec![(0f32, 0f32); nb];
+    let mut levels = vec![0u8; nb * block];
+    let mut x = [0f32; MAX_BLOCK];
+    let mut wt = [0f32; MAX_BLOCK];
+    for (bi, p) in params.iter_mut().enumerate() {
+        let start = (bi * block).min(cols);
+        let len = (start + block).min(cols) - start;
+        for k in 0..block {
+            let i = start + k;
+            if k < len && !is_out(i) {
+                x[k] = w[i];
+                wt[k] = importance.map_or(1.0, |imp| imp.get(i).copied().unwrap_or(1.0));
+            } else {
+                x[k] = 0.0;
+                wt[k] = 0.0;
+            }
+        }
+        *p = fit_block(
+            sym,
+            nmax,
+            &x[..block],
+            &wt[..block],
+            &mut levels[bi * block..(bi + 1) * block],
+        );
+    }
+    let mut wp: Vec<f32> = perm.iter().map(|&c| w[c]).collect();
+    for k in 0..cols {
+        let i = perm[k];
+        let v = wp[k];
+        let (d, m) = params[i / block];
+        let id = if d != 0.0 && d.is_finite() {
+            1.0 / d
+        } else {
+            0.0
+        };
+        let deq = if is_out(i) {
+            round_f16(v)
+        } else if sym {
+            let l = (v * id).round().clamp(-8.0, 7.0);
+            levels[i] = (l + 8.0) as u8;
+            d * l
+        } else {
+            let l = ((v - m) * id).round().clamp(0.0, nmax as f32);
+            levels[i] = l as u8;
+            d * l + m
+        };
+        let u = f.row(k);
+        let e = (v - deq) / u[k];
+        wp[k] = if is_out(i) { deq } else { v };
+        if e != 0.0 && e.is_finite() {
+            for (wj, uj) in wp[k + 1..].iter_mut().zip(&u[k + 1..]) {
+                *wj -= e * uj;
+            }
+        }
+    }
+    for (k, &c) in perm.iter().enumerate() {
+        w[c] = wp[k];
+    }
+    for (bi, blk) in dst.chunks_exact_mut(bb).enumerate() {
+        let (d, m) = params[bi];
+        write_block(qt, d, m, &levels[bi * block..(bi + 1) * block], blk);
     }
 }
 
@@ -437,6 +581,8 @@ mod tests {
             .map(|i| (h[i * cols + i] / n as f64) as f32)
             .collect();
         let f = GptqFactor::new(&h, cols, DEFAULT_DAMP).unwrap();
+        let fa = GptqFactor::new_act_order(&h, cols, DEFAULT_DAMP).unwrap();
+        assert!(fa.order().is_some());
         // ‖(W − Ŵ)X‖² = Σ_rows δᵀ H δ
         let out_err = |wq: &[f32]| -> f64 {
             let mut e = 0f64;
@@ -469,14 +615,24 @@ mod tests {
             };
             let plain = quant::quantize(qt, &w, rows, cols, &params).unwrap();
             let gq = quantize_tensor(qt, &w, rows, cols, &params, &f).unwrap();
+            let ga = quantize_tensor(qt, &w, rows, cols, &params, &fa).unwrap();
             assert_eq!(plain.len(), gq.len(), "{qt}: same encoded size");
             let dp = quant::dequantize(qt, block, &plain, rows, cols).unwrap();
             let dg = quant::dequantize(qt, block, &gq, rows, cols).unwrap();
-            let (ep, eg) = (out_err(&dp), out_err(&dg));
-            eprintln!("{qt} B{block}: gptq/plain output error {:.3}", eg / ep);
+            let da = quant::dequantize(qt, block, &ga, rows, cols).unwrap();
+            let (ep, eg, ea) = (out_err(&dp), out_err(&dg), out_err(&da));
+            eprintln!(
+                "{qt} B{block}: output error vs plain: gptq {:.3}, act-order {:.3}",
+                eg / ep,
+                ea / ep
+            );
             assert!(
                 eg < 0.5 * ep,
                 "{qt} B{block}: gptq {eg:.4e} vs plain {ep:.4e}"
+            );
+            assert!(
+                ea < 0.5 * ep,
+                "{qt} B{block}: act-order {ea:.4e} vs plain {ep:.4e}"
             );
         }
     }
