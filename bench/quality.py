@@ -164,6 +164,8 @@ def main():
         ("", [], QSF_TYPES),
         (" +imatrix", ["--imatrix", imatrix], QSF_TYPES),
         (" +imatrix +gptq", ["--imatrix", imatrix, "--gptq", "--hessian", hessian], GPTQ_TYPES),
+        (" +imatrix +gptq act-order", ["--imatrix", imatrix, "--gptq", "--gptq-act-order", "--hessian", hessian],
+         GPTQ_TYPES),
     ]
     for sfx, extra, types in variants:
         for t, args in types.items():
