@@ -171,3 +171,63 @@ fn gptq_files_are_plain_qsf_with_lower_output_error() {
     assert!(convert_with_imatrix(&dir("llama"), &out, &p, None, &mut |_| true).is_err());
     assert!(!out.exists());
 }
+
+/// Diagnostic on real weights (`QSTREAM_F32_GGUF=f32.gguf QSTREAM_HESSIAN=calib.hessian
+/// [QSTREAM_IMATRIX=calib.imatrix] cargo test --release -p qstream-core --test gptq --
+/// --ignored --nocapture`): calibration output error `Σ δᵀHδ / Σ wᵀHw` of plain vs GPTQ
+/// quantization for a few SmolLM2 matrices and types.
+#[test]
+#[ignore]
+fn real_weights_output_error() {
+    let (Ok(src), Ok(hp)) = (
+        std::env::var("QSTREAM_F32_GGUF"),
+        std::env::var("QSTREAM_HESSIAN"),
+    ) else {
+        return;
+    };
+    use qstream_core::quant::{self, gptq, QuantParams, QuantType};
+    let source = qstream_core::import::open_source(Path::new(&src)).unwrap();
+    let hs = calibrate::load_hessians(Path::new(&hp)).unwrap();
+    let im = std::env::var("QSTREAM_IMATRIX")
+        .ok()
+        .map(|p| calibrate::Imatrix::load(Path::new(&p)).unwrap());
+    for name in [
+        "blk.3.attn_q",
+        "blk.3.ffn_up",
+        "blk.3.ffn_down",
+        "blk.17.attn_output",
+    ] {
+        let Some((key, h)) = hs.iter().find(|(k, _)| k.starts_with(name)) else {
+            continue;
+        };
+        let w = source.load_f32(key).unwrap();
+        let cols = h.cols;
+        let rows = w.len() / cols;
+        let imp = im.as_ref().and_then(|m| m.importance(key, cols));
+        let zero = vec![0f32; w.len()];
+        let energy = output_error(h, &w, &zero);
+        for (qt, block) in [
+            (QuantType::Q4Sym, 32),
+            (QuantType::Q4Sym, 64),
+            (QuantType::Q4, 64),
+            (QuantType::Q3, 32),
+            (QuantType::Q2, 32),
+        ] {
+            let p = QuantParams {
+                block_size: block,
+                outlier_frac: 0.01,
+                importance: imp.as_deref(),
+            };
+            let plain = quant::quantize(qt, &w, rows, cols, &p).unwrap();
+            let f = h.factor(false).unwrap();
+            let g = gptq::quantize_tensor(qt, &w, rows, cols, &p, &f).unwrap();
+            let dp = quant::dequantize(qt, block, &plain, rows, cols).unwrap();
+            let dg = quant::dequantize(qt, block, &g, rows, cols).unwrap();
+            eprintln!(
+                "{key} {qt} B{block}: relative output error plain {:.5}, gptq {:.5}",
+                output_error(h, &w, &dp) / energy,
+                output_error(h, &w, &dg) / energy
+            );
+        }
+    }
+}
