@@ -6,7 +6,8 @@
 2. Converts the same F32 GGUF with `qstream convert` to 8bit, 4bit (block 32/64/128),
    4bit_sym, 3bit, 2bit, 2bit_outlier (0.5% and 1%) and the q4_m/q3_m/q2_m presets, each
    without and with calibration (`--imatrix`, statistics collected once with
-   `--calibrate` on a calibration text that is NOT the evaluation text).
+   `--calibrate --calib-chunks 16` on a calibration text that is NOT the evaluation text),
+   and a few of them with GPTQ error feedback (`--gptq --hessian`, same calibration run).
 3. Measures perplexity of every file by llama.cpp's method (llama.cpp files through
    bench/perplexity_llamacpp.py, QSF files through `qstream perplexity`), prints a table
    (type, file MB, whole-file bits/weight = bytes·8/n_params, ppl) and plots size vs ppl.
@@ -56,6 +57,24 @@ QSF_TYPES = {
     "3bit+e8 rot": ["--quant", "3bit+e8", "--rotate"],
     "3bit+e8 rot16": ["--quant", "3bit+e8", "--rotate", "16"],
     "2bit+e8 rot": ["--quant", "2bit+e8", "--rotate"],
+    # q2_m retune candidate (see GPTQ_TYPES)
+    "q2_m down2 gate/up q4 B64": ["--quant", "q2_m", "--tensor-type", "ffn_gate=4bit:64", "--tensor-type",
+                                  "ffn_up=4bit:64", "--tensor-type", "ffn_down=2bit_outlier:32"],
+}
+# GPTQ error feedback (`--gptq`): run with the imatrix and the Hessian file only
+GPTQ_TYPES = {
+    "q2_m": ["--quant", "q2_m"],
+    "q3_m": ["--quant", "q3_m"],
+    "3bit+e8": ["--quant", "3bit+e8"],
+    "4bit_sym+e8": ["--quant", "4bit_sym+e8"],
+    "2bit_outlier 1%+e8": ["--quant", "2bit_outlier+e8", "--outlier-frac", "0.01"],
+    "2bit+e8": ["--quant", "2bit+e8"],
+    # q2_m retune candidates: the 2-bit tensor on ffn_down (as llama.cpp's Q2_K) instead of ffn_up
+    "q2_m down2": ["--quant", "q2_m", "--tensor-type", "ffn_up=3bit:32", "--tensor-type", "ffn_down=2bit_outlier:32"],
+    "q2_m down2 1.5%": ["--quant", "q2_m", "--outlier-frac", "0.015", "--tensor-type", "ffn_up=3bit:32",
+                        "--tensor-type", "ffn_down=2bit_outlier:32"],
+    "q2_m down2 gate/up q4 B64": ["--quant", "q2_m", "--tensor-type", "ffn_gate=4bit:64", "--tensor-type", "ffn_up=4bit:64",
+                                  "--tensor-type", "ffn_down=2bit_outlier:32"],
 }
 
 
@@ -140,19 +159,29 @@ def main():
 
     # qstream family
     imatrix = os.path.join(a.work, "calib.imatrix")
-    variants = [("", [])] if a.no_calib else [("", []), (" +imatrix", ["--imatrix", imatrix])]
-    for sfx, extra in variants:
-        for t, args in QSF_TYPES.items():
+    hessian = os.path.join(a.work, "calib.hessian")
+    variants = [("", [], QSF_TYPES)] if a.no_calib else [
+        ("", [], QSF_TYPES),
+        (" +imatrix", ["--imatrix", imatrix], QSF_TYPES),
+        (" +imatrix +gptq", ["--imatrix", imatrix, "--gptq", "--hessian", hessian], GPTQ_TYPES),
+        (" +imatrix +gptq act-order", ["--imatrix", imatrix, "--gptq", "--gptq-act-order", "--hessian", hessian],
+         GPTQ_TYPES),
+    ]
+    for sfx, extra, types in variants:
+        for t, args in types.items():
             name = "qstream " + t + sfx
             if not want(name) or name + key_sfx in results:
                 continue
-            if extra and not os.path.exists(imatrix):
+            gptq = "--gptq" in extra
+            if extra and (not os.path.exists(imatrix) or (gptq and not os.path.exists(hessian))):
+                # one calibration run (16 chunks of 256 tokens) writes both files
                 calib = os.path.join(a.work, "calib.txt")
                 with open(calib, "w") as f:
                     for c in CALIB:
                         f.write(open("/usr/share/common-licenses/" + c).read())
                 run([a.qstream, "convert", f32, "-o", os.path.join(a.work, "calib.qsf"), "--quant", "8bit",
-                     "--quiet", "--threads", str(a.threads), "--calibrate", calib, "--imatrix", imatrix])
+                     "--quiet", "--threads", str(a.threads), "--calibrate", calib, "--calib-chunks", "16",
+                     "--imatrix", imatrix] + (["--gptq", "--hessian", hessian] if gptq else []))
             out = os.path.join(a.work, re.sub(r"[^a-z0-9]+", "_", (t + sfx).lower()) + ".qsf")
             t0 = time.perf_counter()
             run([a.qstream, "convert", f32, "-o", out, "--quiet", "--threads", str(a.threads)] + args + extra)

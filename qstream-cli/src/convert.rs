@@ -36,6 +36,18 @@ pub struct Args {
     /// activation statistics file: written after --calibrate, read without it
     #[arg(long, value_name = "FILE")]
     imatrix: Option<PathBuf>,
+    /// GPTQ error feedback for the q2/q3/q4/q4_sym matrices (and outlier variants): needs
+    /// the full input second moments, collected by --calibrate (or read from --hessian)
+    #[arg(long)]
+    gptq: bool,
+    /// with --gptq: quantize the columns in decreasing order of input energy, block
+    /// parameters fixed beforehand ("act-order")
+    #[arg(long)]
+    gptq_act_order: bool,
+    /// input second-moment file for --gptq: written after --calibrate --gptq, read without
+    /// --calibrate
+    #[arg(long, value_name = "FILE")]
+    hessian: Option<PathBuf>,
     /// calibration chunk length in tokens
     #[arg(long, default_value_t = 256)]
     calib_ctx: usize,
@@ -112,7 +124,18 @@ pub fn run(a: Args) -> Result<()> {
             .iter()
             .map(|s| parse_tensor_type(s, a.block_size))
             .collect::<Result<_>>()?,
+        gptq: a.gptq,
+        gptq_act_order: a.gptq_act_order,
     };
+    if a.gptq_act_order && !a.gptq {
+        anyhow::bail!("--gptq-act-order needs --gptq");
+    }
+    if a.gptq && a.rotate.is_some() {
+        anyhow::bail!("--gptq cannot be combined with --rotate");
+    }
+    if a.gptq && a.calibrate.is_none() && a.hessian.is_none() {
+        anyhow::bail!("--gptq needs --calibrate TEXT or --hessian FILE");
+    }
     let bar = if a.quiet {
         ProgressBar::hidden()
     } else {
@@ -138,7 +161,7 @@ pub fn run(a: Args) -> Result<()> {
             };
             let t = std::time::Instant::now();
             let res = convert::convert(&a.input, &tmp, &cp, &mut |_| true).and_then(|_| {
-                calibrate::collect(&tmp, &text, a.calib_ctx, a.calib_chunks, a.threads)
+                calibrate::collect_with(&tmp, &text, a.calib_ctx, a.calib_chunks, a.threads, a.gptq)
             });
             let _ = std::fs::remove_file(&tmp);
             let im = res?;
@@ -150,10 +173,21 @@ pub fn run(a: Args) -> Result<()> {
             if let Some(out) = out {
                 im.save(out)?;
             }
+            if let (true, Some(h)) = (a.gptq, &a.hessian) {
+                calibrate::save_hessians(&im, h)?;
+            }
             Some(im)
         }
         (None, Some(f)) => Some(calibrate::Imatrix::load(f)?),
         (None, None) => None,
+    };
+    let imatrix = match (&a.calibrate, &a.hessian, a.gptq) {
+        (None, Some(h), true) => {
+            let mut im = imatrix.unwrap_or_default();
+            im.hessians = calibrate::load_hessians(h)?;
+            Some(im)
+        }
+        _ => imatrix,
     };
     let verbose = a.verbose;
     let report =

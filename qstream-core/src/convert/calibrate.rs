@@ -17,17 +17,262 @@
 //! u32 n_entries
 //! n × { u32 name_len, name (UTF-8), u32 cols, u64 rows_seen, f32 mean_sq[cols] }
 //! ```
+//!
+//! With `hessians` on ([`collect_with`], `convert --calibrate --gptq`), calibration also
+//! accumulates the full input second moment `H = Σ x xᵀ` (cols × cols, upper triangle,
+//! f64) for GPTQ (`quant::gptq`): once per distinct mat-mul input — matrices that share an
+//! input (q/k/v, gate/up) share one [`Hessian`] (an `Arc`). On SmolLM2-135M that is
+//! 30 × (3·576² + 1536²) × 8 bytes ≈ 0.8 GB. They are kept in [`Imatrix::hessians`], and
+//! can be saved (`--hessian FILE`, [`save_hessians`]; little-endian):
+//! ```text
+//! "QSHESS01"  magic (8 bytes)
+//! u32 n_inputs
+//! n × { u32 n_names, n_names × { u32 name_len, name (UTF-8) }, u32 cols, u64 rows_seen,
+//!       f32 mean[cols·(cols+1)/2]   // E[x_i x_j], j ≥ i, row by row }
+//! ```
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rayon::prelude::*;
 
 use crate::engine::{Model, ModelParams, Session, SessionParams};
+use crate::quant::gptq::{self, GptqFactor};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"QSIMTX01";
+const HESS_MAGIC: &[u8; 8] = b"QSHESS01";
+
+/// Input second moment of one mat-mul input (shared by the matrices that read it).
+pub struct Hessian {
+    /// columns (input dimension)
+    pub cols: usize,
+    /// activation rows accumulated
+    pub rows: u64,
+    /// `Σ x_i x_j` for `j ≥ i`, row-major cols × cols (entries below the diagonal are 0)
+    pub sum: Vec<f64>,
+    /// natural-order and act-order factors, computed on first use
+    factor: [OnceLock<std::result::Result<Arc<GptqFactor>, String>>; 2],
+}
+
+impl Hessian {
+    /// A Hessian from accumulated upper-triangle sums.
+    pub fn new(cols: usize, rows: u64, sum: Vec<f64>) -> Self {
+        Hessian {
+            cols,
+            rows,
+            sum,
+            factor: [OnceLock::new(), OnceLock::new()],
+        }
+    }
+
+    /// The GPTQ factor of this `H` (damping [`gptq::DEFAULT_DAMP`]; columns in natural
+    /// order, or in act-order), computed once and shared by every matrix reading this input.
+    pub fn factor(&self, act_order: bool) -> Result<Arc<GptqFactor>> {
+        self.factor[act_order as usize]
+            .get_or_init(|| {
+                let f = if act_order {
+                    GptqFactor::new_act_order(&self.sum, self.cols, gptq::DEFAULT_DAMP)
+                } else {
+                    GptqFactor::new(&self.sum, self.cols, gptq::DEFAULT_DAMP)
+                };
+                f.map(Arc::new).map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(Error::InvalidArgument)
+    }
+}
+
+impl std::fmt::Debug for Hessian {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Hessian({}x{}, {} rows)",
+            self.cols, self.cols, self.rows
+        )
+    }
+}
+
+impl PartialEq for Hessian {
+    fn eq(&self, o: &Self) -> bool {
+        self.cols == o.cols && self.rows == o.rows && self.sum == o.sum
+    }
+}
+
+/// Add `n` rows of `xs` (n × cols) to the upper triangle `sum` of `Σ x xᵀ`: tiles of 16
+/// rows of `sum` in parallel, each swept over all inputs (the tile stays in cache).
+fn accumulate_upper(sum: &mut [f64], cols: usize, xs: &[f32], n: usize) {
+    const T: usize = 16;
+    sum.par_chunks_mut(T * cols)
+        .enumerate()
+        .for_each(|(ti, tile)| {
+            let i0 = ti * T;
+            for x in xs.chunks_exact(cols).take(n) {
+                for (r, hrow) in tile.chunks_exact_mut(cols).enumerate() {
+                    let i = i0 + r;
+                    let xi = x[i] as f64;
+                    if xi == 0.0 {
+                        continue;
+                    }
+                    for (h, xj) in hrow[i..].iter_mut().zip(&x[i..]) {
+                        *h += xi * *xj as f64;
+                    }
+                }
+            }
+        });
+}
+
+/// Hessians being accumulated: by the first matrix name of each input, plus aliases.
+#[derive(Default)]
+struct HessAcc {
+    sums: BTreeMap<String, (usize, Vec<f64>, u64)>,
+    alias: BTreeMap<String, String>,
+}
+
+impl HessAcc {
+    fn add(&mut self, ws: &[&Tensor], xs: &[f32], n: usize) {
+        let Some(first) = ws.first() else { return };
+        let cols = first.cols();
+        if cols == 0 || xs.len() < n * cols {
+            return;
+        }
+        let key = first.name.clone();
+        for w in ws {
+            self.alias
+                .entry(w.name.clone())
+                .or_insert_with(|| key.clone());
+        }
+        if self.alias.get(&key) != Some(&key) {
+            return; // this input is accumulated under another matrix's name
+        }
+        let e = self
+            .sums
+            .entry(key)
+            .or_insert_with(|| (cols, vec![0.0; cols * cols], 0));
+        if e.0 != cols {
+            return;
+        }
+        accumulate_upper(&mut e.1, cols, xs, n);
+        e.2 += n as u64;
+    }
+
+    fn finish(self) -> BTreeMap<String, Arc<Hessian>> {
+        let shared: BTreeMap<String, Arc<Hessian>> = self
+            .sums
+            .into_iter()
+            .map(|(k, (cols, sum, rows))| (k, Arc::new(Hessian::new(cols, rows, sum))))
+            .collect();
+        self.alias
+            .into_iter()
+            .filter_map(|(name, key)| shared.get(&key).map(|h| (name, Arc::clone(h))))
+            .collect()
+    }
+}
+
+/// Serialize the Hessians of `im` (see the module docs); inputs shared by several matrices
+/// are written once.
+pub fn hessians_to_bytes(im: &Imatrix) -> Vec<u8> {
+    let mut groups: Vec<(Arc<Hessian>, Vec<&str>)> = Vec::new();
+    for (name, h) in &im.hessians {
+        match groups.iter_mut().find(|(g, _)| Arc::ptr_eq(g, h)) {
+            Some((_, names)) => names.push(name),
+            None => groups.push((Arc::clone(h), vec![name])),
+        }
+    }
+    let mut b = HESS_MAGIC.to_vec();
+    b.extend((groups.len() as u32).to_le_bytes());
+    for (h, names) in &groups {
+        b.extend((names.len() as u32).to_le_bytes());
+        for n in names {
+            b.extend((n.len() as u32).to_le_bytes());
+            b.extend(n.as_bytes());
+        }
+        b.extend((h.cols as u32).to_le_bytes());
+        b.extend(h.rows.to_le_bytes());
+        let rows = h.rows.max(1) as f64;
+        for i in 0..h.cols {
+            for v in &h.sum[i * h.cols + i..(i + 1) * h.cols] {
+                b.extend(((v / rows) as f32).to_le_bytes());
+            }
+        }
+    }
+    b
+}
+
+/// Parse [`hessians_to_bytes`] output into name → Hessian (shared inputs share one `Arc`).
+pub fn hessians_from_bytes(b: &[u8]) -> Result<BTreeMap<String, Arc<Hessian>>> {
+    let bad = |m: &str| Error::corrupt(format!("hessian file: {m}"));
+    let mut pos = 0usize;
+    let mut take = |n: usize| -> Result<&[u8]> {
+        let end = pos
+            .checked_add(n)
+            .filter(|e| *e <= b.len())
+            .ok_or_else(|| bad("truncated"))?;
+        let s = &b[pos..end];
+        pos = end;
+        Ok(s)
+    };
+    if take(8)? != HESS_MAGIC {
+        return Err(bad("bad magic"));
+    }
+    let u32_at = |s: &[u8]| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize;
+    let n = u32_at(take(4)?);
+    let mut out = BTreeMap::new();
+    for _ in 0..n {
+        let nn = u32_at(take(4)?);
+        let mut names = Vec::new();
+        for _ in 0..nn {
+            let len = u32_at(take(4)?);
+            let name = std::str::from_utf8(take(len)?)
+                .map_err(|_| bad("name is not UTF-8"))?
+                .to_string();
+            names.push(name);
+        }
+        let cols = u32_at(take(4)?);
+        let r = take(8)?;
+        let rows = u64::from_le_bytes([r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]]);
+        let tri = cols
+            .checked_mul(cols + 1)
+            .map(|v| v / 2)
+            .and_then(|v| v.checked_mul(4))
+            .ok_or_else(|| bad("size overflows"))?;
+        let data = take(tri)?;
+        let mut sum = vec![0f64; cols * cols];
+        let mut it = data.chunks_exact(4);
+        for i in 0..cols {
+            for v in &mut sum[i * cols + i..(i + 1) * cols] {
+                let c = it.next().ok_or_else(|| bad("truncated"))?;
+                let m = f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64;
+                if !m.is_finite() {
+                    return Err(bad("non-finite statistics"));
+                }
+                *v = m * rows as f64;
+            }
+        }
+        let h = Arc::new(Hessian::new(cols, rows, sum));
+        for name in names {
+            out.insert(name, Arc::clone(&h));
+        }
+    }
+    if pos != b.len() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok(out)
+}
+
+/// Write the Hessians of `im` to `path` (see the module docs).
+pub fn save_hessians(im: &Imatrix, path: &Path) -> Result<()> {
+    std::fs::write(path, hessians_to_bytes(im)).map_err(|e| Error::io(path, e))
+}
+
+/// Read a Hessian file written by [`save_hessians`].
+pub fn load_hessians(path: &Path) -> Result<BTreeMap<String, Arc<Hessian>>> {
+    let b = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    hessians_from_bytes(&b)
+}
 
 /// Rotation group sizes whose statistics calibration collects (`<tensor>@rot<g>`).
 pub const ROT_GROUPS: [usize; 5] = [16, 32, 64, 128, 256];
@@ -42,6 +287,9 @@ pub fn rot_name(name: &str, g: usize) -> String {
 pub struct Imatrix {
     /// canonical tensor name → (Σ x² per input column, rows observed)
     pub entries: BTreeMap<String, (Vec<f64>, u64)>,
+    /// canonical tensor name → full input second moment, for GPTQ (empty unless
+    /// collected with `hessians`; not part of the imatrix file, see [`save_hessians`])
+    pub hessians: BTreeMap<String, Arc<Hessian>>,
 }
 
 impl Imatrix {
@@ -187,7 +435,10 @@ impl Imatrix {
         if pos != b.len() {
             return Err(bad("trailing bytes"));
         }
-        Ok(Imatrix { entries })
+        Ok(Imatrix {
+            entries,
+            hessians: BTreeMap::new(),
+        })
     }
 
     /// Write to `path`.
@@ -203,7 +454,7 @@ impl Imatrix {
 }
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
-static SINK: Mutex<Option<Imatrix>> = Mutex::new(None);
+static SINK: Mutex<Option<(Imatrix, Option<HessAcc>)>> = Mutex::new(None);
 /// Serializes calibration runs (one observer at a time, process-wide).
 static RUN: Mutex<()> = Mutex::new(());
 
@@ -220,10 +471,13 @@ pub fn observe(ws: &[&Tensor], xs: &[f32], n: usize) {
 #[cold]
 fn observe_slow(ws: &[&Tensor], xs: &[f32], n: usize) {
     let Ok(mut g) = SINK.lock() else { return };
-    if let Some(im) = g.as_mut() {
+    if let Some((im, hess)) = g.as_mut() {
         for w in ws {
             im.add(&w.name, xs, n, w.cols());
             im.add_rotated(&w.name, xs, n, w.cols());
+        }
+        if let Some(h) = hess {
+            h.add(ws, xs, n);
         }
     }
 }
@@ -236,6 +490,19 @@ pub fn collect(
     ctx: usize,
     max_chunks: usize,
     n_threads: usize,
+) -> Result<Imatrix> {
+    collect_with(model, text, ctx, max_chunks, n_threads, false)
+}
+
+/// [`collect`], optionally also accumulating the full input second moments
+/// ([`Imatrix::hessians`], for `convert --gptq`).
+pub fn collect_with(
+    model: &Path,
+    text: &str,
+    ctx: usize,
+    max_chunks: usize,
+    n_threads: usize,
+    hessians: bool,
 ) -> Result<Imatrix> {
     let _run = RUN
         .lock()
@@ -268,7 +535,8 @@ pub fn collect(
     )?;
     *SINK
         .lock()
-        .map_err(|_| Error::Internal("imatrix lock poisoned".into()))? = Some(Imatrix::default());
+        .map_err(|_| Error::Internal("imatrix lock poisoned".into()))? =
+        Some((Imatrix::default(), hessians.then(HessAcc::default)));
     ACTIVE.store(true, Ordering::SeqCst);
     let res = (|| -> Result<()> {
         for c in 0..n_chunks {
@@ -278,12 +546,15 @@ pub fn collect(
         Ok(())
     })();
     ACTIVE.store(false, Ordering::SeqCst);
-    let im = SINK
+    let (mut im, hess) = SINK
         .lock()
         .map_err(|_| Error::Internal("imatrix lock poisoned".into()))?
         .take()
         .unwrap_or_default();
     res?;
+    if let Some(h) = hess {
+        im.hessians = h.finish();
+    }
     Ok(im)
 }
 
@@ -321,5 +592,36 @@ mod tests {
         let imp = im.importance("w", 2).unwrap();
         assert_eq!(imp[0], 4.0);
         assert!(imp[1] > 0.0 && imp[1] < 1e-3);
+    }
+
+    #[test]
+    fn hessians_accumulate_share_and_round_trip() {
+        // two inputs of 3 columns: x = (1, 2, 0), (0, 1, -1)
+        let xs = [1.0f32, 2.0, 0.0, 0.0, 1.0, -1.0];
+        let mut acc = HessAcc::default();
+        let q = Tensor::from_f32("q", vec![2, 3], &[0.0; 6]);
+        let k = Tensor::from_f32("k", vec![1, 3], &[0.0; 3]);
+        acc.add(&[&q, &k], &xs, 2);
+        let hs = acc.finish();
+        assert!(Arc::ptr_eq(&hs["q"], &hs["k"]), "q and k share one input");
+        let h = Arc::clone(&hs["q"]);
+        assert_eq!(h.rows, 2);
+        // upper triangle of Σ x xᵀ
+        assert_eq!(h.sum, vec![1.0, 2.0, 0.0, 0.0, 5.0, -1.0, 0.0, 0.0, 1.0]);
+        let im = Imatrix {
+            entries: BTreeMap::new(),
+            hessians: hs,
+        };
+        let b = hessians_to_bytes(&im);
+        let back = hessians_from_bytes(&b).unwrap();
+        assert_eq!(back.len(), 2);
+        assert!(Arc::ptr_eq(&back["q"], &back["k"]));
+        assert_eq!(*back["q"], *h);
+        for cut in 0..b.len() {
+            assert!(hessians_from_bytes(&b[..cut]).is_err());
+        }
+        // H is singular (2 inputs, 3 columns): damping still gives a factor
+        assert!(h.factor(false).is_ok());
+        assert!(h.factor(true).is_ok());
     }
 }

@@ -171,6 +171,13 @@ pub struct ConvertParams {
     /// before the preset/type: `ROLE` is a tensor's in-layer name (`attn_v`, `ffn_down`, …)
     /// or a global name (`token_embd`, `output`, `blk.3.ffn_up`).
     pub tensor_types: Vec<(String, QuantType, usize)>,
+    /// GPTQ error feedback (`quant::gptq`) for the q2/q3/q4/q4_sym matrices (and their
+    /// outlier variants) that have input statistics ([`calibrate::Imatrix::hessians`]);
+    /// others are quantized as usual. Needs the Hessians; not combinable with `rotate`.
+    pub gptq: bool,
+    /// With `gptq`: sweep the columns in decreasing order of input energy (`diag H`), with
+    /// block parameters fixed before the sweep ("act-order" with static groups).
+    pub gptq_act_order: bool,
 }
 
 impl Default for ConvertParams {
@@ -183,6 +190,8 @@ impl Default for ConvertParams {
             n_threads: 0,
             rotate: 0,
             tensor_types: Vec::new(),
+            gptq: false,
+            gptq_act_order: false,
         }
     }
 }
@@ -347,6 +356,17 @@ fn encode(
         (true, g) => imatrix.and_then(|im| im.rotated_importance(name, cols, g)),
     };
     let importance = importance.as_deref();
+    let hessian = match imatrix {
+        Some(im)
+            if params.gptq
+                && is_matrix(name, shape)
+                && name != names::TOKEN_EMBD
+                && quant::gptq::supports(qt) =>
+        {
+            im.hessians.get(name).filter(|h| h.cols == cols)
+        }
+        _ => None,
+    };
     let mut data = source.load_f32(name)?;
     if data.len() != numel {
         return Err(Error::corrupt(format!(
@@ -358,7 +378,15 @@ fn encode(
         data.par_chunks_mut(cols)
             .for_each(|row| quant::rotate::rotate(row, rotation));
     }
-    let bytes = if qt.is_outlier() {
+    let bytes = if let Some(h) = hessian {
+        let qp = QuantParams {
+            block_size: block,
+            outlier_frac: params.outlier_frac,
+            importance,
+        };
+        let f = h.factor(params.gptq_act_order)?;
+        quant::gptq::quantize_tensor(qt, &data, rows, cols, &qp, &f)?
+    } else if qt.is_outlier() {
         quant::quantize(
             qt,
             &data,
@@ -435,6 +463,20 @@ pub fn convert_source_with_imatrix(
             "block size {} (expected 32, 64, 128 or 256)",
             params.block_size
         )));
+    }
+    if params.gptq && params.rotate != 0 {
+        return Err(Error::InvalidArgument(
+            "GPTQ (--gptq) cannot be combined with --rotate: the collected input statistics \
+             are of the unrotated inputs"
+                .into(),
+        ));
+    }
+    if params.gptq && imatrix.is_none_or(|im| im.hessians.is_empty()) {
+        return Err(Error::InvalidArgument(
+            "GPTQ (--gptq) needs input second moments: calibrate with hessians \
+             (`--calibrate TEXT --gptq`, or `--hessian FILE`)"
+                .into(),
+        ));
     }
     let config = source.config().clone();
     config.validate()?;

@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 /// f32 / f16 / bf16 rows (file `f16.rs`; the module is not named `f16` to avoid the primitive type).
 #[path = "f16.rs"]
 pub mod float;
+pub mod gptq;
 pub mod mxfp4;
 pub mod outlier;
 pub mod q2;

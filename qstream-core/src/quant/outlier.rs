@@ -13,7 +13,8 @@
 //! (|w|·sqrt(importance of its column) when `QuantParams::importance` is given; ties broken
 //! by lower flat index), ordered by (row, col). In the dense part their positions were
 //! quantized as 0 with weight 0 (so they do not widen the block range); dequantization
-//! overwrites those positions with the f16 value. The sections after the dense part are
+//! overwrites those positions with the f16 value (with GPTQ, `quantize_gptq`, the value is
+//! the weight after the error feedback of the columns before it). The sections after the dense part are
 //! not 4-byte aligned in general, so accessors hand out byte slices and decoded iterators.
 
 use super::float::{read_f16, write_f16};
@@ -35,6 +36,31 @@ pub fn quantize(
     rows: usize,
     cols: usize,
     params: &QuantParams<'_>,
+) -> Result<Vec<u8>> {
+    quantize_impl(qt, data, rows, cols, params, None)
+}
+
+/// [`quantize`] with GPTQ error feedback (`quant::gptq`) for the dense part: the outliers
+/// are chosen the same way, then the dense rows are swept with `f`; each outlier stores
+/// its error-updated value.
+pub fn quantize_gptq(
+    qt: QuantType,
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    params: &QuantParams<'_>,
+    f: &super::gptq::GptqFactor,
+) -> Result<Vec<u8>> {
+    quantize_impl(qt, data, rows, cols, params, Some(f))
+}
+
+fn quantize_impl(
+    qt: QuantType,
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    params: &QuantParams<'_>,
+    gptq: Option<&super::gptq::GptqFactor>,
 ) -> Result<Vec<u8>> {
     let block = params.block_size;
     if !qt.is_outlier() {
@@ -121,28 +147,44 @@ pub fn quantize(
     let total = dense_len + 4 + 4 * (rows + 1) + 6 * k;
     let mut out = vec![0u8; total];
     let (dense, tail) = out.split_at_mut(dense_len);
-    let mut buf = vec![0f32; cols];
-    let mut w = vec![0f32; cols];
-    for r in 0..rows {
-        let src = &data[r * cols..(r + 1) * cols];
-        let flags = &is_out[r * cols..(r + 1) * cols];
-        for c in 0..cols {
-            let base_w = params.importance.map_or(1.0, |imp| imp[c]);
-            if flags[c] {
-                buf[c] = 0.0;
-                w[c] = 0.0;
-            } else {
-                buf[c] = src[c];
-                w[c] = base_w;
+    let values: std::borrow::Cow<'_, [f32]> = if let Some(f) = gptq {
+        let (bytes, upd) = super::gptq::quantize_dense(
+            qt.base(),
+            block,
+            data,
+            rows,
+            cols,
+            Some(&is_out),
+            params.importance,
+            f,
+        )?;
+        dense.copy_from_slice(&bytes);
+        std::borrow::Cow::Owned(upd)
+    } else {
+        let mut buf = vec![0f32; cols];
+        let mut w = vec![0f32; cols];
+        for r in 0..rows {
+            let src = &data[r * cols..(r + 1) * cols];
+            let flags = &is_out[r * cols..(r + 1) * cols];
+            for c in 0..cols {
+                let base_w = params.importance.map_or(1.0, |imp| imp[c]);
+                if flags[c] {
+                    buf[c] = 0.0;
+                    w[c] = 0.0;
+                } else {
+                    buf[c] = src[c];
+                    w[c] = base_w;
+                }
+            }
+            let dst = &mut dense[r * rb..(r + 1) * rb];
+            match qt.base() {
+                QuantType::Q2 => q2::quantize_row(block, &buf, Some(&w), dst),
+                QuantType::Q3 => q3::quantize_row(block, &buf, Some(&w), dst),
+                _ => q4::quantize_row(block, &buf, Some(&w), dst),
             }
         }
-        let dst = &mut dense[r * rb..(r + 1) * rb];
-        match qt.base() {
-            QuantType::Q2 => q2::quantize_row(block, &buf, Some(&w), dst),
-            QuantType::Q3 => q3::quantize_row(block, &buf, Some(&w), dst),
-            _ => q4::quantize_row(block, &buf, Some(&w), dst),
-        }
-    }
+        std::borrow::Cow::Borrowed(data)
+    };
     tail[0..4].copy_from_slice(&(k as u32).to_le_bytes());
     let (ptrs, rest) = tail[4..].split_at_mut(4 * (rows + 1));
     let (colb, valb) = rest.split_at_mut(4 * k);
@@ -153,7 +195,7 @@ pub fn quantize(
             let i = r * cols + c;
             if is_out[i] {
                 colb[4 * n..4 * n + 4].copy_from_slice(&(c as u32).to_le_bytes());
-                write_f16(&mut valb[2 * n..2 * n + 2], data[i]);
+                write_f16(&mut valb[2 * n..2 * n + 2], values[i]);
                 n += 1;
             }
         }
