@@ -109,6 +109,10 @@ def main():
     ap.add_argument("--qstream", default=os.path.join(ROOT, "target/release/qstream"))
     ap.add_argument("--chunks", type=int, default=0, help="perplexity chunks (0 = all)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--act-bits", default="8",
+                    help="QStream activation precision for every perplexity (default 8: llama.cpp's own "
+                         "activation scheme, so both families' weights are compared under the same "
+                         "activation rounding; docs/quality.md was measured so)")
     ap.add_argument("--only", default="", help="comma-separated substrings of the names to run")
     ap.add_argument("--no-calib", action="store_true", help="skip the calibrated variants")
     ap.add_argument("--plot", default=os.path.join(ROOT, "docs/quality.png"))
@@ -186,7 +190,8 @@ def main():
             t0 = time.perf_counter()
             run([a.qstream, "convert", f32, "-o", out, "--quiet", "--threads", str(a.threads)] + args + extra)
             secs = time.perf_counter() - t0
-            cmd = [a.qstream, "perplexity", out, "-f", EVAL, "-c", "256", "--threads", str(a.threads)]
+            cmd = [a.qstream, "perplexity", out, "-f", EVAL, "-c", "256", "--threads", str(a.threads),
+                   "--act-bits", str(a.act_bits)]
             if a.chunks:
                 cmd += ["--chunks", str(a.chunks)]
             ppl = parse_ppl(run(cmd).stdout)
