@@ -8,20 +8,10 @@
 use qstream_core::engine::{Model, ModelParams, Session, SessionParams};
 use qstream_core::kernels::dispatch::{set_act_bits, set_exact};
 use qstream_core::kernels::ActBits;
+use qstream_core::sampling::argmax;
 
-fn argmaxes(logits: &[f32], n_vocab: usize) -> Vec<usize> {
-    logits
-        .chunks_exact(n_vocab)
-        .map(|row| {
-            let mut best = 0;
-            for (i, v) in row.iter().enumerate() {
-                if *v > row[best] {
-                    best = i;
-                }
-            }
-            best
-        })
-        .collect()
+fn argmaxes(logits: &[f32], n_vocab: usize) -> Vec<u32> {
+    logits.chunks_exact(n_vocab).map(argmax).collect()
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -39,7 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ids = model.tokenizer().encode(&text, false)?;
     let n_vocab = model.config().n_vocab;
     let chunks: Vec<&[u32]> = ids.chunks_exact(128).step_by(3).take(n_chunks).collect();
-    let run = |exact: bool| -> Result<Vec<usize>, Box<dyn std::error::Error>> {
+    let run = |exact: bool| -> Result<Vec<u32>, Box<dyn std::error::Error>> {
         set_exact(exact);
         let mut s = Session::new(model.clone(), &SessionParams::default())?;
         let mut out = Vec::new();

@@ -17,20 +17,10 @@ use common::smollm2::{converted, greedy, refs};
 use qstream_core::engine::{Model, ModelParams, Session, SessionParams};
 use qstream_core::kernels::dispatch::{set_act_bits, set_exact};
 use qstream_core::kernels::ActBits;
+use qstream_core::sampling::argmax;
 
-fn argmaxes(logits: &[f32], n_vocab: usize) -> Vec<usize> {
-    logits
-        .chunks_exact(n_vocab)
-        .map(|row| {
-            let mut best = 0;
-            for (i, v) in row.iter().enumerate() {
-                if *v > row[best] {
-                    best = i;
-                }
-            }
-            best
-        })
-        .collect()
+fn argmaxes(logits: &[f32], n_vocab: usize) -> Vec<u32> {
+    logits.chunks_exact(n_vocab).map(argmax).collect()
 }
 
 #[test]
@@ -62,7 +52,7 @@ fn reference_path_matches_transformers_and_fast_path_agrees() {
     let n_vocab = model.config().n_vocab;
     let chunks: Vec<&[u32]> = ids.chunks_exact(128).take(3).collect();
     assert!(!chunks.is_empty());
-    let run = |exact: bool| -> Vec<usize> {
+    let run = |exact: bool| -> Vec<u32> {
         set_exact(exact);
         let mut s = Session::new(model.clone(), &SessionParams::default()).unwrap();
         let mut out = Vec::new();
@@ -73,7 +63,7 @@ fn reference_path_matches_transformers_and_fast_path_agrees() {
         out
     };
     let reference = run(true);
-    let agree = |fast: &[usize]| reference.iter().zip(fast).filter(|(a, b)| a == b).count();
+    let agree = |fast: &[u32]| reference.iter().zip(fast).filter(|(a, b)| a == b).count();
     set_act_bits(ActBits::Eight);
     let same8 = agree(&run(false));
     set_act_bits(ActBits::Sixteen);

@@ -205,47 +205,36 @@ pub fn hessians_to_bytes(im: &Imatrix) -> Vec<u8> {
 /// Parse [`hessians_to_bytes`] output into name → Hessian (shared inputs share one `Arc`).
 pub fn hessians_from_bytes(b: &[u8]) -> Result<BTreeMap<String, Arc<Hessian>>> {
     let bad = |m: &str| Error::corrupt(format!("hessian file: {m}"));
-    let mut pos = 0usize;
-    let mut take = |n: usize| -> Result<&[u8]> {
-        let end = pos
-            .checked_add(n)
-            .filter(|e| *e <= b.len())
-            .ok_or_else(|| bad("truncated"))?;
-        let s = &b[pos..end];
-        pos = end;
-        Ok(s)
-    };
-    if take(8)? != HESS_MAGIC {
+    let mut c = crate::format::bytes::Cursor::new(b, "hessian file");
+    if c.take(8)? != HESS_MAGIC {
         return Err(bad("bad magic"));
     }
-    let u32_at = |s: &[u8]| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize;
-    let n = u32_at(take(4)?);
+    let n = c.u32()?;
     let mut out = BTreeMap::new();
     for _ in 0..n {
-        let nn = u32_at(take(4)?);
+        let nn = c.u32()?;
         let mut names = Vec::new();
         for _ in 0..nn {
-            let len = u32_at(take(4)?);
-            let name = std::str::from_utf8(take(len)?)
+            let len = c.u32()? as usize;
+            let name = std::str::from_utf8(c.take(len)?)
                 .map_err(|_| bad("name is not UTF-8"))?
                 .to_string();
             names.push(name);
         }
-        let cols = u32_at(take(4)?);
-        let r = take(8)?;
-        let rows = u64::from_le_bytes([r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]]);
+        let cols = c.u32()? as usize;
+        let rows = c.u64()?;
         let tri = cols
             .checked_mul(cols + 1)
             .map(|v| v / 2)
             .and_then(|v| v.checked_mul(4))
             .ok_or_else(|| bad("size overflows"))?;
-        let data = take(tri)?;
+        let data = c.take(tri)?;
         let mut sum = vec![0f64; cols * cols];
         let mut it = data.chunks_exact(4);
         for i in 0..cols {
             for v in &mut sum[i * cols + i..(i + 1) * cols] {
-                let c = it.next().ok_or_else(|| bad("truncated"))?;
-                let m = f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64;
+                let q = it.next().ok_or_else(|| bad("truncated"))?;
+                let m = f32::from_le_bytes([q[0], q[1], q[2], q[3]]) as f64;
                 if !m.is_finite() {
                     return Err(bad("non-finite statistics"));
                 }
@@ -257,7 +246,7 @@ pub fn hessians_from_bytes(b: &[u8]) -> Result<BTreeMap<String, Arc<Hessian>>> {
             out.insert(name, Arc::clone(&h));
         }
     }
-    if pos != b.len() {
+    if c.pos() != b.len() {
         return Err(bad("trailing bytes"));
     }
     Ok(out)

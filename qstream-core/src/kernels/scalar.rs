@@ -43,6 +43,17 @@ pub fn matmul_rows_dense(
 use super::dispatch::{ActRow, ActRowMut};
 use crate::quant::float::read_f16;
 
+/// Values `32·g .. 32·g + 32` of `x` (zero past its end) and their largest magnitude.
+#[inline]
+fn group_values(x: &[f32], g: usize) -> ([f32; 32], f32) {
+    let mut v = [0f32; 32];
+    let start = (32 * g).min(x.len());
+    let end = (32 * g + 32).min(x.len());
+    v[..end - start].copy_from_slice(&x[start..end]);
+    let amax = v.iter().fold(0f32, |a, b| a.max(b.abs()));
+    (v, amax)
+}
+
 /// Quantize `x` to q8 groups of 32 (`out` decides the number of groups; values past
 /// `x.len()` are zero). Round half to even, `d = amax / 127`.
 pub fn quantize_act(x: &[f32], out: ActRowMut<'_>) {
@@ -53,11 +64,7 @@ pub fn quantize_act(x: &[f32], out: ActRowMut<'_>) {
         .min(out.isum.len())
         .min(out.qs.len() / 32);
     for g in 0..groups {
-        let mut v = [0f32; 32];
-        let start = (32 * g).min(x.len());
-        let end = (32 * g + 32).min(x.len());
-        v[..end - start].copy_from_slice(&x[start..end]);
-        let amax = v.iter().fold(0f32, |a, b| a.max(b.abs()));
+        let (v, amax) = group_values(x, g);
         let d = amax / 127.0;
         let id = if amax != 0.0 { 1.0 / d } else { 0.0 };
         let mut sum = 0i32;
@@ -87,11 +94,7 @@ pub fn quantize_act16(x: &[f32], out: ActRowMut<'_>) {
         .min(out.qs.len() / 32)
         .min(out.lo.len() / 32);
     for g in 0..groups {
-        let mut v = [0f32; 32];
-        let start = (32 * g).min(x.len());
-        let end = (32 * g + 32).min(x.len());
-        v[..end - start].copy_from_slice(&x[start..end]);
-        let amax = v.iter().fold(0f32, |a, b| a.max(b.abs()));
+        let (v, amax) = group_values(x, g);
         let d = amax / 32512.0;
         let id = if amax != 0.0 { 1.0 / d } else { 0.0 };
         let mut sum = 0i32;

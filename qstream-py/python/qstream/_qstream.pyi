@@ -24,8 +24,10 @@ __all__ = [
     "QStreamOSError",
     "TokenStream",
     "UnsupportedError",
+    "act_bits",
     "convert",
     "info",
+    "set_act_bits",
 ]
 
 __version__: str
