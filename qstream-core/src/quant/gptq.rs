@@ -256,16 +256,7 @@ pub fn quantize_row(
         let start = (bi * block).min(cols);
         let end = (start + block).min(cols);
         let len = end - start;
-        for k in 0..block {
-            let i = start + k;
-            if k < len && !is_out(i) {
-                x[k] = w[i];
-                wt[k] = importance.map_or(1.0, |imp| imp.get(i).copied().unwrap_or(1.0));
-            } else {
-                x[k] = 0.0;
-                wt[k] = 0.0;
-            }
-        }
+        gather_block(w, start, len, block, &is_out, importance, &mut x, &mut wt);
         let (d, m) = if sym {
             let d = search::search_sym(&x[..block], Some(&wt[..block]), 2, 1, &mut q[..block]);
             (d, 0.0)
@@ -371,16 +362,7 @@ fn quantize_row_act_order(
     for (bi, p) in params.iter_mut().enumerate() {
         let start = (bi * block).min(cols);
         let len = (start + block).min(cols) - start;
-        for k in 0..block {
-            let i = start + k;
-            if k < len && !is_out(i) {
-                x[k] = w[i];
-                wt[k] = importance.map_or(1.0, |imp| imp.get(i).copied().unwrap_or(1.0));
-            } else {
-                x[k] = 0.0;
-                wt[k] = 0.0;
-            }
-        }
+        gather_block(w, start, len, block, is_out, importance, &mut x, &mut wt);
         *p = fit_block(
             sym,
             nmax,
@@ -491,6 +473,32 @@ pub fn quantize_tensor(
         f,
     )?
     .0)
+}
+
+/// The `block` values of `w` from `start` (`len` of them inside the row) with their
+/// importance weights, as the block quantizers take them: outliers and padding get value
+/// and weight 0 (they are stored apart / do not exist).
+#[allow(clippy::too_many_arguments)]
+fn gather_block(
+    w: &[f32],
+    start: usize,
+    len: usize,
+    block: usize,
+    is_out: &dyn Fn(usize) -> bool,
+    importance: Option<&[f32]>,
+    x: &mut [f32; MAX_BLOCK],
+    wt: &mut [f32; MAX_BLOCK],
+) {
+    for k in 0..block {
+        let i = start + k;
+        if k < len && !is_out(i) {
+            x[k] = w[i];
+            wt[k] = importance.map_or(1.0, |imp| imp.get(i).copied().unwrap_or(1.0));
+        } else {
+            x[k] = 0.0;
+            wt[k] = 0.0;
+        }
+    }
 }
 
 #[cfg(test)]
