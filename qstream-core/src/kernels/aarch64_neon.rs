@@ -69,14 +69,30 @@ fn nibble_group(qs: &[u8], x: &[i8]) -> i32 {
     }
 }
 
-fn dot_q4(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
-    // 16-bit activations (two planes): the scalar reference (no NEON kernel yet)
-    if a.has_lo() {
-        return scalar::dot_q4(block, row, a);
-    }
-    // SAFETY: this table is only handed out after detecting NEON.
-    unsafe { dot_q4_impl(block, row, a) }
+/// The table's safe wrapper `$name` of a NEON integer dot: 16-bit activations (two planes)
+/// go to the scalar reference (no NEON two-plane kernel yet), 8-bit ones to `$impl`.
+macro_rules! neon_dot {
+    ($name:ident, $impl:ident, with_block) => {
+        fn $name(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+            if a.has_lo() {
+                return scalar::$name(block, row, a);
+            }
+            // SAFETY: this table is only handed out after detecting NEON.
+            unsafe { $impl(block, row, a) }
+        }
+    };
+    ($name:ident, $impl:ident) => {
+        fn $name(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+            if a.has_lo() {
+                return scalar::$name(block, row, a);
+            }
+            // SAFETY: this table is only handed out after detecting NEON.
+            unsafe { $impl(row, a) }
+        }
+    };
 }
+
+neon_dot!(dot_q4, dot_q4_impl, with_block);
 
 #[target_feature(enable = "neon")]
 unsafe fn dot_q4_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
@@ -97,14 +113,7 @@ unsafe fn dot_q4_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
     acc + acc_m
 }
 
-fn dot_q4sym(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
-    // 16-bit activations (two planes): the scalar reference (no NEON kernel yet)
-    if a.has_lo() {
-        return scalar::dot_q4sym(block, row, a);
-    }
-    // SAFETY: this table is only handed out after detecting NEON.
-    unsafe { dot_q4sym_impl(block, row, a) }
-}
+neon_dot!(dot_q4sym, dot_q4sym_impl, with_block);
 
 #[target_feature(enable = "neon")]
 unsafe fn dot_q4sym_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
@@ -124,14 +133,7 @@ unsafe fn dot_q4sym_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
     acc
 }
 
-fn dot_q8(_block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
-    // 16-bit activations (two planes): the scalar reference (no NEON kernel yet)
-    if a.has_lo() {
-        return scalar::dot_q8(_block, row, a);
-    }
-    // SAFETY: this table is only handed out after detecting NEON.
-    unsafe { dot_q8_impl(row, a) }
-}
+neon_dot!(dot_q8, dot_q8_impl);
 
 #[target_feature(enable = "neon")]
 unsafe fn dot_q8_impl(row: &[u8], a: ActRow<'_>) -> f32 {
@@ -187,14 +189,7 @@ fn unpack_highbit(h: &[u8]) -> (uint8x16_t, uint8x16_t) {
     (half(h[0], h[1]), half(h[2], h[3]))
 }
 
-fn dot_q2(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
-    // 16-bit activations (two planes): the scalar reference (no NEON kernel yet)
-    if a.has_lo() {
-        return scalar::dot_q2(block, row, a);
-    }
-    // SAFETY: this table is only handed out after detecting NEON.
-    unsafe { dot_q2_impl(block, row, a) }
-}
+neon_dot!(dot_q2, dot_q2_impl, with_block);
 
 /// Same group order and float operations as `scalar::dot_q2` (bit-identical).
 #[target_feature(enable = "neon")]
@@ -217,14 +212,7 @@ unsafe fn dot_q2_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
     acc + acc_m
 }
 
-fn dot_q3(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
-    // 16-bit activations (two planes): the scalar reference (no NEON kernel yet)
-    if a.has_lo() {
-        return scalar::dot_q3(block, row, a);
-    }
-    // SAFETY: this table is only handed out after detecting NEON.
-    unsafe { dot_q3_impl(block, row, a) }
-}
+neon_dot!(dot_q3, dot_q3_impl, with_block);
 
 /// Same group order and float operations as `scalar::dot_q3` (bit-identical).
 #[target_feature(enable = "neon")]
@@ -248,14 +236,7 @@ unsafe fn dot_q3_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
     acc + acc_m
 }
 
-fn dot_mxfp4(_block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
-    // 16-bit activations (two planes): the scalar reference (no NEON kernel yet)
-    if a.has_lo() {
-        return scalar::dot_mxfp4(_block, row, a);
-    }
-    // SAFETY: this table is only handed out after detecting NEON.
-    unsafe { dot_mxfp4_impl(row, a) }
-}
+neon_dot!(dot_mxfp4, dot_mxfp4_impl);
 
 /// Same block order and float operations as `scalar::dot_mxfp4` (bit-identical).
 #[target_feature(enable = "neon")]

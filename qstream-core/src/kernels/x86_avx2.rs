@@ -590,18 +590,6 @@ macro_rules! q_kernels {
             unsafe { dot_mxfp4_impl(row, a) }
         }
 
-        /// `Σ q_w·q_x` partial sums of one group: `w` (32 u8 levels) times activation group
-        /// `gi`.
-        ///
-        /// # Safety
-        /// `gi < a.groups()`.
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn group_dot(w: __m256i, a: &ActRow<'_>, gi: usize) -> __m256i {
-            // SAFETY: per the contract.
-            unsafe { xdot_u(w, a, gi) }
-        }
-
         /// `Σ q_w·q_x` partial sums (8 i32 lanes) of activation group `gi` for unsigned
         /// weight levels `w`; with a low plane (`ActRow::has_lo`) `q_x = 256·qs + lo`, i.e.
         /// `256·Σ q_w·qs + Σ q_w·lo` (exact: |lanes| < 2²⁴).
@@ -660,7 +648,7 @@ macro_rules! q_kernels {
                     nb * gpb,
                     &a,
                     true,
-                    g => group_dot(
+                    g => xdot_u(
                         unpack_2bit(rp.add((g >> sh) * bb + 4 + 8 * (g & (gpb - 1)))),
                         &a,
                         g
@@ -691,7 +679,7 @@ macro_rules! q_kernels {
                             unpack_2bit(blk.add(4 + 8 * gg)),
                             unpack_highbit(blk.add(4 + block / 4 + 4 * gg)),
                         );
-                        group_dot(w, &a, g)
+                        xdot_u(w, &a, g)
                     },
                     f16x2(rp.add((g >> sh) * bb))
                 )
