@@ -90,7 +90,17 @@ pub(super) fn dot_u8i8_acc(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
 /// Blocks of a row the kernels may touch (bounded by the row and by the activation).
 #[inline]
 pub(super) fn n_blocks(block: usize, bb: usize, row: &[u8], a: &ActRow<'_>) -> usize {
-    (row.len() / bb).min(a.groups() * 32 / block)
+    // shifts and a multiply instead of two divisions: this runs once per row and token
+    let nb = if block.is_power_of_two() {
+        (a.groups() * 32) >> block.trailing_zeros()
+    } else {
+        a.groups() * 32 / block
+    };
+    if nb * bb <= row.len() {
+        nb
+    } else {
+        row.len() / bb
+    }
 }
 
 pub(super) fn quantize_act(x: &[f32], out: ActRowMut<'_>) {
@@ -166,6 +176,59 @@ pub(super) unsafe fn quantize_act_impl(x: &[f32], out: ActRowMut<'_>) {
                 isum: &mut out.isum[full..groups],
             },
         );
+    }
+}
+
+/// The low (`HI = false`) or high 16 bits of each i32 lane read as f16, converted to f32.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+pub(super) fn f16_lanes<const HI: bool>(v: __m256i) -> __m256 {
+    // each 128-bit half: its four u16 into its low 8 bytes, then the two low qwords together
+    let sel = if HI {
+        _mm256_setr_epi8(
+            2, 3, 6, 7, 10, 11, 14, 15, -1, -1, -1, -1, -1, -1, -1, -1, 2, 3, 6, 7, 10, 11, 14, 15,
+            -1, -1, -1, -1, -1, -1, -1, -1,
+        )
+    } else {
+        _mm256_setr_epi8(
+            0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13, -1,
+            -1, -1, -1, -1, -1, -1, -1,
+        )
+    };
+    let p = _mm256_permute4x64_epi64::<0b1000>(_mm256_shuffle_epi8(v, sel));
+    _mm256_cvtph_ps(_mm256_castsi256_si128(p))
+}
+
+/// The little-endian i32 at `p` (unaligned).
+///
+/// # Safety
+/// `p..p+4` must be readable.
+#[inline]
+pub(super) unsafe fn rd32(p: *const u8) -> i32 {
+    // SAFETY: per the contract.
+    unsafe { std::ptr::read_unaligned(p as *const i32) }
+}
+
+/// The i32s at `p + j·stride` for `j < 8`, as plain loads (a `vpgatherdd` is microcoded
+/// and slower on AMD Zen).
+///
+/// # Safety
+/// `p + j·stride .. p + j·stride + 4` must be readable for every `j < 8`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn dwords8(p: *const u8, stride: usize) -> __m256i {
+    // SAFETY: per the contract.
+    unsafe {
+        _mm256_setr_epi32(
+            rd32(p),
+            rd32(p.add(stride)),
+            rd32(p.add(2 * stride)),
+            rd32(p.add(3 * stride)),
+            rd32(p.add(4 * stride)),
+            rd32(p.add(5 * stride)),
+            rd32(p.add(6 * stride)),
+            rd32(p.add(7 * stride)),
+        )
     }
 }
 
@@ -300,188 +363,165 @@ macro_rules! q_kernels {
     ($features:literal, $dot:ident, $dot_acc:ident) => {
         fn dot_q4(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
             // SAFETY: this table is only handed out after detecting `$features`.
-            unsafe { dot_q4_impl(block, row, a) }
+            unsafe { dot_q4n_impl::<4, 1>(block, row, &[a])[0] }
         }
 
         fn dot_q4sym(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
             // SAFETY: this table is only handed out after detecting `$features`.
-            unsafe { dot_q4sym_impl(block, row, a) }
+            unsafe { dot_q4n_impl::<2, 1>(block, row, &[a])[0] }
         }
 
         fn dot_q8(_block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
             // SAFETY: this table is only handed out after detecting `$features`.
-            unsafe { dot_q8_impl(row, a) }
+            unsafe { dot_q8n_impl::<1>(row, &[a])[0] }
         }
 
-        /// One group: `acc += (dw·d_x[gi]) · Σ q_w·q_x`.
-        ///
-        /// # Safety
-        /// `w16` must point at 16 readable nibble bytes, `gi < a.groups()`.
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn q4_group(
-            w16: *const u8,
-            a: &ActRow<'_>,
-            gi: usize,
-            dw: f32,
-            acc: __m256,
-        ) -> __m256 {
-            // SAFETY: per the contract; gi < a.groups() so 32 bytes at 32·gi are in qs.
-            unsafe {
-                let w = unpack_nibbles(w16);
-                let p = _mm256_cvtepi32_ps(xdot_u(w, a, gi));
-                _mm256_fmadd_ps(_mm256_set1_ps(dw * *a.d.get_unchecked(gi)), p, acc)
-            }
-        }
-
-        #[target_feature(enable = $features)]
-        unsafe fn dot_q4_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
-            let block = block.max(32);
-            let bb = 4 + block / 2;
-            let gpb = block / 32;
-            let nb = n_blocks(block, bb, row, &a);
-            let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            let mut acc_m = 0f32;
-            let rp = row.as_ptr();
-            // SAFETY (all blocks below): b < nb ≤ row.len() / bb, so block b's bytes are in
-            // the row; its groups gi < nb·gpb ≤ a.groups().
-            if gpb == 1 {
-                let mut b = 0;
-                while b + 2 <= nb {
-                    unsafe {
-                        let (b0, b1) = (rp.add(b * bb), rp.add((b + 1) * bb));
-                        let (dw0, mw0) = f16x2(b0);
-                        let (dw1, mw1) = f16x2(b1);
-                        acc0 = q4_group(b0.add(4), &a, b, dw0, acc0);
-                        acc1 = q4_group(b1.add(4), &a, b + 1, dw1, acc1);
-                        acc_m += mw0 * *a.s.get_unchecked(b) + mw1 * *a.s.get_unchecked(b + 1);
-                    }
-                    b += 2;
-                }
-                if b < nb {
-                    unsafe {
-                        let b0 = rp.add(b * bb);
-                        let (dw0, mw0) = f16x2(b0);
-                        acc0 = q4_group(b0.add(4), &a, b, dw0, acc0);
-                        acc_m += mw0 * *a.s.get_unchecked(b);
-                    }
-                }
-            } else {
-                for b in 0..nb {
-                    unsafe {
-                        let blk = rp.add(b * bb);
-                        let (dw, mw) = f16x2(blk);
-                        let mut sm = 0f32;
-                        for g in (0..gpb).step_by(2) {
-                            let gi = b * gpb + g;
-                            acc0 = q4_group(blk.add(4 + 16 * g), &a, gi, dw, acc0);
-                            acc1 = q4_group(blk.add(4 + 16 * g + 16), &a, gi + 1, dw, acc1);
-                            sm += *a.s.get_unchecked(gi) + *a.s.get_unchecked(gi + 1);
-                        }
-                        acc_m += mw * sm;
-                    }
-                }
-            }
-            hsum(_mm256_add_ps(acc0, acc1)) + acc_m
-        }
-
-        #[target_feature(enable = $features)]
-        unsafe fn dot_q4sym_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
-            let block = block.max(32);
-            let bb = 2 + block / 2;
-            let gpb = block / 32;
-            let nb = n_blocks(block, bb, row, &a);
-            let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            let mut acc_m = 0f32;
-            let rp = row.as_ptr();
-            // SAFETY: as in dot_q4_impl; bb ≥ 18, so f16x2's 4 bytes are in the block.
-            if gpb == 1 {
-                let mut b = 0;
-                while b + 2 <= nb {
-                    unsafe {
-                        let (b0, b1) = (rp.add(b * bb), rp.add((b + 1) * bb));
-                        let (dw0, _) = f16x2(b0);
-                        let (dw1, _) = f16x2(b1);
-                        acc0 = q4_group(b0.add(2), &a, b, dw0, acc0);
-                        acc1 = q4_group(b1.add(2), &a, b + 1, dw1, acc1);
-                        acc_m += dw0 * *a.s.get_unchecked(b) + dw1 * *a.s.get_unchecked(b + 1);
-                    }
-                    b += 2;
-                }
-                if b < nb {
-                    unsafe {
-                        let b0 = rp.add(b * bb);
-                        let (dw0, _) = f16x2(b0);
-                        acc0 = q4_group(b0.add(2), &a, b, dw0, acc0);
-                        acc_m += dw0 * *a.s.get_unchecked(b);
-                    }
-                }
-            } else {
-                for b in 0..nb {
-                    unsafe {
-                        let blk = rp.add(b * bb);
-                        let (dw, _) = f16x2(blk);
-                        let mut sm = 0f32;
-                        for g in (0..gpb).step_by(2) {
-                            let gi = b * gpb + g;
-                            acc0 = q4_group(blk.add(2 + 16 * g), &a, gi, dw, acc0);
-                            acc1 = q4_group(blk.add(2 + 16 * g + 16), &a, gi + 1, dw, acc1);
-                            sm += *a.s.get_unchecked(gi) + *a.s.get_unchecked(gi + 1);
-                        }
-                        acc_m += dw * sm;
-                    }
-                }
-            }
-            // Σ (q − 8)·q_x = Σ q·q_x − 8·isum
-            hsum(_mm256_add_ps(acc0, acc1)) - 8.0 * acc_m
-        }
+        // The four-token kernels run two tokens at a time: with four, the per-token
+        // reduction trees no longer fit the registers and spill (measured slower).
 
         fn dot_q4_x4(block: usize, row: &[u8], a: [ActRow<'_>; 4]) -> [f32; 4] {
             // SAFETY: this table is only handed out after detecting `$features`.
-            unsafe { dot_q4n_impl::<4, 4>(block, row, &a) }
+            unsafe {
+                let [x, y] = dot_q4n_impl::<4, 2>(block, row, &[a[0], a[1]]);
+                let [z, w] = dot_q4n_impl::<4, 2>(block, row, &[a[2], a[3]]);
+                [x, y, z, w]
+            }
         }
 
         fn dot_q4sym_x4(block: usize, row: &[u8], a: [ActRow<'_>; 4]) -> [f32; 4] {
             // SAFETY: this table is only handed out after detecting `$features`.
-            unsafe { dot_q4n_impl::<2, 4>(block, row, &a) }
+            unsafe {
+                let [x, y] = dot_q4n_impl::<2, 2>(block, row, &[a[0], a[1]]);
+                let [z, w] = dot_q4n_impl::<2, 2>(block, row, &[a[2], a[3]]);
+                [x, y, z, w]
+            }
         }
 
         fn dot_q8_x4(_block: usize, row: &[u8], a: [ActRow<'_>; 4]) -> [f32; 4] {
             // SAFETY: this table is only handed out after detecting `$features`.
-            unsafe { dot_q8n_impl::<4>(row, &a) }
-        }
-
-        /// Multi-token `q4_group`: the group's nibbles are unpacked once; token `k` gets
-        /// exactly `q4_group`'s operations on `a[k]`.
-        ///
-        /// # Safety
-        /// `w16` must point at 16 readable nibble bytes, `gi < a[k].groups()` for every `k`.
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn q4_group_n<const N: usize>(
-            w16: *const u8,
-            a: &[ActRow<'_>; N],
-            gi: usize,
-            dw: f32,
-            acc: &mut [__m256; N],
-        ) {
-            // SAFETY: per the contract.
             unsafe {
-                let w = unpack_nibbles(w16);
-                for k in 0..N {
-                    let p = _mm256_cvtepi32_ps(xdot_u(w, &a[k], gi));
-                    acc[k] = _mm256_fmadd_ps(
-                        _mm256_set1_ps(dw * *a[k].d.get_unchecked(gi)),
-                        p,
-                        acc[k],
-                    );
-                }
+                let [x, y] = dot_q8n_impl::<2>(row, &[a[0], a[1]]);
+                let [z, w] = dot_q8n_impl::<2>(row, &[a[2], a[3]]);
+                [x, y, z, w]
             }
         }
+        /// Group `g`'s integer dot `Σ q_w·q_x` (8 i32 lanes) with each of `N` activations:
+        /// unsigned levels `wa` (`SIGNED = false`), or `wa = |w|` with the signs of `ws`
+        /// moved onto the activation (`SIGNED`); with the low plane (`LO`)
+        /// `256·Σ q_w·qs + Σ q_w·lo` (exact: |lanes| < 2²⁴).
+        ///
+        /// # Safety
+        /// `g < a[k].groups()` for every `k`, and every `a[k].has_lo() == LO`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn gdot_n<const N: usize, const LO: bool, const SIGNED: bool>(
+            wa: __m256i,
+            ws: __m256i,
+            a: &[ActRow<'_>; N],
+            g: usize,
+        ) -> [__m256i; N] {
+            // SAFETY: g < groups, so 32 bytes at 32·g are in qs (and in lo: LO means
+            // lo.len() == qs.len()).
+            std::array::from_fn(|k| unsafe {
+                let x = _mm256_loadu_si256(a[k].qs.as_ptr().add(32 * g) as *const __m256i);
+                let x = if SIGNED { _mm256_sign_epi8(x, ws) } else { x };
+                let p = $dot(wa, x);
+                if LO {
+                    let l = _mm256_loadu_si256(a[k].lo.as_ptr().add(32 * g) as *const __m256i);
+                    let l = if SIGNED { _mm256_sign_epi8(l, ws) } else { l };
+                    $dot_acc(_mm256_slli_epi32(p, 8), wa, l)
+                } else {
+                    p
+                }
+            })
+        }
 
-        /// `dot_q4_impl` (`HDR == 4`) or `dot_q4sym_impl` (`HDR == 2`) for `N` activations:
-        /// the same loop with per-token accumulators, so result `k` is bit-identical to the
-        /// single-token kernel on `a[k]`.
+        /// The body of the `Q4`/`Q4Sym`/`Q8` kernels for `N` activations:
+        /// `out[k] = Σ_g dw_g·d_k[g]·Σ q_w·q_x + m_g·s_k[g]` over groups `0..ng`, eight groups
+        /// at a time. Each token's eight integer group sums are reduced into one vector (a
+        /// `vphaddd` tree, exact) and scaled by vectors of the groups' weight scales
+        /// (`sc(g0)`: `(dw, m)` of groups `g0..g0+8`) and activation scales, so no group pays
+        /// a horizontal sum or a broadcast; the last `ng mod 8` groups are added one by one
+        /// (`sc1(g)`). `wg(g)` gives group `g`'s weights as for [`gdot_n`]. Token `k`'s result
+        /// goes through the same float operations for every `N`, so the multi-token kernels
+        /// are bit-identical to the single-token one.
+        ///
+        /// # Safety
+        /// `ng ≤ a[k].groups()` and `a[k].has_lo() == LO` for every `k`; `wg` and `sc1` must
+        /// be sound for every group below `ng`, `sc(g0)` for `g0 + 8 ≤ ng`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn chunked_n<const N: usize, const LO: bool, const SIGNED: bool, const MIN: bool>(
+            ng: usize,
+            a: &[ActRow<'_>; N],
+            wg: impl Fn(usize) -> (__m256i, __m256i),
+            sc: impl Fn(usize) -> (__m256, __m256),
+            sc1: impl Fn(usize) -> (f32, f32),
+        ) -> [f32; N] {
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut g0 = 0;
+            // SAFETY (both loops): g < ng ≤ a[k].groups(), so d/s have the entries read;
+            // wg, sc and sc1 per the contract.
+            while g0 + 8 <= ng {
+                // pairs of groups, reduced as they come (few live registers)
+                let mut q = [[_mm256_setzero_si256(); 2]; N];
+                for half in 0..2 {
+                    let mut h = [[_mm256_setzero_si256(); 2]; N];
+                    for pair in 0..2 {
+                        let g = g0 + 4 * half + 2 * pair;
+                        let (wa0, ws0) = wg(g);
+                        let (wa1, ws1) = wg(g + 1);
+                        let v0 = unsafe { gdot_n::<N, LO, SIGNED>(wa0, ws0, a, g) };
+                        let v1 = unsafe { gdot_n::<N, LO, SIGNED>(wa1, ws1, a, g + 1) };
+                        for k in 0..N {
+                            h[k][pair] = _mm256_hadd_epi32(v0[k], v1[k]);
+                        }
+                    }
+                    for k in 0..N {
+                        q[k][half] = _mm256_hadd_epi32(h[k][0], h[k][1]);
+                    }
+                }
+                let (dw, m) = sc(g0);
+                for k in 0..N {
+                    // per 128-bit half, q[k] holds the sums of that half's lanes of groups
+                    // g0..g0+4 (lo) and g0+4..g0+8 (hi): add the halves → [Σ group g0+j]
+                    let [lo, hi] = q[k];
+                    let sums = _mm256_add_epi32(
+                        _mm256_permute2x128_si256::<0x20>(lo, hi),
+                        _mm256_permute2x128_si256::<0x31>(lo, hi),
+                    );
+                    let s = _mm256_cvtepi32_ps(sums);
+                    unsafe {
+                        let dx = _mm256_loadu_ps(a[k].d.as_ptr().add(g0));
+                        acc[k] = _mm256_fmadd_ps(s, _mm256_mul_ps(dw, dx), acc[k]);
+                        if MIN {
+                            let sx = _mm256_loadu_ps(a[k].s.as_ptr().add(g0));
+                            acc[k] = _mm256_fmadd_ps(m, sx, acc[k]);
+                        }
+                    }
+                }
+                g0 += 8;
+            }
+            // the last ng mod 8 groups one by one
+            let mut tail = [0f32; N];
+            for g in g0..ng {
+                let (wa, ws) = wg(g);
+                // SAFETY: g < ng ≤ a[k].groups().
+                let v = unsafe { gdot_n::<N, LO, SIGNED>(wa, ws, a, g) };
+                let (dw, m) = sc1(g);
+                for k in 0..N {
+                    let i = hsum_i32(v[k]) as f32;
+                    tail[k] += (dw * a[k].d[g]) * i;
+                    if MIN {
+                        tail[k] += m * a[k].s[g];
+                    }
+                }
+            }
+            std::array::from_fn(|k| hsum(acc[k]) + tail[k])
+        }
+
+        /// `Q4` (`HDR == 4`: f16 `d`, f16 `m`, levels `d·q + m`) or `Q4Sym` (`HDR == 2`:
+        /// f16 `d`, levels `d·(q − 8)`) rows for `N` activations.
         #[target_feature(enable = $features)]
         unsafe fn dot_q4n_impl<const HDR: usize, const N: usize>(
             block: usize,
@@ -490,91 +530,78 @@ macro_rules! q_kernels {
         ) -> [f32; N] {
             let block = block.max(32);
             let bb = HDR + block / 2;
-            let gpb = block / 32;
-            let nb = a
-                .iter()
-                .map(|a| n_blocks(block, bb, row, a))
-                .min()
-                .unwrap_or(0);
-            // Tokens whose activation covers fewer blocks than the others would need their
-            // own loop bound; the matmul never produces them, but stay exact anyway.
-            if a.iter().any(|x| n_blocks(block, bb, row, x) != nb) {
-                // SAFETY: the features are enabled (we run inside this kernel).
+            let (gpb, sh) = (block / 32, (block / 32).trailing_zeros());
+            let nb = n_blocks(block, bb, row, &a[0]);
+            let lo = a[0].has_lo();
+            if N > 1 && a.iter().any(|x| n_blocks(block, bb, row, x) != nb || x.has_lo() != lo) {
+                // Tokens that differ in coverage or precision (the matmul never mixes them):
+                // one by one. SAFETY: the features are enabled (we run inside this kernel).
                 return std::array::from_fn(|k| unsafe {
-                    if HDR == 4 {
-                        dot_q4_impl(block, row, a[k])
-                    } else {
-                        dot_q4sym_impl(block, row, a[k])
-                    }
+                    dot_q4n_impl::<HDR, 1>(block, row, &[a[k]])[0]
                 });
             }
-            let mut acc0 = [_mm256_setzero_ps(); N];
-            let mut acc1 = [_mm256_setzero_ps(); N];
-            let mut acc_m = [0f32; N];
             let rp = row.as_ptr();
-            // mw of the asymmetric type, dw of the symmetric one (its `−8·isum` term)
-            let m_of = |dw: f32, mw: f32| if HDR == 4 { mw } else { dw };
-            // SAFETY (all blocks below): b < nb ≤ row.len() / bb for every token, so block
-            // b's bytes are in the row; its groups gi < nb·gpb ≤ a[k].groups().
-            if gpb == 1 {
-                let mut b = 0;
-                while b + 2 <= nb {
-                    unsafe {
-                        let (b0, b1) = (rp.add(b * bb), rp.add((b + 1) * bb));
-                        let (dw0, mw0) = f16x2(b0);
-                        let (dw1, mw1) = f16x2(b1);
-                        let (m0, m1) = (m_of(dw0, mw0), m_of(dw1, mw1));
-                        q4_group_n(b0.add(HDR), a, b, dw0, &mut acc0);
-                        q4_group_n(b1.add(HDR), a, b + 1, dw1, &mut acc1);
-                        for k in 0..N {
-                            acc_m[k] += m0 * *a[k].s.get_unchecked(b)
-                                + m1 * *a[k].s.get_unchecked(b + 1);
-                        }
-                    }
-                    b += 2;
-                }
-                if b < nb {
-                    unsafe {
-                        let b0 = rp.add(b * bb);
-                        let (dw0, mw0) = f16x2(b0);
-                        let m0 = m_of(dw0, mw0);
-                        q4_group_n(b0.add(HDR), a, b, dw0, &mut acc0);
-                        for k in 0..N {
-                            acc_m[k] += m0 * *a[k].s.get_unchecked(b);
-                        }
-                    }
-                }
-            } else {
-                for b in 0..nb {
-                    unsafe {
-                        let blk = rp.add(b * bb);
-                        let (dw, mw) = f16x2(blk);
-                        let m = m_of(dw, mw);
-                        let mut sm = [0f32; N];
-                        for g in (0..gpb).step_by(2) {
-                            let gi = b * gpb + g;
-                            q4_group_n(blk.add(HDR + 16 * g), a, gi, dw, &mut acc0);
-                            q4_group_n(blk.add(HDR + 16 * g + 16), a, gi + 1, dw, &mut acc1);
-                            for k in 0..N {
-                                sm[k] += *a[k].s.get_unchecked(gi) + *a[k].s.get_unchecked(gi + 1);
-                            }
-                        }
-                        for k in 0..N {
-                            acc_m[k] += m * sm[k];
-                        }
-                    }
-                }
-            }
-            std::array::from_fn(|k| {
-                let h = hsum(_mm256_add_ps(acc0[k], acc1[k]));
+            // The (d, m) f16 pair (q4) or d and the first levels (q4sym) of 8 groups' headers.
+            let to_scales = |h: __m256i| {
+                let dw = f16_lanes::<false>(h);
                 if HDR == 4 {
-                    h + acc_m[k]
+                    (dw, f16_lanes::<true>(h))
                 } else {
-                    h - 8.0 * acc_m[k]
+                    // Σ (q − 8)·q_x = Σ q·q_x − 8·isum
+                    (dw, _mm256_mul_ps(dw, _mm256_set1_ps(-8.0)))
                 }
-            })
+            };
+            // SAFETY: as for `sc` below.
+            let sc1 = |g: usize| unsafe {
+                let (dw, mw) = f16x2(rp.add((g >> sh) * bb));
+                (dw, if HDR == 4 { mw } else { -8.0 * dw })
+            };
+            macro_rules! run {
+                ($wg:expr, $sc:expr) => {
+                    // SAFETY: nb·gpb ≤ a[k].groups() for every k (n_blocks); the closures'
+                    // contracts as stated where they are defined.
+                    unsafe {
+                        if lo {
+                            chunked_n::<N, true, false, true>(nb * gpb, a, $wg, $sc, sc1)
+                        } else {
+                            chunked_n::<N, false, false, true>(nb * gpb, a, $wg, $sc, sc1)
+                        }
+                    }
+                };
+            }
+            // SAFETY (the closures): `chunked_n` calls them with g < nb·gpb (`sc`: g0 + 8 ≤
+            // nb·gpb): group g's block g >> sh < nb ≤ row.len() / bb holds its 16 nibble
+            // bytes at HDR + 16·(g mod gpb) and a 4-byte header read at its start (bb ≥ 18).
+            if gpb == 1 {
+                // one group per block: constant strides
+                let bb = HDR + 16;
+                let wg = |g: usize| unsafe {
+                    let w = unpack_nibbles(rp.add(g * bb + HDR));
+                    (w, w)
+                };
+                let sc = |g0: usize| unsafe { to_scales(dwords8(rp.add(g0 * bb), bb)) };
+                run!(wg, sc)
+            } else {
+                let wg = |g: usize| unsafe {
+                    let w = unpack_nibbles(rp.add((g >> sh) * bb + HDR + 16 * (g & (gpb - 1))));
+                    (w, w)
+                };
+                let sc = |g0: usize| unsafe {
+                    let at = |j: usize| rp.add(((g0 + j) >> sh) * bb);
+                    to_scales(_mm256_setr_epi32(
+                        rd32(at(0)),
+                        rd32(at(1)),
+                        rd32(at(2)),
+                        rd32(at(3)),
+                        rd32(at(4)),
+                        rd32(at(5)),
+                        rd32(at(6)),
+                        rd32(at(7)),
+                    ))
+                };
+                run!(wg, sc)
+            }
         }
-
         fn dot_q2(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
             // SAFETY: this table is only handed out after detecting `$features`.
             unsafe { dot_q2_impl(block, row, a) }
@@ -711,102 +738,35 @@ macro_rules! q_kernels {
             }
         }
 
-        /// One `Q8` block.
-        ///
-        /// # Safety
-        /// `blk` must point at 34 readable bytes, `b < a.groups()`.
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn q8_block(blk: *const u8, a: &ActRow<'_>, b: usize, acc: __m256) -> __m256 {
-            // SAFETY: per the contract.
-            unsafe {
-                let (dw, _) = f16x2(blk);
-                let w = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-                // |w| as u8 times x with w's sign: the products w·x, exactly.
-                let p = xdot_s(_mm256_sign_epi8(w, w), w, a, b);
-                _mm256_fmadd_ps(
-                    _mm256_set1_ps(dw * *a.d.get_unchecked(b)),
-                    _mm256_cvtepi32_ps(p),
-                    acc,
-                )
-            }
-        }
-
-        #[target_feature(enable = $features)]
-        unsafe fn dot_q8_impl(row: &[u8], a: ActRow<'_>) -> f32 {
-            let nb = n_blocks(32, 34, row, &a);
-            let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            let rp = row.as_ptr();
-            let mut b = 0;
-            // SAFETY: b + 1 < nb ≤ row.len() / 34 and ≤ a.groups().
-            while b + 2 <= nb {
-                unsafe {
-                    acc0 = q8_block(rp.add(b * 34), &a, b, acc0);
-                    acc1 = q8_block(rp.add((b + 1) * 34), &a, b + 1, acc1);
-                }
-                b += 2;
-            }
-            if b < nb {
-                // SAFETY: b < nb.
-                unsafe { acc0 = q8_block(rp.add(b * 34), &a, b, acc0) };
-            }
-            hsum(_mm256_add_ps(acc0, acc1))
-        }
-
-        /// Multi-token `q8_block`: the weight's magnitude is taken once; token `k` gets
-        /// exactly `q8_block`'s operations on `a[k]`.
-        ///
-        /// # Safety
-        /// `blk` must point at 34 readable bytes, `b < a[k].groups()` for every `k`.
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn q8_block_n<const N: usize>(
-            blk: *const u8,
-            a: &[ActRow<'_>; N],
-            b: usize,
-            acc: &mut [__m256; N],
-        ) {
-            // SAFETY: per the contract.
-            unsafe {
-                let (dw, _) = f16x2(blk);
-                let w = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-                let wa = _mm256_sign_epi8(w, w);
-                for k in 0..N {
-                    let p = xdot_s(wa, w, &a[k], b);
-                    acc[k] = _mm256_fmadd_ps(
-                        _mm256_set1_ps(dw * *a[k].d.get_unchecked(b)),
-                        _mm256_cvtepi32_ps(p),
-                        acc[k],
-                    );
-                }
-            }
-        }
-
-        /// `dot_q8_impl` for `N` activations (result `k` bit-identical to it on `a[k]`).
+        /// `Q8` rows (blocks of 32: f16 `d`, 32 i8) for `N` activations.
         #[target_feature(enable = $features)]
         unsafe fn dot_q8n_impl<const N: usize>(row: &[u8], a: &[ActRow<'_>; N]) -> [f32; N] {
-            let nb = a.iter().map(|a| n_blocks(32, 34, row, a)).min().unwrap_or(0);
-            if a.iter().any(|x| n_blocks(32, 34, row, x) != nb) {
+            let nb = n_blocks(32, 34, row, &a[0]);
+            let lo = a[0].has_lo();
+            if N > 1 && a.iter().any(|x| n_blocks(32, 34, row, x) != nb || x.has_lo() != lo) {
                 // SAFETY: the features are enabled (we run inside this kernel).
-                return std::array::from_fn(|k| unsafe { dot_q8_impl(row, a[k]) });
+                return std::array::from_fn(|k| unsafe { dot_q8n_impl::<1>(row, &[a[k]])[0] });
             }
-            let mut acc0 = [_mm256_setzero_ps(); N];
-            let mut acc1 = [_mm256_setzero_ps(); N];
             let rp = row.as_ptr();
-            let mut b = 0;
-            // SAFETY: b + 1 < nb ≤ row.len() / 34 and ≤ a[k].groups().
-            while b + 2 <= nb {
-                unsafe {
-                    q8_block_n(rp.add(b * 34), a, b, &mut acc0);
-                    q8_block_n(rp.add((b + 1) * 34), a, b + 1, &mut acc1);
+            // SAFETY (the closures): `chunked_n` calls them with g < nb ≤ row.len() / 34 (and
+            // `sc` with g0 + 8 ≤ nb): block g's 34 bytes are in the row.
+            let wg = |g: usize| unsafe {
+                let w = _mm256_loadu_si256(rp.add(34 * g + 2) as *const __m256i);
+                // |w| as u8 times x with w's sign: the products w·x, exactly.
+                (_mm256_sign_epi8(w, w), w)
+            };
+            let sc = |g0: usize| unsafe {
+                (f16_lanes::<false>(dwords8(rp.add(34 * g0), 34)), _mm256_setzero_ps())
+            };
+            let sc1 = |g: usize| unsafe { (f16x2(rp.add(34 * g)).0, 0.0) };
+            // SAFETY: nb ≤ a[k].groups() for every k; the closures' contracts as above.
+            unsafe {
+                if lo {
+                    chunked_n::<N, true, true, false>(nb, a, wg, sc, sc1)
+                } else {
+                    chunked_n::<N, false, true, false>(nb, a, wg, sc, sc1)
                 }
-                b += 2;
             }
-            if b < nb {
-                // SAFETY: b < nb.
-                unsafe { q8_block_n(rp.add(b * 34), a, b, &mut acc0) };
-            }
-            std::array::from_fn(|k| hsum(_mm256_add_ps(acc0[k], acc1[k])))
         }
     };
 }
