@@ -16,6 +16,7 @@ use crate::quant::float::read_f16;
 pub(super) static KERNELS: KernelSet = KernelSet {
     isa: Isa::Neon,
     quantize_act: scalar::quantize_act,
+    quantize_act16: scalar::quantize_act16,
     dot_q4,
     dot_q4sym,
     dot_q8,

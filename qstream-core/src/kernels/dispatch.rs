@@ -128,7 +128,7 @@ impl ActRow<'_> {
 pub struct ActRowMut<'a> {
     /// quantized values, `32 · groups`
     pub qs: &'a mut [i8],
-    /// the low plane (`scalar::quantize_act16`), or empty
+    /// the low plane (`KernelSet::quantize_act16`), or empty
     pub lo: &'a mut [i8],
     /// scale per group
     pub d: &'a mut [f32],
@@ -155,6 +155,9 @@ pub struct KernelSet {
     pub isa: Isa,
     /// Quantize `x` (zero-padded to the buffer's groups) to q8 groups of 32.
     pub quantize_act: fn(x: &[f32], out: ActRowMut<'_>),
+    /// Quantize `x` to 16-bit groups of 32 (two planes; bit-identical to
+    /// `scalar::quantize_act16` at every level).
+    pub quantize_act16: fn(x: &[f32], out: ActRowMut<'_>),
     /// `Q4` (asymmetric) weights × q8 activation.
     pub dot_q4: DotQFn,
     /// `Q4Sym` weights × q8 activation.
@@ -189,6 +192,7 @@ pub struct KernelSet {
 static SCALAR: KernelSet = KernelSet {
     isa: Isa::Scalar,
     quantize_act: scalar::quantize_act,
+    quantize_act16: scalar::quantize_act16,
     dot_q4: scalar::dot_q4,
     dot_q4sym: scalar::dot_q4sym,
     dot_q8: scalar::dot_q8,

@@ -146,7 +146,7 @@ impl QuantAct {
 
     /// Quantize `n` rows of `xs` (`cols` values each) into `groups` groups per row (values
     /// past `cols` are zero) at the precision `bits`, with the kernels of `k` (8 bits) or
-    /// [`scalar::quantize_act16`] (16 bits).
+    /// `quantize_act16` (16 bits).
     pub fn quantize(
         &mut self,
         k: &KernelSet,
@@ -185,7 +185,7 @@ impl QuantAct {
             };
             let x = &xs[t * cols..(t + 1) * cols];
             if two {
-                scalar::quantize_act16(x, out);
+                (k.quantize_act16)(x, out);
             } else {
                 (k.quantize_act)(x, out);
             }

@@ -84,7 +84,7 @@ pub fn quantize_act(x: &[f32], out: ActRowMut<'_>) {
 /// even), `qs = ⌊(q + 128) / 256⌋ ∈ −127..=127`, `lo = q − 256·qs ∈ −128..=127` with −128
 /// moved to −127 (so both planes stay in −127..=127 — the sign trick of the kernels needs
 /// that — at the cost of one step `d` on those values). `isum`/`s` are of `256·qs + lo`.
-/// Every level uses this one function (it is not on the hot path: one pass over `x`).
+/// The reference of every level's `quantize_act16` (the NEON level uses it as is).
 pub fn quantize_act16(x: &[f32], out: ActRowMut<'_>) {
     let groups = out
         .d

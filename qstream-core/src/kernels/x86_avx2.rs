@@ -18,6 +18,7 @@ use super::dispatch::{ActRow, ActRowMut, Isa, KernelSet};
 pub(super) static KERNELS: KernelSet = KernelSet {
     isa: Isa::Avx2,
     quantize_act,
+    quantize_act16,
     dot_q4,
     dot_q4sym,
     dot_q8,
@@ -229,6 +230,105 @@ pub(super) unsafe fn dwords8(p: *const u8, stride: usize) -> __m256i {
             rd32(p.add(6 * stride)),
             rd32(p.add(7 * stride)),
         )
+    }
+}
+
+pub(super) fn quantize_act16(x: &[f32], out: ActRowMut<'_>) {
+    // SAFETY: this table is only handed out after AVX2/FMA/F16C detection.
+    unsafe { quantize_act16_impl(x, out) }
+}
+
+/// AVX2 16-bit activation quantization: bit-identical to `scalar::quantize_act16` (the same
+/// f32 products, round half to even, clamps and plane split, lane by lane; NaN products
+/// become 0 as the scalar `as i32` does).
+///
+/// # Safety
+/// AVX2 must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_act16_impl(x: &[f32], out: ActRowMut<'_>) {
+    let groups = out
+        .d
+        .len()
+        .min(out.s.len())
+        .min(out.isum.len())
+        .min(out.qs.len() / 32)
+        .min(out.lo.len() / 32);
+    let full = (x.len() / 32).min(groups);
+    let sign = _mm256_set1_ps(-0.0);
+    let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let (qmax, qmin) = (_mm256_set1_epi32(32512), _mm256_set1_epi32(-32512));
+    let (c128, lmin) = (_mm256_set1_epi32(128), _mm256_set1_epi32(-127));
+    for g in 0..full {
+        // SAFETY: g < x.len() / 32, so 32 floats from 32·g are in bounds; qs and lo have
+        // ≥ 32·groups bytes and d/s/isum ≥ groups entries.
+        unsafe {
+            let p = x.as_ptr().add(32 * g);
+            let v = [
+                _mm256_loadu_ps(p),
+                _mm256_loadu_ps(p.add(8)),
+                _mm256_loadu_ps(p.add(16)),
+                _mm256_loadu_ps(p.add(24)),
+            ];
+            let a01 = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
+            let a23 = _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3]));
+            let m = _mm256_max_ps(a01, a23);
+            let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            let m1 = _mm_max_ss(m2, _mm_movehdup_ps(m2));
+            let amax = _mm_cvtss_f32(m1);
+            let d = amax / 32512.0;
+            let id = if amax != 0.0 { 1.0 / d } else { 0.0 };
+            let idv = _mm256_set1_ps(id);
+            const R: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+            let split = |v: __m256| {
+                let t = _mm256_mul_ps(v, idv);
+                let t = _mm256_and_ps(t, _mm256_cmp_ps::<_CMP_ORD_Q>(t, t)); // NaN → 0
+                let q = _mm256_cvtps_epi32(_mm256_round_ps::<R>(t));
+                let q = _mm256_max_epi32(_mm256_min_epi32(q, qmax), qmin);
+                let h = _mm256_srai_epi32::<8>(_mm256_add_epi32(q, c128));
+                let hs = _mm256_slli_epi32::<8>(h);
+                let l = _mm256_max_epi32(_mm256_sub_epi32(q, hs), lmin);
+                (h, l, _mm256_add_epi32(hs, l))
+            };
+            let (h0, l0, q0) = split(v[0]);
+            let (h1, l1, q1) = split(v[1]);
+            let (h2, l2, q2) = split(v[2]);
+            let (h3, l3, q3) = split(v[3]);
+            let sum = hsum_i32(_mm256_add_epi32(
+                _mm256_add_epi32(q0, q1),
+                _mm256_add_epi32(q2, q3),
+            ));
+            let pack = |a: __m256i, b: __m256i, c: __m256i, d: __m256i| {
+                let ab = _mm256_packs_epi32(a, b);
+                let cd = _mm256_packs_epi32(c, d);
+                _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), perm)
+            };
+            _mm256_storeu_si256(
+                out.qs.as_mut_ptr().add(32 * g) as *mut __m256i,
+                pack(h0, h1, h2, h3),
+            );
+            _mm256_storeu_si256(
+                out.lo.as_mut_ptr().add(32 * g) as *mut __m256i,
+                pack(l0, l1, l2, l3),
+            );
+            *out.d.get_unchecked_mut(g) = d;
+            *out.isum.get_unchecked_mut(g) = sum;
+            *out.s.get_unchecked_mut(g) = d * sum as f32;
+        }
+    }
+    if full < groups {
+        // Tail (partial group and zero padding): the scalar reference, identical results.
+        let tail = &x[(32 * full).min(x.len())..];
+        super::scalar::quantize_act16(
+            tail,
+            ActRowMut {
+                qs: &mut out.qs[32 * full..32 * groups],
+                lo: &mut out.lo[32 * full..32 * groups],
+                d: &mut out.d[full..groups],
+                s: &mut out.s[full..groups],
+                isum: &mut out.isum[full..groups],
+            },
+        );
     }
 }
 

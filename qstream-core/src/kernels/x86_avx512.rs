@@ -19,6 +19,7 @@ use super::x86_avx2::{
 pub(super) static KERNELS: KernelSet = KernelSet {
     isa: Isa::Avx512,
     quantize_act: avx2::quantize_act,
+    quantize_act16: avx2::quantize_act16,
     dot_q4,
     dot_q4sym,
     dot_q8,
