@@ -315,15 +315,13 @@ pub fn attention(
     if let Some((keys, vals)) = kv.head_f32(kv_head, start, scores.len()) {
         // f32 cache: SIMD dots and axpys of the selected kernel level.
         let k = crate::kernels::kernels();
-        let hd = q.len();
-        for (s, key) in scores.iter_mut().zip(keys.chunks_exact(hd)) {
-            *s = (k.dot)(q, key) * scale;
+        (k.dots)(q, keys, scores);
+        for s in scores.iter_mut() {
+            *s *= scale;
         }
         softmax(scores);
         out.fill(0.0);
-        for (w, val) in scores.iter().zip(vals.chunks_exact(hd)) {
-            (k.axpy)(*w, val, out);
-        }
+        (k.axpys)(scores, vals, out);
         return;
     }
     kv.scores(kv_head, start, q, scale, scores);

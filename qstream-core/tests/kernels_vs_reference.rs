@@ -520,6 +520,38 @@ fn float_dots_and_vector_ops() {
             }
             let want: f64 = w.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
             assert!(((k.dot)(&w, &x) as f64 - want).abs() <= 1e-6 * mag as f64 + 1e-7);
+            // attention: scores against `len / d` keys, weighted sum of as many value rows
+            for d in [1usize, 8, 9, 64, 72] {
+                let rows = len / d;
+                let mut got = vec![0f32; rows];
+                (k.dots)(&x[..d.min(len)], &w, &mut got);
+                for (i, g) in got.iter().enumerate() {
+                    let want: f64 = (0..d).map(|j| x[j] as f64 * w[i * d + j] as f64).sum();
+                    let m: f64 = (0..d).map(|j| (x[j] * w[i * d + j]).abs() as f64).sum();
+                    assert!(
+                        (*g as f64 - want).abs() <= 1e-6 * m + 1e-7,
+                        "{:?} dots {d}",
+                        k.isa
+                    );
+                }
+                let mut out = vec![0.5f32; d];
+                (k.axpys)(&x[..rows], &w, &mut out);
+                for (j, o) in out.iter().enumerate() {
+                    let want: f64 = 0.5
+                        + (0..rows)
+                            .map(|i| x[i] as f64 * w[i * d + j] as f64)
+                            .sum::<f64>();
+                    let m: f64 = 0.5
+                        + (0..rows)
+                            .map(|i| (x[i] * w[i * d + j]).abs() as f64)
+                            .sum::<f64>();
+                    assert!(
+                        (*o as f64 - want).abs() <= 2e-6 * m,
+                        "{:?} axpys {d}",
+                        k.isa
+                    );
+                }
+            }
             let mut y = x.clone();
             (k.axpy)(0.75, &w, &mut y);
             for i in 0..len {

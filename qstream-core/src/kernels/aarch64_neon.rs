@@ -31,6 +31,8 @@ pub(super) static KERNELS: KernelSet = KernelSet {
     dot_bf16: crate::quant::float::dot_bf16_ref,
     dot,
     axpy,
+    dots: scalar::dots,
+    axpys: scalar::axpys,
 };
 
 // Multi-token dots: four single-token NEON calls (bit-identical by construction).

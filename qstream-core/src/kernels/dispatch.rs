@@ -185,8 +185,12 @@ pub struct KernelSet {
     pub dot_bf16: DotFFn,
     /// Plain f32 dot product (attention scores).
     pub dot: fn(a: &[f32], b: &[f32]) -> f32,
-    /// `y += a · x` (attention values).
+    /// `y += a · x`.
     pub axpy: fn(a: f32, x: &[f32], y: &mut [f32]),
+    /// Attention scores of one query against consecutive keys (`scalar::dots`).
+    pub dots: fn(q: &[f32], keys: &[f32], out: &mut [f32]),
+    /// Attention output: weighted sum of consecutive value rows (`scalar::axpys`).
+    pub axpys: fn(w: &[f32], vals: &[f32], out: &mut [f32]),
 }
 
 static SCALAR: KernelSet = KernelSet {
@@ -207,6 +211,8 @@ static SCALAR: KernelSet = KernelSet {
     dot_bf16: crate::quant::float::dot_bf16_ref,
     dot: scalar::dot,
     axpy: scalar::axpy,
+    dots: scalar::dots,
+    axpys: scalar::axpys,
 };
 
 /// The kernel table of `isa`, or `None` when this CPU (or build target) cannot run it.

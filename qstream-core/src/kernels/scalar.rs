@@ -287,3 +287,26 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
         *o += a * v;
     }
 }
+
+/// Attention scores: `out[i] = q · keys[i·d..(i+1)·d]` with `d = q.len()`, for every `i`
+/// both `out` and `keys` cover.
+pub fn dots(q: &[f32], keys: &[f32], out: &mut [f32]) {
+    if q.is_empty() {
+        return;
+    }
+    for (o, k) in out.iter_mut().zip(keys.chunks_exact(q.len())) {
+        *o = dot(q, k);
+    }
+}
+
+/// Attention values: `out += Σ_i w[i] · vals[i·d..(i+1)·d]` with `d = out.len()`, for every
+/// `i` both `w` and `vals` cover.
+pub fn axpys(w: &[f32], vals: &[f32], out: &mut [f32]) {
+    if out.is_empty() {
+        return;
+    }
+    let d = out.len();
+    for (a, v) in w.iter().zip(vals.chunks_exact(d)) {
+        axpy(*a, v, out);
+    }
+}

@@ -33,6 +33,8 @@ pub(super) static KERNELS: KernelSet = KernelSet {
     dot_bf16,
     dot,
     axpy,
+    dots,
+    axpys,
 };
 
 /// Horizontal sum of 8 lanes.
@@ -1025,5 +1027,103 @@ unsafe fn axpy_impl(a: f32, x: &[f32], y: &mut [f32]) {
     while i < n {
         y[i] += a * x[i];
         i += 1;
+    }
+}
+
+pub(super) fn dots(q: &[f32], keys: &[f32], out: &mut [f32]) {
+    // SAFETY: this table is only handed out after AVX2/FMA/F16C detection.
+    unsafe { dots_impl(q, keys, out) }
+}
+
+/// Four keys at a time (one `q` load feeds four FMAs, one transposing horizontal sum per
+/// four scores); keys whose length is not a multiple of 8, and the last `n mod 4` keys,
+/// through [`dot_impl`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dots_impl(q: &[f32], keys: &[f32], out: &mut [f32]) {
+    let d = q.len();
+    if d == 0 {
+        return;
+    }
+    let n = out.len().min(keys.len() / d);
+    let mut i = 0;
+    if d % 8 == 0 {
+        let (qp, kp) = (q.as_ptr(), keys.as_ptr());
+        while i + 4 <= n {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for j in (0..d).step_by(8) {
+                // SAFETY: j + 8 ≤ d, and key i + 3 ends at (i + 4)·d ≤ n·d ≤ keys.len().
+                unsafe {
+                    let qv = _mm256_loadu_ps(qp.add(j));
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp.add((i + r) * d + j)), *a);
+                    }
+                }
+            }
+            let h = _mm256_hadd_ps(
+                _mm256_hadd_ps(acc[0], acc[1]),
+                _mm256_hadd_ps(acc[2], acc[3]),
+            );
+            let s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+            // SAFETY: i + 4 ≤ n ≤ out.len().
+            unsafe { _mm_storeu_ps(out.as_mut_ptr().add(i), s) };
+            i += 4;
+        }
+    }
+    for i in i..n {
+        // SAFETY: the features are enabled (we run inside this kernel).
+        out[i] = unsafe { dot_impl(q, &keys[i * d..(i + 1) * d]) };
+    }
+}
+
+pub(super) fn axpys(w: &[f32], vals: &[f32], out: &mut [f32]) {
+    // SAFETY: this table is only handed out after AVX2/FMA/F16C detection.
+    unsafe { axpys_impl(w, vals, out) }
+}
+
+/// Up to 64 outputs stay in eight registers across all the value rows (no load/store of
+/// `out` per row); longer rows go 64 columns at a time, a last partial slice through
+/// [`axpy_impl`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpys_impl(w: &[f32], vals: &[f32], out: &mut [f32]) {
+    let d = out.len();
+    if d == 0 {
+        return;
+    }
+    let n = w.len().min(vals.len() / d);
+    let vp = vals.as_ptr();
+    let mut c = 0;
+    while c + 8 <= d {
+        let width = ((d - c) / 8).min(8);
+        let mut acc = [_mm256_setzero_ps(); 8];
+        // SAFETY: c + 8·width ≤ d = out.len().
+        unsafe {
+            for (k, a) in acc.iter_mut().enumerate().take(width) {
+                *a = _mm256_loadu_ps(out.as_ptr().add(c + 8 * k));
+            }
+        }
+        for (i, wi) in w.iter().enumerate().take(n) {
+            let wv = _mm256_set1_ps(*wi);
+            for (k, a) in acc.iter_mut().enumerate().take(width) {
+                // SAFETY: i < n ≤ vals.len() / d, and c + 8k + 8 ≤ d.
+                *a = _mm256_fmadd_ps(
+                    wv,
+                    unsafe { _mm256_loadu_ps(vp.add(i * d + c + 8 * k)) },
+                    *a,
+                );
+            }
+        }
+        // SAFETY: as for the loads.
+        unsafe {
+            for (k, a) in acc.iter().enumerate().take(width) {
+                _mm256_storeu_ps(out.as_mut_ptr().add(c + 8 * k), *a);
+            }
+        }
+        c += 8 * width;
+    }
+    if c < d {
+        for (i, wi) in w.iter().enumerate().take(n) {
+            // SAFETY: the features are enabled (we run inside this kernel).
+            unsafe { axpy_impl(*wi, &vals[i * d + c..(i + 1) * d], &mut out[c..]) };
+        }
     }
 }

@@ -34,6 +34,8 @@ pub(super) static KERNELS: KernelSet = KernelSet {
     dot_bf16: avx2::dot_bf16,
     dot: avx2::dot,
     axpy: avx2::axpy,
+    dots: avx2::dots,
+    axpys: avx2::axpys,
 };
 
 /// Σ u8·i8 over 32 bytes as 8 i32 lanes (one `vpdpbusd`).
