@@ -1046,7 +1046,7 @@ unsafe fn dots_impl(q: &[f32], keys: &[f32], out: &mut [f32]) {
     }
     let n = out.len().min(keys.len() / d);
     let mut i = 0;
-    if d % 8 == 0 {
+    if d.is_multiple_of(8) {
         let (qp, kp) = (q.as_ptr(), keys.as_ptr());
         while i + 4 <= n {
             let mut acc = [_mm256_setzero_ps(); 4];
