@@ -170,7 +170,7 @@ pub struct KernelSet {
     pub dot_q4sym_x4: DotQ4xFn,
     /// [`KernelSet::dot_q8`] for four activations at once.
     pub dot_q8_x4: DotQ4xFn,
-    /// `Q2` weights × q8 activation (bit-identical to `scalar::dot_q2` at every level).
+    /// `Q2` weights × q8 activation.
     pub dot_q2: DotQFn,
     /// `Q3` weights × q8 activation (bit-identical to `scalar::dot_q3` at every level).
     pub dot_q3: DotQFn,

@@ -498,6 +498,24 @@ fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: 
                 }
             }
         }
+        (Kind::Q(f, _), Some(o)) if n == 1 => {
+            // One token (decoding): each row's outliers are read once, so they are applied
+            // as they are decoded — the same terms in the same order as `outlier_fix`.
+            let a = act.row(0);
+            let x = &xs[..cols];
+            for r in r0..r1 {
+                let dense = row(r);
+                let v = f(p.block, dense, a);
+                let (cb, vb) = o.outliers_in_row(r);
+                let mut fix = 0f32;
+                for (c, w) in cb.chunks_exact(4).zip(vb.chunks_exact(2)) {
+                    let c = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize;
+                    let w = crate::quant::float::read_f16(w);
+                    fix += outlier_term(c, w, dense_at(p.qt, p.block, dense, c), a, x);
+                }
+                write(0, r, v + fix);
+            }
+        }
         (Kind::Q(f, _), Some(o)) => OUTL.with(|cell| {
             // Blocks of ROW_BLOCK rows; each row's outliers (and the dense values they
             // replace) are decoded once, right after the first token's dense dot has brought
@@ -562,13 +580,18 @@ fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: 
 fn outlier_fix(outl: &[(usize, f32, f32)], a: ActRow<'_>, x: &[f32]) -> f32 {
     let mut fix = 0f32;
     for &(c, v, dense) in outl {
-        if let (Some(&xv), Some(&d)) = (x.get(c), a.d.get(c / 32)) {
-            if c < a.qs.len() {
-                fix += v * xv - dense * (d * a.q(c) as f32);
-            }
-        }
+        fix += outlier_term(c, v, dense, a, x);
     }
     fix
+}
+
+/// One outlier's term of [`outlier_fix`] (0 past the activation).
+#[inline]
+fn outlier_term(c: usize, v: f32, dense: f32, a: ActRow<'_>, x: &[f32]) -> f32 {
+    match (x.get(c), a.d.get(c / 32)) {
+        (Some(&xv), Some(&d)) if c < a.qs.len() => v * xv - dense * (d * a.q(c) as f32),
+        _ => 0.0,
+    }
 }
 
 /// Value `c` of a dense `Q2`/`Q3`/`Q4` row (what an outlier replaces): the same value as

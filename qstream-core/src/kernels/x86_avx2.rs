@@ -763,6 +763,8 @@ macro_rules! q_kernels {
             }
         }
 
+        /// `Q2` rows (blocks: f16 `d`, f16 `m`, then 8 bytes of 2-bit levels per group of
+        /// 32): the chunked body of the q4 kernels with 2-bit unpacking.
         #[target_feature(enable = $features)]
         unsafe fn dot_q2_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
             let block = block.max(32);
@@ -770,20 +772,40 @@ macro_rules! q_kernels {
             let (gpb, sh) = (block / 32, (block / 32).trailing_zeros());
             let nb = n_blocks(block, bb, row, &a);
             let rp = row.as_ptr();
-            // SAFETY: g < nb·gpb: its block g >> sh < nb ≤ row.len() / bb holds the group's 8
-            // level bytes at 4 + 8·(g mod gpb) and the 4 scale bytes; g < a.groups().
+            let a = [a];
+            // SAFETY (the closures): `chunked_n` calls them with g < nb·gpb (`sc`: g0 + 8 ≤
+            // nb·gpb): group g's block g >> sh < nb ≤ row.len() / bb holds its 8 level bytes
+            // at 4 + 8·(g mod gpb) and the 4-byte (d, m) header at its start.
+            let wg = |g: usize| unsafe {
+                let w = unpack_2bit(rp.add((g >> sh) * bb + 4 + 8 * (g & (gpb - 1))));
+                (w, w)
+            };
+            let sc = |g0: usize| unsafe {
+                let h = if gpb == 1 {
+                    dwords8(rp.add(g0 * bb), bb)
+                } else {
+                    let at = |j: usize| rp.add(((g0 + j) >> sh) * bb);
+                    _mm256_setr_epi32(
+                        rd32(at(0)),
+                        rd32(at(1)),
+                        rd32(at(2)),
+                        rd32(at(3)),
+                        rd32(at(4)),
+                        rd32(at(5)),
+                        rd32(at(6)),
+                        rd32(at(7)),
+                    )
+                };
+                (f16_lanes::<false>(h), f16_lanes::<true>(h))
+            };
+            let sc1 = |g: usize| unsafe { f16x2(rp.add((g >> sh) * bb)) };
+            // SAFETY: nb·gpb ≤ a.groups() (n_blocks); the closures' contracts as above.
             unsafe {
-                int_combine!(
-                    nb * gpb,
-                    &a,
-                    true,
-                    g => xdot_u(
-                        unpack_2bit(rp.add((g >> sh) * bb + 4 + 8 * (g & (gpb - 1)))),
-                        &a,
-                        g
-                    ),
-                    f16x2(rp.add((g >> sh) * bb))
-                )
+                if a[0].has_lo() {
+                    chunked_n::<1, true, false, true>(nb * gpb, &a, wg, sc, sc1)[0]
+                } else {
+                    chunked_n::<1, false, false, true>(nb * gpb, &a, wg, sc, sc1)[0]
+                }
             }
         }
 

@@ -83,7 +83,25 @@ pub fn round_f16(v: f32) -> f32 {
 /// Read a little-endian f16 at `b[0..2]` as f32.
 #[inline]
 pub fn read_f16(b: &[u8]) -> f32 {
-    f16::from_le_bytes([b[0], b[1]]).to_f32()
+    f16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]))
+}
+
+/// f16 bits to f32, exactly as `half::f16::to_f32`, in a few inlined integer and float
+/// operations (no call, no run-time feature test: it sits in per-weight loops such as the
+/// outlier corrections). Normal and subnormal values: the exponent and mantissa bits moved
+/// into f32 position are the value times 2⁻¹¹², so one exact multiply by 2¹¹² rescales
+/// them; infinities and NaNs (quiet bit set, payload kept) take the f32 all-ones exponent.
+#[inline]
+pub fn f16_bits_to_f32(h: u16) -> f32 {
+    let sign = ((h & 0x8000) as u32) << 16;
+    let em = (h & 0x7fff) as u32;
+    let bits = if em >= 0x7c00 {
+        let nan = if em > 0x7c00 { 0x0040_0000 } else { 0 };
+        0x7f80_0000 | ((em & 0x3ff) << 13) | nan
+    } else {
+        (f32::from_bits(em << 13) * f32::from_bits(0x7780_0000)).to_bits()
+    };
+    f32::from_bits(bits | sign)
 }
 
 /// Write `v` as a little-endian f16 into `b[0..2]`.
@@ -107,6 +125,15 @@ mod tests {
         dequantize_row_f32(&b, &mut out);
         assert_eq!(out, src);
         assert_eq!(dot_f32_ref(&b, &[1.0, 2.0]), 1.0 - 5.0);
+    }
+
+    #[test]
+    fn f16_bits_to_f32_matches_half_on_all_inputs() {
+        for h in 0..=u16::MAX {
+            let want = f16::from_bits(h).to_f32();
+            let got = f16_bits_to_f32(h);
+            assert_eq!(got.to_bits(), want.to_bits(), "{h:#06x}");
+        }
     }
 
     #[test]
