@@ -503,6 +503,7 @@ fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: 
             // as they are decoded — the same terms in the same order as `outlier_fix`.
             let a = act.row(0);
             let x = &xs[..cols];
+            let dense_at = DenseAt::new(p.qt, p.block);
             for r in r0..r1 {
                 let dense = row(r);
                 let v = f(p.block, dense, a);
@@ -511,7 +512,7 @@ fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: 
                 for (c, w) in cb.chunks_exact(4).zip(vb.chunks_exact(2)) {
                     let c = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize;
                     let w = crate::quant::float::read_f16(w);
-                    fix += outlier_term(c, w, dense_at(p.qt, p.block, dense, c), a, x);
+                    fix += outlier_term(c, w, dense_at.at(dense, c), a, x);
                 }
                 write(0, r, v + fix);
             }
@@ -599,31 +600,58 @@ fn outlier_term(c: usize, v: f32, dense: f32, a: ActRow<'_>, x: &[f32]) -> f32 {
 /// 0 past the row.
 #[inline]
 fn dense_at(base: QuantType, block: usize, row: &[u8], c: usize) -> f32 {
-    use crate::quant::float::read_f16;
-    let bb = base.block_bytes(block);
-    let b = c >> block.trailing_zeros();
-    let Some(blk) = row.get(b * bb..(b + 1) * bb) else {
-        return 0.0;
-    };
-    let k = c & (block - 1);
-    let (g, j) = (k >> 5, k & 31);
-    let p = &blk[4..];
-    let q = match base {
-        QuantType::Q2 => (p[8 * g + (j & 7)] >> (2 * (j >> 3))) & 3,
-        QuantType::Q3 => {
-            let low = (p[8 * g + (j & 7)] >> (2 * (j >> 3))) & 3;
-            low | (((p[block / 4 + 4 * g + (j >> 3)] >> (j & 7)) & 1) << 2)
+    DenseAt::new(base, block).at(row, c)
+}
+
+/// [`dense_at`] with the per-type constants computed once (it runs for every outlier).
+#[derive(Clone, Copy)]
+struct DenseAt {
+    base: QuantType,
+    block: usize,
+    /// block bytes
+    bb: usize,
+    /// log2(block)
+    sh: u32,
+}
+
+impl DenseAt {
+    fn new(base: QuantType, block: usize) -> DenseAt {
+        DenseAt {
+            base,
+            block,
+            bb: base.block_bytes(block),
+            sh: block.trailing_zeros(),
         }
-        _ => {
-            let v = p[16 * g + (j & 15)];
-            if j < 16 {
-                v & 0x0F
-            } else {
-                v >> 4
+    }
+
+    #[inline(always)]
+    fn at(&self, row: &[u8], c: usize) -> f32 {
+        use crate::quant::float::read_f16;
+        let (bb, block) = (self.bb, self.block);
+        let b = c >> self.sh;
+        let Some(blk) = row.get(b * bb..(b + 1) * bb) else {
+            return 0.0;
+        };
+        let k = c & (block - 1);
+        let (g, j) = (k >> 5, k & 31);
+        let p = &blk[4..];
+        let q = match self.base {
+            QuantType::Q2 => (p[8 * g + (j & 7)] >> (2 * (j >> 3))) & 3,
+            QuantType::Q3 => {
+                let low = (p[8 * g + (j & 7)] >> (2 * (j >> 3))) & 3;
+                low | (((p[block / 4 + 4 * g + (j >> 3)] >> (j & 7)) & 1) << 2)
             }
-        }
-    };
-    read_f16(&blk[0..2]) * q as f32 + read_f16(&blk[2..4])
+            _ => {
+                let v = p[16 * g + (j & 15)];
+                if j < 16 {
+                    v & 0x0F
+                } else {
+                    v >> 4
+                }
+            }
+        };
+        read_f16(&blk[0..2]) * q as f32 + read_f16(&blk[2..4])
+    }
 }
 
 /// Dequantize row `r` of `w` (e.g. a token embedding) into `out` (`w.cols()` values);
