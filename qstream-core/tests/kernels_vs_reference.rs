@@ -405,6 +405,7 @@ fn dot_x4_fn(k: &KernelSet, qt: QuantType) -> kernels::dispatch::DotQ4xFn {
         QuantType::Q4 => k.dot_q4_x4,
         QuantType::Q4Sym => k.dot_q4sym_x4,
         QuantType::Q8 => k.dot_q8_x4,
+        QuantType::Q2 => k.dot_q2_x4,
         _ => unreachable!(),
     }
 }
@@ -425,6 +426,8 @@ fn x4_dots_bit_identical_to_single_token() {
         (QuantType::Q4Sym, 128),
         (QuantType::Q4Sym, 256),
         (QuantType::Q8, 32),
+        (QuantType::Q2, 32),
+        (QuantType::Q2, 128),
     ];
     for k in levels() {
         for &(qt, block) in &cases {

@@ -24,6 +24,7 @@ pub(super) static KERNELS: KernelSet = KernelSet {
     dot_q4sym_x4,
     dot_q8_x4,
     dot_q2,
+    dot_q2_x4,
     dot_q3,
     dot_mxfp4,
     dot_f32,
@@ -39,6 +40,7 @@ pub(super) static KERNELS: KernelSet = KernelSet {
 scalar::x4_by_single!(dot_q4_x4, dot_q4, "`dot_q4` for four activations.");
 scalar::x4_by_single!(dot_q4sym_x4, dot_q4sym, "`dot_q4sym` for four activations.");
 scalar::x4_by_single!(dot_q8_x4, dot_q8, "`dot_q8` for four activations.");
+scalar::x4_by_single!(dot_q2_x4, dot_q2, "`dot_q2` for four activations.");
 
 /// Blocks of a row the kernels may touch (bounded by the row and by the activation).
 #[inline]

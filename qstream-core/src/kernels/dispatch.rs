@@ -172,6 +172,8 @@ pub struct KernelSet {
     pub dot_q8_x4: DotQ4xFn,
     /// `Q2` weights × q8 activation.
     pub dot_q2: DotQFn,
+    /// [`KernelSet::dot_q2`] for four activations at once.
+    pub dot_q2_x4: DotQ4xFn,
     /// `Q3` weights × q8 activation (bit-identical to `scalar::dot_q3` at every level).
     pub dot_q3: DotQFn,
     /// `Mxfp4` weights × q8 activation (`block` is ignored: always 32; bit-identical to
@@ -204,6 +206,7 @@ static SCALAR: KernelSet = KernelSet {
     dot_q4sym_x4: scalar::dot_q4sym_x4,
     dot_q8_x4: scalar::dot_q8_x4,
     dot_q2: scalar::dot_q2,
+    dot_q2_x4: scalar::dot_q2_x4,
     dot_q3: scalar::dot_q3,
     dot_mxfp4: scalar::dot_mxfp4,
     dot_f32: crate::quant::float::dot_f32_ref,

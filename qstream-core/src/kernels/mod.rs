@@ -241,7 +241,7 @@ fn kind(k: &KernelSet, qt: QuantType) -> Kind {
         return Kind::Ref;
     }
     match qt {
-        QuantType::Q2 | QuantType::Q2Outlier => Kind::Q(k.dot_q2, None),
+        QuantType::Q2 | QuantType::Q2Outlier => Kind::Q(k.dot_q2, Some(k.dot_q2_x4)),
         QuantType::Q3 | QuantType::Q3Outlier => Kind::Q(k.dot_q3, None),
         QuantType::Q4 | QuantType::Q4Outlier => Kind::Q(k.dot_q4, Some(k.dot_q4_x4)),
         QuantType::Q4Sym => Kind::Q(k.dot_q4sym, Some(k.dot_q4sym_x4)),
@@ -517,31 +517,43 @@ fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: 
                 write(0, r, v + fix);
             }
         }
-        (Kind::Q(f, _), Some(o)) => OUTL.with(|cell| {
+        (Kind::Q(f, f4), Some(o)) => OUTL.with(|cell| {
             // Blocks of ROW_BLOCK rows; each row's outliers (and the dense values they
-            // replace) are decoded once, right after the first token's dense dot has brought
-            // the row into cache, and reused for the other tokens: row `rb + i`'s are
-            // `outl[starts[i]..starts[i + 1]]`.
+            // replace) are decoded once and reused for every token: row `rb + i`'s are
+            // `outl[starts[i]..starts[i + 1]]`. Tokens in groups of 4 where the type has a
+            // four-token kernel (bit-identical to `f`), the rest one by one.
             let (outl, starts) = &mut *cell.borrow_mut();
+            let dense_at = DenseAt::new(p.qt, p.block);
+            let n4 = if f4.is_some() { n - n % 4 } else { 0 };
             for rb in (r0..r1).step_by(ROW_BLOCK) {
                 let re = (rb + ROW_BLOCK).min(r1);
                 outl.clear();
                 starts.clear();
                 starts.push(0);
-                for t in 0..n {
-                    let a = act.row(t);
+                for r in rb..re {
+                    let dense = row(r);
+                    outl.extend(o.outliers(r).map(|(c, v)| (c, v, dense_at.at(dense, c))));
+                    starts.push(outl.len());
+                }
+                let fix = |t: usize, i: usize| {
                     let x = &xs[t * cols..(t + 1) * cols];
-                    for (i, r) in (rb..re).enumerate() {
-                        let dense = row(r);
-                        let v = f(p.block, dense, a);
-                        if t == 0 {
-                            outl.extend(
-                                o.outliers(r)
-                                    .map(|(c, v)| (c, v, dense_at(p.qt, p.block, dense, c))),
-                            );
-                            starts.push(outl.len());
+                    outlier_fix(&outl[starts[i]..starts[i + 1]], act.row(t), x)
+                };
+                if let Some(f4) = f4 {
+                    for t in (0..n4).step_by(4) {
+                        let a = [act.row(t), act.row(t + 1), act.row(t + 2), act.row(t + 3)];
+                        for (i, r) in (rb..re).enumerate() {
+                            let v = f4(p.block, row(r), a);
+                            for (k, v) in v.into_iter().enumerate() {
+                                write(t + k, r, v + fix(t + k, i));
+                            }
                         }
-                        write(t, r, v + outlier_fix(&outl[starts[i]..starts[i + 1]], a, x));
+                    }
+                }
+                for t in n4..n {
+                    let a = act.row(t);
+                    for (i, r) in (rb..re).enumerate() {
+                        write(t, r, f(p.block, row(r), a) + fix(t, i));
                     }
                 }
             }
@@ -596,14 +608,8 @@ fn outlier_term(c: usize, v: f32, dense: f32, a: ActRow<'_>, x: &[f32]) -> f32 {
 }
 
 /// Value `c` of a dense `Q2`/`Q3`/`Q4` row (what an outlier replaces): the same value as
-/// `OutlierView::dense_value`, with shifts for the power-of-two block instead of divisions.
-/// 0 past the row.
-#[inline]
-fn dense_at(base: QuantType, block: usize, row: &[u8], c: usize) -> f32 {
-    DenseAt::new(base, block).at(row, c)
-}
-
-/// [`dense_at`] with the per-type constants computed once (it runs for every outlier).
+/// `OutlierView::dense_value`, with shifts for the power-of-two block instead of divisions
+/// and the per-type constants computed once (it runs for every outlier). 0 past the row.
 #[derive(Clone, Copy)]
 struct DenseAt {
     base: QuantType,
@@ -763,7 +769,7 @@ mod tests {
                 let v = OutlierView::parse(qt, block, &b, rows, cols).unwrap();
                 for r in 0..rows {
                     for c in 0..cols {
-                        let got = dense_at(qt.base(), block, v.dense_row(r), c);
+                        let got = DenseAt::new(qt.base(), block).at(v.dense_row(r), c);
                         assert_eq!(got.to_bits(), v.dense_value(r, c).to_bits(), "{qt} {block}");
                     }
                 }

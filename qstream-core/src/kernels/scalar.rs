@@ -209,6 +209,7 @@ x4_by_single!(
     "[`dot_q4sym`] for four activations."
 );
 x4_by_single!(dot_q8_x4, dot_q8, "[`dot_q8`] for four activations.");
+x4_by_single!(dot_q2_x4, dot_q2, "[`dot_q2`] for four activations.");
 
 /// `Q8` row × q8 activation (block 32).
 pub fn dot_q8(_block: usize, row: &[u8], a: ActRow<'_>) -> f32 {

@@ -26,6 +26,7 @@ pub(super) static KERNELS: KernelSet = KernelSet {
     dot_q4sym_x4,
     dot_q8_x4,
     dot_q2,
+    dot_q2_x4,
     dot_q3,
     dot_mxfp4,
     dot_f32,
@@ -706,7 +707,16 @@ macro_rules! q_kernels {
         }
         fn dot_q2(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
             // SAFETY: this table is only handed out after detecting `$features`.
-            unsafe { dot_q2_impl(block, row, a) }
+            unsafe { dot_q2n_impl::<1>(block, row, &[a])[0] }
+        }
+
+        fn dot_q2_x4(block: usize, row: &[u8], a: [ActRow<'_>; 4]) -> [f32; 4] {
+            // SAFETY: this table is only handed out after detecting `$features`.
+            unsafe {
+                let [x, y] = dot_q2n_impl::<2>(block, row, &[a[0], a[1]]);
+                let [z, w] = dot_q2n_impl::<2>(block, row, &[a[2], a[3]]);
+                [x, y, z, w]
+            }
         }
 
         fn dot_q3(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
@@ -764,15 +774,23 @@ macro_rules! q_kernels {
         }
 
         /// `Q2` rows (blocks: f16 `d`, f16 `m`, then 8 bytes of 2-bit levels per group of
-        /// 32): the chunked body of the q4 kernels with 2-bit unpacking.
+        /// 32) for `N` activations: the chunked body of the q4 kernels with 2-bit unpacking.
         #[target_feature(enable = $features)]
-        unsafe fn dot_q2_impl(block: usize, row: &[u8], a: ActRow<'_>) -> f32 {
+        unsafe fn dot_q2n_impl<const N: usize>(
+            block: usize,
+            row: &[u8],
+            a: &[ActRow<'_>; N],
+        ) -> [f32; N] {
             let block = block.max(32);
             let bb = crate::quant::q2::block_bytes(block);
             let (gpb, sh) = (block / 32, (block / 32).trailing_zeros());
-            let nb = n_blocks(block, bb, row, &a);
+            let nb = n_blocks(block, bb, row, &a[0]);
+            let lo = a[0].has_lo();
+            if N > 1 && a.iter().any(|x| n_blocks(block, bb, row, x) != nb || x.has_lo() != lo) {
+                // SAFETY: the features are enabled (we run inside this kernel).
+                return std::array::from_fn(|k| unsafe { dot_q2n_impl::<1>(block, row, &[a[k]])[0] });
+            }
             let rp = row.as_ptr();
-            let a = [a];
             // SAFETY (the closures): `chunked_n` calls them with g < nb·gpb (`sc`: g0 + 8 ≤
             // nb·gpb): group g's block g >> sh < nb ≤ row.len() / bb holds its 8 level bytes
             // at 4 + 8·(g mod gpb) and the 4-byte (d, m) header at its start.
@@ -799,12 +817,12 @@ macro_rules! q_kernels {
                 (f16_lanes::<false>(h), f16_lanes::<true>(h))
             };
             let sc1 = |g: usize| unsafe { f16x2(rp.add((g >> sh) * bb)) };
-            // SAFETY: nb·gpb ≤ a.groups() (n_blocks); the closures' contracts as above.
+            // SAFETY: nb·gpb ≤ a[k].groups() (n_blocks); the closures' contracts as above.
             unsafe {
-                if a[0].has_lo() {
-                    chunked_n::<1, true, false, true>(nb * gpb, &a, wg, sc, sc1)[0]
+                if lo {
+                    chunked_n::<N, true, false, true>(nb * gpb, a, wg, sc, sc1)
                 } else {
-                    chunked_n::<1, false, false, true>(nb * gpb, &a, wg, sc, sc1)[0]
+                    chunked_n::<N, false, false, true>(nb * gpb, a, wg, sc, sc1)
                 }
             }
         }

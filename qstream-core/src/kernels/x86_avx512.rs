@@ -27,6 +27,7 @@ pub(super) static KERNELS: KernelSet = KernelSet {
     dot_q4sym_x4,
     dot_q8_x4,
     dot_q2,
+    dot_q2_x4,
     dot_q3,
     dot_mxfp4,
     dot_f32: avx2::dot_f32,
