@@ -251,6 +251,74 @@ fn block_stats<const W: bool>(x: &[f32], w: &[f32]) -> ([f32; 3], f32, f32) {
     (s, l, h)
 }
 
+/// The pass kernels, AVX2 (`AVX`, only inside [`search_asym_avx2`]/[`search_sym_avx2`])
+/// or portable; both give bit-identical results.
+#[inline(always)]
+fn k_level_sums<const K: usize, const W: bool, const AVX: bool>(
+    x: &[f32],
+    w: &[f32],
+    nmax: u8,
+    iscale: [f32; K],
+    lo: f32,
+) -> [[f32; 3]; K] {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: `AVX` is true only in code inlined into the `*_avx2` entry points,
+        // which run after AVX2 was detected on this CPU.
+        return unsafe { avx2::level_sums::<K, W>(x, w, nmax, iscale, lo) };
+    }
+    level_sums::<K, W>(x, w, nmax, iscale, lo)
+}
+
+/// [`eval_asym`], AVX2 or portable (see [`k_level_sums`]).
+#[inline(always)]
+fn k_eval_asym<const W: bool, const AVX: bool>(
+    x: &[f32],
+    w: &[f32],
+    nmax: u8,
+    d: f32,
+    m: f32,
+    q: &mut [u8],
+) -> (f32, [f32; 3]) {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: as in `k_level_sums`.
+        return unsafe { avx2::eval_asym::<W>(x, w, nmax, d, m, q) };
+    }
+    eval_asym::<W>(x, w, nmax, d, m, q)
+}
+
+/// [`sym_sums`], AVX2 or portable (see [`k_level_sums`]).
+#[inline(always)]
+fn k_sym_sums<const K: usize, const W: bool, const AVX: bool>(
+    x: &[f32],
+    w: &[f32],
+    iscale: [f32; K],
+) -> [(f32, f32); K] {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: as in `k_level_sums`.
+        return unsafe { avx2::sym_sums::<K, W>(x, w, iscale) };
+    }
+    sym_sums::<K, W>(x, w, iscale)
+}
+
+/// [`eval_sym`], AVX2 or portable (see [`k_level_sums`]).
+#[inline(always)]
+fn k_eval_sym<const W: bool, const AVX: bool>(
+    x: &[f32],
+    w: &[f32],
+    d: f32,
+    q: &mut [u8],
+) -> (f32, f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: as in `k_level_sums`.
+        return unsafe { avx2::eval_sym::<W>(x, w, d, q) };
+    }
+    eval_sym::<W>(x, w, d, q)
+}
+
 /// Exact weighted squared error `Σw·(x − d·q − m)²` of fixed levels from their sums
 /// (closed form, in f64 to limit cancellation): lets the search rank any `(d, m)` on a
 /// level set without another pass over the block.
@@ -333,7 +401,7 @@ pub fn search_asym(
         // SAFETY: `search_asym_avx2` only requires AVX2, detected on this CPU just above.
         return unsafe { search_asym_avx2(x, w, nmax, grid, q) };
     }
-    search_asym_portable(x, w, nmax, grid, q)
+    search_asym_portable::<false>(x, w, nmax, grid, q)
 }
 
 /// [`search_asym_portable`] compiled with AVX2 enabled.
@@ -346,12 +414,12 @@ fn search_asym_avx2(
     grid: &AsymGrid,
     q: &mut [u8],
 ) -> AsymParams {
-    search_asym_portable(x, w, nmax, grid, q)
+    search_asym_portable::<true>(x, w, nmax, grid, q)
 }
 
 /// [`search_asym`] without the run-time ISA dispatch (the code both builds share).
 #[inline(always)]
-fn search_asym_portable(
+fn search_asym_portable<const AVX: bool>(
     x: &[f32],
     w: Option<&[f32]>,
     nmax: u8,
@@ -360,15 +428,15 @@ fn search_asym_portable(
 ) -> AsymParams {
     let n = x.len().min(MAX_BLOCK).min(q.len());
     match w {
-        Some(w) if w.len() >= n => search_asym_w::<true>(&x[..n], &w[..n], nmax, grid, q),
-        _ => search_asym_w::<false>(&x[..n], &ONES[..n], nmax, grid, q),
+        Some(w) if w.len() >= n => search_asym_w::<true, AVX>(&x[..n], &w[..n], nmax, grid, q),
+        _ => search_asym_w::<false, AVX>(&x[..n], &ONES[..n], nmax, grid, q),
     }
 }
 
 /// The search on `x` (`x.len() <= MAX_BLOCK`) with weights `w` (same length; all 1 and
 /// not read when `W` is false).
 #[inline(always)]
-fn search_asym_w<const W: bool>(
+fn search_asym_w<const W: bool, const AVX: bool>(
     x: &[f32],
     w: &[f32],
     nmax: u8,
@@ -392,7 +460,7 @@ fn search_asym_w<const W: bool>(
     let nm = nmax as f32;
     let d0 = round_f16(range / nm);
     let m0 = round_f16(lo);
-    let [s0] = level_sums::<1, W>(x, w, nmax, [nm / range], lo);
+    let [s0] = k_level_sums::<1, W, AVX>(x, w, nmax, [nm / range], lo);
     let mut best = (asym_cf_err(&st, &s0, d0, m0), d0, m0);
     let var =
         (st[2] as f64 - (st[1] as f64).powi(2) / (st[0] as f64).max(f64::MIN_POSITIVE)).max(0.0);
@@ -417,19 +485,19 @@ fn search_asym_w<const W: bool>(
             match pending.take() {
                 None => pending = Some(iscale),
                 Some(prev) => {
-                    let [a, b] = level_sums::<2, W>(x, w, nmax, [prev, iscale], lo);
+                    let [a, b] = k_level_sums::<2, W, AVX>(x, w, nmax, [prev, iscale], lo);
                     consider(&a);
                     consider(&b);
                 }
             }
         }
         if let Some(iscale) = pending {
-            let [a] = level_sums::<1, W>(x, w, nmax, [iscale], lo);
+            let [a] = k_level_sums::<1, W, AVX>(x, w, nmax, [iscale], lo);
             consider(&a);
         }
     }
     let (d, m) = (best.1, best.2);
-    let (mut err, mut s) = eval_asym::<W>(x, w, nmax, d, m, &mut q[..n]);
+    let (mut err, mut s) = k_eval_asym::<W, AVX>(x, w, nmax, d, m, &mut q[..n]);
     let mut cur = AsymParams { d, m };
     let mut tq = [0u8; MAX_BLOCK];
     for _ in 0..grid.refine {
@@ -439,7 +507,7 @@ fn search_asym_w<const W: bool>(
         if (d == cur.d && m == cur.m) || asym_cf_err(&st, &s, d, m) >= err as f64 * (1.0 - 1e-5) {
             break;
         }
-        let (e2, s2) = eval_asym::<W>(x, w, nmax, d, m, &mut tq[..n]);
+        let (e2, s2) = k_eval_asym::<W, AVX>(x, w, nmax, d, m, &mut tq[..n]);
         if e2 < err {
             err = e2;
             s = s2;
@@ -590,30 +658,42 @@ pub fn search_sym(x: &[f32], w: Option<&[f32]>, nstep: i32, refine: u32, q: &mut
         // SAFETY: `search_sym_avx2` only requires AVX2, detected on this CPU just above.
         return unsafe { search_sym_avx2(x, w, nstep, refine, q) };
     }
-    search_sym_portable(x, w, nstep, refine, q)
+    search_sym_portable::<false>(x, w, nstep, refine, q)
 }
 
 /// [`search_sym_portable`] compiled with AVX2 enabled.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn search_sym_avx2(x: &[f32], w: Option<&[f32]>, nstep: i32, refine: u32, q: &mut [u8]) -> f32 {
-    search_sym_portable(x, w, nstep, refine, q)
+    search_sym_portable::<true>(x, w, nstep, refine, q)
 }
 
 /// [`search_sym`] without the run-time ISA dispatch (the code both builds share).
 #[inline(always)]
-fn search_sym_portable(x: &[f32], w: Option<&[f32]>, nstep: i32, refine: u32, q: &mut [u8]) -> f32 {
+fn search_sym_portable<const AVX: bool>(
+    x: &[f32],
+    w: Option<&[f32]>,
+    nstep: i32,
+    refine: u32,
+    q: &mut [u8],
+) -> f32 {
     let n = x.len().min(MAX_BLOCK).min(q.len());
     match w {
-        Some(w) if w.len() >= n => search_sym_w::<true>(&x[..n], &w[..n], nstep, refine, q),
-        _ => search_sym_w::<false>(&x[..n], &ONES[..n], nstep, refine, q),
+        Some(w) if w.len() >= n => search_sym_w::<true, AVX>(&x[..n], &w[..n], nstep, refine, q),
+        _ => search_sym_w::<false, AVX>(&x[..n], &ONES[..n], nstep, refine, q),
     }
 }
 
 /// The symmetric search on `x` (`x.len() <= MAX_BLOCK`) with weights `w` (same length;
 /// all 1 and not read when `W` is false).
 #[inline(always)]
-fn search_sym_w<const W: bool>(x: &[f32], w: &[f32], nstep: i32, refine: u32, q: &mut [u8]) -> f32 {
+fn search_sym_w<const W: bool, const AVX: bool>(
+    x: &[f32],
+    w: &[f32],
+    nstep: i32,
+    refine: u32,
+    q: &mut [u8],
+) -> f32 {
     let n = x.len();
     // Σw·x², accumulated in element order (a serial sum, as the ranking has always used).
     let mut swx2 = 0f32;
@@ -648,7 +728,7 @@ fn search_sym_w<const W: bool>(x: &[f32], w: &[f32], nstep: i32, refine: u32, q:
         .find(|&i| wt::<W>(w, i) > 0.0 && x[i].abs() == amax)
         .map_or(amax, |i| x[i]);
     let d0 = round_f16(max / -8.0);
-    let [(slx0, sll0)] = sym_sums::<1, W>(x, w, [-8.0 / max]);
+    let [(slx0, sll0)] = k_sym_sums::<1, W, AVX>(x, w, [-8.0 / max]);
     let mut best = (sym_cf_err(swx2, slx0, sll0, d0), d0);
     if best.0 > EARLY_EXIT_REL * swx2 as f64 {
         let mut consider = |slx: f32, sll: f32| {
@@ -667,17 +747,17 @@ fn search_sym_w<const W: bool>(x: &[f32], w: &[f32], nstep: i32, refine: u32, q:
         let cands = &SYM_CANDIDATES[..(nstep.max(0) as usize).min(SYM_CANDIDATES.len())];
         let mut pairs = cands.chunks_exact(2);
         for p in &mut pairs {
-            let [(a0, b0), (a1, b1)] = sym_sums::<2, W>(x, w, [p[0] / max, p[1] / max]);
+            let [(a0, b0), (a1, b1)] = k_sym_sums::<2, W, AVX>(x, w, [p[0] / max, p[1] / max]);
             consider(a0, b0);
             consider(a1, b1);
         }
         if let [l] = pairs.remainder() {
-            let [(a, b)] = sym_sums::<1, W>(x, w, [l / max]);
+            let [(a, b)] = k_sym_sums::<1, W, AVX>(x, w, [l / max]);
             consider(a, b);
         }
     }
     let mut d = best.1;
-    let (mut err, mut slx, mut sll) = eval_sym::<W>(x, w, d, &mut q[..n]);
+    let (mut err, mut slx, mut sll) = k_eval_sym::<W, AVX>(x, w, d, &mut q[..n]);
     let mut tq = [0u8; MAX_BLOCK];
     for _ in 0..refine {
         if sll.is_nan() || sll <= 0.0 {
@@ -691,7 +771,7 @@ fn search_sym_w<const W: bool>(x: &[f32], w: &[f32], nstep: i32, refine: u32, q:
         {
             break;
         }
-        let (e2, a, b) = eval_sym::<W>(x, w, d2, &mut tq[..n]);
+        let (e2, a, b) = k_eval_sym::<W, AVX>(x, w, d2, &mut tq[..n]);
         if e2 < err {
             (err, slx, sll, d) = (e2, a, b, d2);
             q[..n].copy_from_slice(&tq[..n]);
@@ -781,6 +861,10 @@ pub(crate) fn quantize_row_asym(
         pack(&q[..block], &mut blk[4..]);
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+#[path = "search_avx2.rs"]
+mod avx2;
 
 #[cfg(test)]
 #[path = "search_ref.rs"]
@@ -931,7 +1015,7 @@ mod tests {
             let grid = &grids[(g.next() % 4) as usize];
             let r = reference::search_asym(&x, w, nmax, grid, &mut qa);
             let f = search_asym(&x, w, nmax, grid, &mut qb);
-            let p = search_asym_portable(&x, w, nmax, grid, &mut qc);
+            let p = search_asym_portable::<false>(&x, w, nmax, grid, &mut qc);
             for (name, o, qo) in [("dispatched", f, &qb), ("portable", p, &qc)] {
                 assert_eq!(
                     (o.d.to_bits(), o.m.to_bits(), &qo[..n]),
@@ -942,7 +1026,7 @@ mod tests {
             let (nstep, refine) = ((g.next() % 8) as i32 - 1, g.next() % 3);
             let r = reference::search_sym(&x, w, nstep, refine, &mut qa);
             let f = search_sym(&x, w, nstep, refine, &mut qb);
-            let p = search_sym_portable(&x, w, nstep, refine, &mut qc);
+            let p = search_sym_portable::<false>(&x, w, nstep, refine, &mut qc);
             for (name, o, qo) in [("dispatched", f, &qb), ("portable", p, &qc)] {
                 assert_eq!(
                     (o.to_bits(), &qo[..n]),
