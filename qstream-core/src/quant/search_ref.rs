@@ -1,11 +1,12 @@
 //! The straightforward formulation of the error-minimising search (one pass per candidate,
 //! `wbuf` of ones when unweighted, `f32::max/min` clamps), kept verbatim as it was before
-//! the fused / specialised kernels of [`super`] as the bit-exactness reference of the tests.
+//! the fused / specialised kernels of [`super`] as the bit-exactness reference of the tests,
+//! with the plain min/max rules as they were (explicit `trunc` before the `as u8` cast).
 
 #![allow(clippy::manual_clamp)]
 
 use super::super::float::round_f16;
-use super::{minmax_asym, AsymGrid, AsymParams, DEFAULT_ASYM_GRID, MAX_BLOCK, SYM_CANDIDATES};
+use super::{AsymGrid, AsymParams, DEFAULT_ASYM_GRID, MAX_BLOCK, SYM_CANDIDATES};
 
 /// Round to nearest (ties to even) for |v| < 2^22 — branch-free, vectorizes (unlike `round`).
 #[inline(always)]
@@ -462,4 +463,63 @@ pub(super) fn quantize_row_asym(
         super::super::float::write_f16(&mut blk[2..4], p.m);
         pack(&q[..block], &mut blk[4..]);
     }
+}
+
+/// Plain min/max asymmetric fit (ggml `Q4_1` reference rule, generalised to `nmax`):
+/// `d = (max − min)/nmax`, `m = min`, `q = min(nmax, trunc((x − min)·(1/d) + 0.5))` with
+/// `1/d` from the unrounded f32 `d`. With `w`, the range is taken over the entries of
+/// positive weight only (others are clamped). Returns the f16-rounded `(d, m)` to store.
+pub(super) fn minmax_asym(x: &[f32], w: Option<&[f32]>, nmax: u8, q: &mut [u8]) -> AsymParams {
+    let (lo, hi) = match w {
+        Some(_) => weighted_range(x, w),
+        None => {
+            let mut lo = f32::MAX;
+            let mut hi = -f32::MAX;
+            for v in x {
+                if *v < lo {
+                    lo = *v;
+                }
+                if *v > hi {
+                    hi = *v;
+                }
+            }
+            if x.is_empty() {
+                (0.0, 0.0)
+            } else {
+                (lo, hi)
+            }
+        }
+    };
+    let d = (hi - lo) / nmax as f32;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for (qv, xv) in q.iter_mut().zip(x) {
+        // `as u8` saturates (NaN → 0), matching ggml's int8 cast for in-range values.
+        let l = ((xv - lo) * id + 0.5).trunc();
+        *qv = (l.max(0.0) as u8).min(nmax);
+    }
+    AsymParams {
+        d: round_f16(d),
+        m: round_f16(lo),
+    }
+}
+
+/// Plain symmetric fit (ggml `Q4_0` reference rule): `max` = the value of largest
+/// magnitude (first one, sign kept), `d = max / −8`, `q = min(15, trunc(x·(1/d) + 8.5))`.
+/// Returns the f16-rounded `d` to store.
+pub(super) fn minmax_sym(x: &[f32], q: &mut [u8]) -> f32 {
+    let mut amax = 0f32;
+    let mut max = 0f32;
+    for v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = *v;
+        }
+    }
+    let d = max / -8.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for (qv, xv) in q.iter_mut().zip(x) {
+        let l = (xv * id + 8.5).trunc();
+        *qv = (l.max(0.0) as u8).min(15);
+    }
+    round_f16(d)
 }
