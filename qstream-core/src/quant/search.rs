@@ -941,7 +941,7 @@ mod tests {
         }
 
         fn block(&mut self, n: usize) -> Vec<f32> {
-            let kind = self.next() % 8;
+            let kind = self.next() % 12;
             let scale = [1e-3f32, 0.05, 1.0, 300.0][(self.next() % 4) as usize];
             let (d, m) = (scale * (0.05 + self.unif()), scale * (self.unif() - 0.7));
             (0..n)
@@ -953,6 +953,12 @@ mod tests {
                         2 => scale,
                         3 => [0.0, -0.0, g, -g][(self.next() % 4) as usize],
                         4 => [scale, -scale, g][(self.next() % 3) as usize],
+                        // the range ends at a zero of either sign
+                        6 => [0.0, -0.0, g.abs()][(self.next() % 3) as usize],
+                        7 => [0.0, -0.0, -g.abs()][(self.next() % 3) as usize],
+                        // zeros of both signs only, or with one more level (exact fits)
+                        8 => [0.0, -0.0][(self.next() % 2) as usize],
+                        9 => [0.0, -0.0, scale][(self.next() % 3) as usize],
                         5 if self.next().is_multiple_of(40) => {
                             [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][(self.next() % 3) as usize]
                         }
@@ -1006,7 +1012,7 @@ mod tests {
         ];
         let mut g = Gen(0x5eed);
         let (mut qa, mut qb, mut qc) = ([0u8; MAX_BLOCK], [0u8; MAX_BLOCK], [0u8; MAX_BLOCK]);
-        for it in 0..6000 {
+        for it in 0..8000 {
             let n = match it % 4 {
                 0 => [32, 64, 128, 256][(g.next() % 4) as usize],
                 _ => 1 + (g.next() % MAX_BLOCK as u32) as usize,
