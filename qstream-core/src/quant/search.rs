@@ -251,8 +251,8 @@ fn block_stats<const W: bool>(x: &[f32], w: &[f32]) -> ([f32; 3], f32, f32) {
     (s, l, h)
 }
 
-/// The pass kernels, AVX2 (`AVX`, only inside [`search_asym_avx2`]/[`search_sym_avx2`])
-/// or portable; both give bit-identical results.
+/// The pass kernels, AVX2 (`AVX`, only inside [`search_asym_avx2`]/[`search_sym_avx2`],
+/// entered after AVX2 and F16C were detected) or portable; both give bit-identical results.
 #[inline(always)]
 fn k_level_sums<const K: usize, const W: bool, const AVX: bool>(
     x: &[f32],
@@ -319,6 +319,36 @@ fn k_eval_sym<const W: bool, const AVX: bool>(
     eval_sym::<W>(x, w, d, q)
 }
 
+/// Whether this CPU has AVX2 and F16C (the search's x86-64 fast path).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn avx2_f16c() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("f16c")
+}
+
+/// [`round_f16`], with the F16C instructions inside the AVX entry points (the same
+/// instructions `half` uses on such a CPU).
+#[inline(always)]
+fn rf16<const AVX: bool>(v: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: as in `k_level_sums` (the entry points also require F16C).
+        return unsafe { avx2::round_f16(v) };
+    }
+    round_f16(v)
+}
+
+/// [`block_stats`], AVX2 or portable (see [`k_level_sums`]).
+#[inline(always)]
+fn k_block_stats<const W: bool, const AVX: bool>(x: &[f32], w: &[f32]) -> ([f32; 3], f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: as in `k_level_sums`.
+        return unsafe { avx2::block_stats::<W>(x, w) };
+    }
+    block_stats::<W>(x, w)
+}
+
 /// Exact weighted squared error `Σw·(x − d·q − m)²` of fixed levels from their sums
 /// (closed form, in f64 to limit cancellation): lets the search rank any `(d, m)` on a
 /// level set without another pass over the block.
@@ -332,7 +362,7 @@ fn asym_cf_err(st: &[f32; 3], s: &[f32; 3], d: f32, m: f32) -> f64 {
 
 /// Weighted least-squares `(d, m)` from level sums, f16-rounded; `None` if degenerate.
 #[inline]
-fn lsq_asym(st: &[f32; 3], s: &[f32; 3]) -> Option<(f32, f32)> {
+fn lsq_asym<const AVX: bool>(st: &[f32; 3], s: &[f32; 3]) -> Option<(f32, f32)> {
     let (sw, swx) = (st[0] as f64, st[1] as f64);
     let (swq, swq2, swqx) = (s[0] as f64, s[1] as f64, s[2] as f64);
     let det = sw * swq2 - swq * swq;
@@ -342,7 +372,7 @@ fn lsq_asym(st: &[f32; 3], s: &[f32; 3]) -> Option<(f32, f32)> {
     let d = ((sw * swqx - swq * swx) / det) as f32;
     let m = ((swq2 * swx - swq * swqx) / det) as f32;
     if d > 0.0 && d.is_finite() && m.is_finite() {
-        Some((round_f16(d), round_f16(m)))
+        Some((rf16::<AVX>(d), rf16::<AVX>(m)))
     } else {
         None
     }
@@ -397,16 +427,16 @@ pub fn search_asym(
     q: &mut [u8],
 ) -> AsymParams {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: `search_asym_avx2` only requires AVX2, detected on this CPU just above.
+    if avx2_f16c() {
+        // SAFETY: `search_asym_avx2` requires AVX2 and F16C, detected on this CPU just above.
         return unsafe { search_asym_avx2(x, w, nmax, grid, q) };
     }
     search_asym_portable::<false>(x, w, nmax, grid, q)
 }
 
-/// [`search_asym_portable`] compiled with AVX2 enabled.
+/// [`search_asym_portable`] compiled with AVX2 and F16C enabled.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,f16c")]
 fn search_asym_avx2(
     x: &[f32],
     w: Option<&[f32]>,
@@ -444,7 +474,7 @@ fn search_asym_w<const W: bool, const AVX: bool>(
     q: &mut [u8],
 ) -> AsymParams {
     let n = x.len();
-    let (st, mut lo, mut hi) = block_stats::<W>(x, w);
+    let (st, mut lo, mut hi) = k_block_stats::<W, AVX>(x, w);
     if lo > hi {
         // no entry has positive weight: fit all of them
         let (l, h) = weighted_range(x, None);
@@ -453,20 +483,20 @@ fn search_asym_w<const W: bool, const AVX: bool>(
     }
     let range = hi - lo;
     if range <= 0.0 || !range.is_finite() {
-        let m = round_f16(lo);
+        let m = rf16::<AVX>(lo);
         q[..n].fill(0);
         return AsymParams { d: 0.0, m };
     }
     let nm = nmax as f32;
-    let d0 = round_f16(range / nm);
-    let m0 = round_f16(lo);
+    let d0 = rf16::<AVX>(range / nm);
+    let m0 = rf16::<AVX>(lo);
     let [s0] = k_level_sums::<1, W, AVX>(x, w, nmax, [nm / range], lo);
     let mut best = (asym_cf_err(&st, &s0, d0, m0), d0, m0);
     let var =
         (st[2] as f64 - (st[1] as f64).powi(2) / (st[0] as f64).max(f64::MIN_POSITIVE)).max(0.0);
     if best.0 > EARLY_EXIT_REL * var {
         let mut consider = |s: &[f32; 3]| {
-            if let Some((d, m)) = lsq_asym(&st, s) {
+            if let Some((d, m)) = lsq_asym::<AVX>(&st, s) {
                 let e = asym_cf_err(&st, s, d, m);
                 if e < best.0 {
                     best = (e, d, m);
@@ -501,7 +531,7 @@ fn search_asym_w<const W: bool, const AVX: bool>(
     let mut cur = AsymParams { d, m };
     let mut tq = [0u8; MAX_BLOCK];
     for _ in 0..grid.refine {
-        let Some((d, m)) = lsq_asym(&st, &s) else {
+        let Some((d, m)) = lsq_asym::<AVX>(&st, &s) else {
             break;
         };
         if (d == cur.d && m == cur.m) || asym_cf_err(&st, &s, d, m) >= err as f64 * (1.0 - 1e-5) {
@@ -632,6 +662,52 @@ fn sym_sums<const K: usize, const W: bool>(
     s
 }
 
+/// The symmetric search's first pass: `Σw·x²` (accumulated in element order, a serial
+/// sum, as the ranking has always used), the largest magnitude `amax` among entries of
+/// positive weight (0 if none), and the signed value of the first such entry having it
+/// (`max`; meaningful when `amax` is positive and finite).
+#[inline(always)]
+fn sym_prepass<const W: bool>(x: &[f32], w: &[f32]) -> (f32, f32, f32) {
+    let n = x.len();
+    let mut swx2 = 0f32;
+    for (i, v) in x.iter().enumerate() {
+        swx2 += wt::<W>(w, i) * v * v;
+    }
+    // The lane-wise maximum magnitude, then the first entry that has it.
+    let n8 = n / 8 * 8;
+    let mut am = [0f32; 8];
+    for (xs, ws) in x[..n8].chunks_exact(8).zip(w[..n8].chunks_exact(8)) {
+        for j in 0..8 {
+            let a = if wt::<W>(ws, j) > 0.0 {
+                xs[j].abs()
+            } else {
+                0.0
+            };
+            am[j] = if a > am[j] { a } else { am[j] };
+        }
+    }
+    let mut amax = am.iter().fold(0f32, |m, &a| if a > m { a } else { m });
+    for i in n8..n {
+        let a = if wt::<W>(w, i) > 0.0 { x[i].abs() } else { 0.0 };
+        amax = if a > amax { a } else { amax };
+    }
+    let max = (0..n)
+        .find(|&i| wt::<W>(w, i) > 0.0 && x[i].abs() == amax)
+        .map_or(amax, |i| x[i]);
+    (swx2, amax, max)
+}
+
+/// [`sym_prepass`], AVX2 or portable (see [`k_level_sums`]).
+#[inline(always)]
+fn k_sym_prepass<const W: bool, const AVX: bool>(x: &[f32], w: &[f32]) -> (f32, f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: as in `k_level_sums`.
+        return unsafe { avx2::sym_prepass::<W>(x, w) };
+    }
+    sym_prepass::<W>(x, w)
+}
+
 /// Level (of `max`, the value of largest magnitude) for the symmetric search's extra
 /// candidates, most useful first (measured on SmolLM2 weights): mapping `max` to +7
 /// instead of −8, then slightly stretched/shrunk scales.
@@ -656,16 +732,16 @@ fn sym_cf_err(swx2: f32, slx: f32, sll: f32, d: f32) -> f64 {
 /// build (as [`search_asym`]).
 pub fn search_sym(x: &[f32], w: Option<&[f32]>, nstep: i32, refine: u32, q: &mut [u8]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: `search_sym_avx2` only requires AVX2, detected on this CPU just above.
+    if avx2_f16c() {
+        // SAFETY: `search_sym_avx2` requires AVX2 and F16C, detected on this CPU just above.
         return unsafe { search_sym_avx2(x, w, nstep, refine, q) };
     }
     search_sym_portable::<false>(x, w, nstep, refine, q)
 }
 
-/// [`search_sym_portable`] compiled with AVX2 enabled.
+/// [`search_sym_portable`] compiled with AVX2 and F16C enabled.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,f16c")]
 fn search_sym_avx2(x: &[f32], w: Option<&[f32]>, nstep: i32, refine: u32, q: &mut [u8]) -> f32 {
     search_sym_portable::<true>(x, w, nstep, refine, q)
 }
@@ -697,45 +773,18 @@ fn search_sym_w<const W: bool, const AVX: bool>(
     q: &mut [u8],
 ) -> f32 {
     let n = x.len();
-    // Σw·x², accumulated in element order (a serial sum, as the ranking has always used).
-    let mut swx2 = 0f32;
-    for (i, v) in x.iter().enumerate() {
-        swx2 += wt::<W>(w, i) * v * v;
-    }
-    // Signed value of largest magnitude among entries of positive weight (the first one
-    // if tied): the lane-wise maximum magnitude, then the first entry that has it.
-    let n8 = n / 8 * 8;
-    let mut am = [0f32; 8];
-    for (xs, ws) in x[..n8].chunks_exact(8).zip(w[..n8].chunks_exact(8)) {
-        for j in 0..8 {
-            let a = if wt::<W>(ws, j) > 0.0 {
-                xs[j].abs()
-            } else {
-                0.0
-            };
-            am[j] = if a > am[j] { a } else { am[j] };
-        }
-    }
-    let mut amax = am.iter().fold(0f32, |m, &a| if a > m { a } else { m });
-    for i in n8..n {
-        let a = if wt::<W>(w, i) > 0.0 { x[i].abs() } else { 0.0 };
-        amax = if a > amax { a } else { amax };
-    }
+    let (swx2, amax, max) = k_sym_prepass::<W, AVX>(x, w);
     if amax == 0.0 || !amax.is_finite() {
         q[..n].fill(8);
         return 0.0;
     }
-    // Some entry of positive weight has magnitude `amax` (> 0), so this always finds one.
-    let max = (0..n)
-        .find(|&i| wt::<W>(w, i) > 0.0 && x[i].abs() == amax)
-        .map_or(amax, |i| x[i]);
-    let d0 = round_f16(max / -8.0);
+    let d0 = rf16::<AVX>(max / -8.0);
     let [(slx0, sll0)] = k_sym_sums::<1, W, AVX>(x, w, [-8.0 / max]);
     let mut best = (sym_cf_err(swx2, slx0, sll0, d0), d0);
     if best.0 > EARLY_EXIT_REL * swx2 as f64 {
         let mut consider = |slx: f32, sll: f32| {
             if sll > 0.0 && slx != 0.0 {
-                let d = round_f16(slx / sll);
+                let d = rf16::<AVX>(slx / sll);
                 if d.is_finite() && d != 0.0 {
                     let e = sym_cf_err(swx2, slx, sll, d);
                     if e < best.0 {
@@ -765,7 +814,7 @@ fn search_sym_w<const W: bool, const AVX: bool>(
         if sll.is_nan() || sll <= 0.0 {
             break;
         }
-        let d2 = round_f16(slx / sll);
+        let d2 = rf16::<AVX>(slx / sll);
         if d2 == d
             || d2 == 0.0
             || !d2.is_finite()
@@ -1057,6 +1106,49 @@ mod tests {
                     "sym {name}: it {it} n {n} nstep {nstep} refine {refine} w {w:?} x {x:?}"
                 );
             }
+        }
+    }
+
+    /// The F16C rounding of the AVX2 path equals `half`'s (on every f16 boundary region:
+    /// random bit patterns, all exponents, ties, subnormals, overflow, NaN, ±0, ±inf).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn f16c_round_matches_half() {
+        if !avx2_f16c() {
+            return;
+        }
+        let mut g = Gen(3);
+        let check = |v: f32| {
+            let r = round_f16(v);
+            // SAFETY: AVX2 and F16C were detected above.
+            let f = unsafe { avx2::round_f16(v) };
+            assert!(
+                f.to_bits() == r.to_bits() || (f.is_nan() && r.is_nan()),
+                "{v:e} ({:#x}): f16c {f:e}, half {r:e}",
+                v.to_bits()
+            );
+        };
+        for v in [
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            65504.0,
+            65520.0,
+        ] {
+            check(v);
+        }
+        for _ in 0..1_000_000 {
+            check(f32::from_bits(g.next() ^ (g.next() << 16)));
+            // values near and exactly between f16 neighbours
+            let h = half::f16::from_bits(g.next() as u16).to_f32();
+            let t = f32::from_bits(
+                h.to_bits()
+                    .wrapping_add((g.next() % 0x4000) * (1 + g.next() % 2)),
+            );
+            check(h);
+            check(t);
         }
     }
 

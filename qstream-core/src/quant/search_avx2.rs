@@ -1,16 +1,17 @@
-//! AVX2 versions of the search's per-pass kernels ([`super::level_sums`],
-//! [`super::eval_asym`], [`super::sym_sums`], [`super::eval_sym`]).
+//! AVX2 versions of the search's per-pass kernels ([`super::block_stats`],
+//! [`super::level_sums`], [`super::eval_asym`], [`super::sym_sums`], [`super::eval_sym`])
+//! and an F16C [`round_f16`].
 //!
 //! Lane `j` of each 8-wide register is accumulator `j` of the portable kernel, updated by
 //! the same IEEE operations in the same order (no FMA; `maxps`/`minps` are exactly the
-//! compare-selects of [`super::clamp_rnd`]); the lanes are reduced by the same
-//! [`super::hsum`] and the tail runs the portable scalar code, so every result is
+//! compare-selects of [`super::clamp_rnd`]); the lanes are reduced pairwise in the order of
+//! [`super::hsum`] ([`hsums`]) and the tail runs the portable scalar code, so every result is
 //! bit-identical to the portable kernel (checked by the tests against the reference).
 //! Only called from code compiled with AVX2 after the CPU was checked for it.
 
 use std::arch::x86_64::*;
 
-use super::{clamp_rnd, hsum, wt};
+use super::{clamp_rnd, wt};
 
 /// `rnd` magic constant (1.5·2^23), see [`super::rnd`].
 const MAGIC: f32 = 12_582_912.0;
@@ -23,6 +24,145 @@ fn lanes(v: __m256) -> [f32; 8] {
     // SAFETY: `a` holds 8 floats, an unaligned store may write them.
     unsafe { _mm256_storeu_ps(a.as_mut_ptr(), v) };
     a
+}
+
+/// `[hsum(lanes(v)) for v in acc]`, four accumulators at a time: `hsum` adds lane `i`
+/// to lane `i + 4`, then those pairwise, then the two pair sums; `_mm_hadd_ps` on the
+/// folded halves does exactly these additions (same operands, same order).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsums<const N: usize>(acc: [__m256; N]) -> [f32; N] {
+    let mut out = [0f32; N];
+    for (o, a) in out.chunks_mut(4).zip(acc.chunks(4)) {
+        let mut h = [_mm_setzero_ps(); 4];
+        for (hv, v) in h.iter_mut().zip(a) {
+            *hv = _mm_add_ps(_mm256_castps256_ps128(*v), _mm256_extractf128_ps::<1>(*v));
+        }
+        let r = _mm_hadd_ps(_mm_hadd_ps(h[0], h[1]), _mm_hadd_ps(h[2], h[3]));
+        let mut r4 = [0f32; 4];
+        // SAFETY: `r4` holds 4 floats, an unaligned store may write them.
+        unsafe { _mm_storeu_ps(r4.as_mut_ptr(), r) };
+        o.copy_from_slice(&r4[..o.len()]);
+    }
+    out
+}
+
+/// f32 → f16 (round to nearest even) → f32 with the F16C instructions: what `half` does
+/// on a CPU with F16C, i.e. [`super::round_f16`] here.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+pub(super) fn round_f16(v: f32) -> f32 {
+    let h = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(v));
+    _mm_cvtss_f32(_mm_cvtph_ps(h))
+}
+
+/// AVX2 [`super::block_stats`]. The portable `lo.min(v)` on a never-NaN accumulator `lo`
+/// is `minps(v, lo)` = `v < lo ? v : lo` (ties, e.g. −0 vs +0, keep `lo`), likewise for
+/// `hi`; the tests check signed-zero ranges against the reference.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn block_stats<const W: bool>(x: &[f32], w: &[f32]) -> ([f32; 3], f32, f32) {
+    let vz = _mm256_setzero_ps();
+    let (pinf, ninf, one) = (
+        _mm256_set1_ps(f32::INFINITY),
+        _mm256_set1_ps(f32::NEG_INFINITY),
+        _mm256_set1_ps(1.0),
+    );
+    let (mut a, mut b, mut c, mut lo, mut hi) = (vz, vz, vz, pinf, ninf);
+    let n8 = x.len() / 8 * 8;
+    for (xs, ws) in x[..n8].chunks_exact(8).zip(w[..n8].chunks_exact(8)) {
+        let xv = load(xs);
+        let (xl, xh) = if W {
+            let wv = load(ws);
+            let wx = _mm256_mul_ps(wv, xv);
+            a = _mm256_add_ps(a, wv);
+            b = _mm256_add_ps(b, wx);
+            c = _mm256_add_ps(c, _mm256_mul_ps(wx, xv));
+            let pos = _mm256_cmp_ps::<_CMP_GT_OQ>(wv, vz);
+            (
+                _mm256_blendv_ps(pinf, xv, pos),
+                _mm256_blendv_ps(ninf, xv, pos),
+            )
+        } else {
+            a = _mm256_add_ps(a, one);
+            b = _mm256_add_ps(b, xv);
+            c = _mm256_add_ps(c, _mm256_mul_ps(xv, xv));
+            (xv, xv)
+        };
+        lo = _mm256_min_ps(xl, lo);
+        hi = _mm256_max_ps(xh, hi);
+    }
+    let mut s = hsums([a, b, c]);
+    let mut l = lanes(lo).iter().fold(f32::INFINITY, |m, v| m.min(*v));
+    let mut h = lanes(hi).iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    for i in n8..x.len() {
+        let wv = wt::<W>(w, i);
+        s[0] += wv;
+        s[1] += wv * x[i];
+        s[2] += wv * x[i] * x[i];
+        if wv > 0.0 {
+            l = l.min(x[i]);
+            h = h.max(x[i]);
+        }
+    }
+    (s, l, h)
+}
+
+/// AVX2 [`super::sym_prepass`]: the products `w·x·x` eight at a time, added to the sum
+/// serially in element order; `|x|` by clearing the sign bit (what `abs` does); the lane
+/// maximum by `maxps(a, am)` = `a > am ? a : am`; the first entry with the maximum found
+/// by a compare mask.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn sym_prepass<const W: bool>(x: &[f32], w: &[f32]) -> (f32, f32, f32) {
+    let n = x.len();
+    let vz = _mm256_setzero_ps();
+    let absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let mut am = vz;
+    let mut swx2 = 0f32;
+    let n8 = n / 8 * 8;
+    for (xs, ws) in x[..n8].chunks_exact(8).zip(w[..n8].chunks_exact(8)) {
+        let xv = load(xs);
+        let ax = _mm256_and_ps(xv, absm);
+        let (p, a) = if W {
+            let wv = load(ws);
+            let pos = _mm256_cmp_ps::<_CMP_GT_OQ>(wv, vz);
+            (
+                _mm256_mul_ps(_mm256_mul_ps(wv, xv), xv),
+                _mm256_blendv_ps(vz, ax, pos),
+            )
+        } else {
+            (_mm256_mul_ps(xv, xv), ax)
+        };
+        for v in lanes(p) {
+            swx2 += v;
+        }
+        am = _mm256_max_ps(a, am);
+    }
+    let mut amax = lanes(am)
+        .iter()
+        .fold(0f32, |m, &a| if a > m { a } else { m });
+    for i in n8..n {
+        let wv = wt::<W>(w, i);
+        swx2 += wv * x[i] * x[i];
+        let a = if wv > 0.0 { x[i].abs() } else { 0.0 };
+        amax = if a > amax { a } else { amax };
+    }
+    let va = _mm256_set1_ps(amax);
+    for (xs, ws) in x[..n8].chunks_exact(8).zip(w[..n8].chunks_exact(8)) {
+        let mut m = _mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_and_ps(load(xs), absm), va);
+        if W {
+            m = _mm256_and_ps(m, _mm256_cmp_ps::<_CMP_GT_OQ>(load(ws), vz));
+        }
+        let bits = _mm256_movemask_ps(m);
+        if bits != 0 {
+            return (swx2, amax, xs[bits.trailing_zeros() as usize]);
+        }
+    }
+    let max = (n8..n)
+        .find(|&i| wt::<W>(w, i) > 0.0 && x[i].abs() == amax)
+        .map_or(amax, |i| x[i]);
+    (swx2, amax, max)
 }
 
 /// Load 8 floats from a chunk of (at least) 8.
@@ -88,7 +228,7 @@ pub(super) fn level_sums<const K: usize, const W: bool>(
     }
     let mut s = [[0f32; 3]; K];
     for (sk, ak) in s.iter_mut().zip(&acc) {
-        *sk = [hsum(lanes(ak[0])), hsum(lanes(ak[1])), hsum(lanes(ak[2]))];
+        *sk = hsums(*ak);
     }
     for i in n8..x.len() {
         for (is, sk) in iscale.iter().zip(s.iter_mut()) {
@@ -148,8 +288,8 @@ pub(super) fn eval_asym<const W: bool>(
         b = _mm256_add_ps(b, _mm256_mul_ps(wl, l));
         c = _mm256_add_ps(c, _mm256_mul_ps(wl, xv));
     }
-    let mut err = hsum(lanes(acc));
-    let mut sums = [hsum(lanes(a)), hsum(lanes(b)), hsum(lanes(c))];
+    let [mut err, s0, s1, s2] = hsums([acc, a, b, c]);
+    let mut sums = [s0, s1, s2];
     for i in n8..x.len() {
         let l = clamp_rnd((x[i] - m) * id, 0.0, nm);
         q[i] = l as u8;
@@ -192,7 +332,8 @@ pub(super) fn sym_sums<const K: usize, const W: bool>(
     }
     let mut s = [(0f32, 0f32); K];
     for (sk, ak) in s.iter_mut().zip(&acc) {
-        *sk = (hsum(lanes(ak[0])), hsum(lanes(ak[1])));
+        let [a, b] = hsums(*ak);
+        *sk = (a, b);
     }
     for i in n8..x.len() {
         for (is, sk) in iscale.iter().zip(s.iter_mut()) {
@@ -247,7 +388,7 @@ pub(super) fn eval_sym<const W: bool>(
         a = _mm256_add_ps(a, _mm256_mul_ps(wl, xv));
         b = _mm256_add_ps(b, _mm256_mul_ps(wl, l));
     }
-    let (mut err, mut slx, mut sll) = (hsum(lanes(acc)), hsum(lanes(a)), hsum(lanes(b)));
+    let [mut err, mut slx, mut sll] = hsums([acc, a, b]);
     for i in n8..x.len() {
         let l = clamp_rnd(x[i] * id, -8.0, 7.0);
         q[i] = (l + 8.0) as u8;
