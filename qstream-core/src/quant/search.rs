@@ -490,7 +490,24 @@ fn search_asym_w<const W: bool, const AVX: bool>(
     let nm = nmax as f32;
     let d0 = rf16::<AVX>(range / nm);
     let m0 = rf16::<AVX>(lo);
-    let [s0] = k_level_sums::<1, W, AVX>(x, w, nmax, [nm / range], lo);
+    // Grid points, in grid order, without the min/max levels (done as `s0`).
+    let mut points = (0..=grid.nstep).filter_map(|k| {
+        let r = grid.rmin + grid.rdelta * k as f32;
+        (r.abs() >= 1e-6).then(|| (nm + r) / range)
+    });
+    // The min/max level set and (speculatively: unused if the min/max fit is exact) the
+    // first two grid points in one pass; the rest two per pass; considered in grid order.
+    let (p0, p1) = (points.next(), points.next());
+    let (s0, first) = match (p0, p1) {
+        (Some(i0), Some(i1)) => {
+            let [s0, a, b] = k_level_sums::<3, W, AVX>(x, w, nmax, [nm / range, i0, i1], lo);
+            (s0, [Some(a), Some(b)])
+        }
+        _ => {
+            let [s0] = k_level_sums::<1, W, AVX>(x, w, nmax, [nm / range], lo);
+            (s0, [None, None])
+        }
+    };
     let mut best = (asym_cf_err(&st, &s0, d0, m0), d0, m0);
     let var =
         (st[2] as f64 - (st[1] as f64).powi(2) / (st[0] as f64).max(f64::MIN_POSITIVE)).max(0.0);
@@ -504,14 +521,12 @@ fn search_asym_w<const W: bool, const AVX: bool>(
             }
         };
         consider(&s0);
-        // Grid points two per pass, considered in grid order (as one pass each would).
-        let mut pending: Option<f32> = None;
-        for k in 0..=grid.nstep {
-            let r = grid.rmin + grid.rdelta * k as f32;
-            if r.abs() < 1e-6 {
-                continue; // the min/max levels, done above
-            }
-            let iscale = (nm + r) / range;
+        for s in first.iter().flatten() {
+            consider(s);
+        }
+        // Only a lone first point is left over when the fused pass did not run.
+        let mut pending = if first[0].is_none() { p0 } else { None };
+        for iscale in points {
             match pending.take() {
                 None => pending = Some(iscale),
                 Some(prev) => {
@@ -779,7 +794,16 @@ fn search_sym_w<const W: bool, const AVX: bool>(
         return 0.0;
     }
     let d0 = rf16::<AVX>(max / -8.0);
-    let [(slx0, sll0)] = k_sym_sums::<1, W, AVX>(x, w, [-8.0 / max]);
+    let cands = &SYM_CANDIDATES[..(nstep.max(0) as usize).min(SYM_CANDIDATES.len())];
+    // The plain level set and (speculatively: unused if the plain fit is exact) the first
+    // two candidates in one pass; the rest two per pass; all considered in list order.
+    let ((slx0, sll0), first, rest) = if let [c0, c1, rest @ ..] = cands {
+        let [s0, a, b] = k_sym_sums::<3, W, AVX>(x, w, [-8.0 / max, c0 / max, c1 / max]);
+        (s0, Some([a, b]), rest)
+    } else {
+        let [s0] = k_sym_sums::<1, W, AVX>(x, w, [-8.0 / max]);
+        (s0, None, cands)
+    };
     let mut best = (sym_cf_err(swx2, slx0, sll0, d0), d0);
     if best.0 > EARLY_EXIT_REL * swx2 as f64 {
         let mut consider = |slx: f32, sll: f32| {
@@ -794,9 +818,10 @@ fn search_sym_w<const W: bool, const AVX: bool>(
             }
         };
         consider(slx0, sll0);
-        // Candidates two per pass, considered in list order.
-        let cands = &SYM_CANDIDATES[..(nstep.max(0) as usize).min(SYM_CANDIDATES.len())];
-        let mut pairs = cands.chunks_exact(2);
+        for (a, b) in first.into_iter().flatten() {
+            consider(a, b);
+        }
+        let mut pairs = rest.chunks_exact(2);
         for p in &mut pairs {
             let [(a0, b0), (a1, b1)] = k_sym_sums::<2, W, AVX>(x, w, [p[0] / max, p[1] / max]);
             consider(a0, b0);
