@@ -19,8 +19,13 @@
 //! `d = max / −8`, its least-squares refit, and a short ordered list of other scales
 //! ([`SYM_CANDIDATES`]), ranked the same way.
 //!
-//! Each candidate costs one vectorizable pass over the block; blocks that min/max already
-//! represents exactly (e.g. a dequantized GGUF of the same type) skip the search.
+//! Candidates are evaluated two or three per pass over the block (each with its own lane
+//! accumulators, so the sums are those of one pass per candidate); blocks that min/max
+//! already represents exactly (e.g. a dequantized GGUF of the same type) skip the search.
+//! Unweighted blocks (`w: None`) run kernels that do not read weights; on x86-64 with AVX2
+//! and F16C the passes are explicit AVX2 code (`search_avx2.rs`). All of these give results
+//! bit-identical to the straightforward formulation kept in `search_ref.rs`, which the tests
+//! compare against.
 //!
 //! The plain min/max quantizers (ggml's reference `Q4_0`/`Q4_1` rules) live next to the
 //! searched ones in each type's file (`quantize_row_minmax`, ...) for benchmarking and for
