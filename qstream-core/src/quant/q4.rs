@@ -91,26 +91,39 @@ fn quantize_row_sym_impl(
     dst: &mut [u8],
 ) {
     let block = block.clamp(32, search::MAX_BLOCK);
-    let mut x = [0f32; search::MAX_BLOCK];
+    let mut xbuf = [0f32; search::MAX_BLOCK];
     let mut w = [0f32; search::MAX_BLOCK];
     let mut q = [0u8; search::MAX_BLOCK];
     for (bi, blk) in dst.chunks_exact_mut(block_bytes_sym(block)).enumerate() {
         let start = (bi * block).min(src.len());
         let end = (start + block).min(src.len());
         let len = end - start;
-        x[..len].copy_from_slice(&src[start..end]);
-        x[len..block].fill(0.0);
-        let d = if searched {
-            for (i, wi) in w[..block].iter_mut().enumerate() {
-                *wi = if i < len {
-                    importance.map_or(1.0, |imp| imp.get(start + i).copied().unwrap_or(1.0))
-                } else {
-                    0.0
-                };
-            }
-            search::search_sym(&x[..block], Some(&w[..block]), 2, 1, &mut q[..block])
+        // A whole block is read in place; the last, partial one is zero-padded.
+        let x: &[f32] = if len == block {
+            &src[start..end]
         } else {
-            search::minmax_sym(&x[..block], &mut q[..block])
+            xbuf[..len].copy_from_slice(&src[start..end]);
+            xbuf[len..block].fill(0.0);
+            &xbuf[..block]
+        };
+        let d = if searched {
+            // Without importance a whole block has all weights 1: unweighted search
+            // (same result as a buffer of ones, which is not built).
+            let wb = if importance.is_none() && len == block {
+                None
+            } else {
+                for (i, wi) in w[..block].iter_mut().enumerate() {
+                    *wi = if i < len {
+                        importance.map_or(1.0, |imp| imp.get(start + i).copied().unwrap_or(1.0))
+                    } else {
+                        0.0
+                    };
+                }
+                Some(&w[..block])
+            };
+            search::search_sym(x, wb, 2, 1, &mut q[..block])
+        } else {
+            search::minmax_sym(x, &mut q[..block])
         };
         write_f16(&mut blk[0..2], d);
         pack_nibbles(&q[..block], &mut blk[2..]);

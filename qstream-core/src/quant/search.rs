@@ -19,8 +19,13 @@
 //! `d = max / −8`, its least-squares refit, and a short ordered list of other scales
 //! ([`SYM_CANDIDATES`]), ranked the same way.
 //!
-//! Each candidate costs one vectorizable pass over the block; blocks that min/max already
-//! represents exactly (e.g. a dequantized GGUF of the same type) skip the search.
+//! Candidates are evaluated two or three per pass over the block (each with its own lane
+//! accumulators, so the sums are those of one pass per candidate); blocks that min/max
+//! already represents exactly (e.g. a dequantized GGUF of the same type) skip the search.
+//! Unweighted blocks (`w: None`) run kernels that do not read weights; on x86-64 with AVX2
+//! and F16C the passes are explicit AVX2 code (`search_avx2.rs`). All of these give results
+//! bit-identical to the straightforward formulation kept in `search_ref.rs`, which the tests
+//! compare against.
 //!
 //! The plain min/max quantizers (ggml's reference `Q4_0`/`Q4_1` rules) live next to the
 //! searched ones in each type's file (`quantize_row_minmax`, ...) for benchmarking and for
@@ -29,6 +34,8 @@
 // `x.max(lo).min(hi)` (not `clamp`) on purpose in the hot loops: it maps NaN to `lo`
 // instead of propagating it, so a NaN weight can never produce an out-of-range level.
 #![allow(clippy::manual_clamp)]
+// The scalar tails index `x` and, through `wt`, `w` (not read by the unweighted kernels).
+#![allow(clippy::needless_range_loop)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -96,9 +103,44 @@ fn hsum(a: [f32; 8]) -> f32 {
     ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
 }
 
+/// Weights handed to the unweighted kernels (`W = false`, which never read them): lets a
+/// call without weights run the same loops with no weight buffer to build.
+static ONES: [f32; MAX_BLOCK] = [1.0; MAX_BLOCK];
+
+/// Weight `i` of a chunk: `ws[i]`, or the constant 1 in the unweighted kernels
+/// (`W = false`). `1·v == v` bit for bit (NaN and ±0 included), so an unweighted kernel
+/// gives exactly the sums of the weighted one on a buffer of ones, without the loads and
+/// multiplies.
+#[inline(always)]
+fn wt<const W: bool>(ws: &[f32], i: usize) -> f32 {
+    if W {
+        ws[i]
+    } else {
+        1.0
+    }
+}
+
+/// `rnd(v.max(lo).min(hi))` for `lo < hi`, with the clamp as two compare-selects (one
+/// `maxps`/`minps` each instead of the NaN-aware `maxnum` sequences). Same value for
+/// every `v` (NaN → `lo` in both), except possibly the sign of a zero before rounding,
+/// which `rnd` erases (`rnd(−0) = rnd(+0) = +0`).
+#[inline(always)]
+fn clamp_rnd(v: f32, lo: f32, hi: f32) -> f32 {
+    let v = if v > lo { v } else { lo };
+    rnd(if v < hi { v } else { hi })
+}
+
 /// Levels for `(d, m)` (f16-rounded), the weighted squared error they give, and the
 /// level sums `(Σw·q, Σw·q², Σw·q·x)` of those levels (for a least-squares refit).
-fn eval_asym(x: &[f32], w: &[f32], nmax: u8, d: f32, m: f32, q: &mut [u8]) -> (f32, [f32; 3]) {
+#[inline(always)]
+fn eval_asym<const W: bool>(
+    x: &[f32],
+    w: &[f32],
+    nmax: u8,
+    d: f32,
+    m: f32,
+    q: &mut [u8],
+) -> (f32, [f32; 3]) {
     let nm = nmax as f32;
     let (id, d) = if d == 0.0 || !d.is_finite() {
         (0.0, 0.0)
@@ -113,11 +155,12 @@ fn eval_asym(x: &[f32], w: &[f32], nmax: u8, d: f32, m: f32, q: &mut [u8]) -> (f
         .zip(q[..n8].chunks_exact_mut(8))
     {
         for j in 0..8 {
-            let l = rnd(((xs[j] - m) * id).max(0.0).min(nm));
+            let l = clamp_rnd((xs[j] - m) * id, 0.0, nm);
             qs[j] = l as u8;
             let e = xs[j] - (d * l + m);
-            acc[j] += ws[j] * e * e;
-            let wl = ws[j] * l;
+            let wv = wt::<W>(ws, j);
+            acc[j] += wv * e * e;
+            let wl = wv * l;
             a[j] += wl;
             b[j] += wl * l;
             c[j] += wl * xs[j];
@@ -126,11 +169,12 @@ fn eval_asym(x: &[f32], w: &[f32], nmax: u8, d: f32, m: f32, q: &mut [u8]) -> (f
     let mut err = hsum(acc);
     let mut sums = [hsum(a), hsum(b), hsum(c)];
     for i in n8..x.len() {
-        let l = rnd(((x[i] - m) * id).max(0.0).min(nm));
+        let l = clamp_rnd((x[i] - m) * id, 0.0, nm);
         q[i] = l as u8;
         let e = x[i] - (d * l + m);
-        err += w[i] * e * e;
-        let wl = w[i] * l;
+        let wv = wt::<W>(w, i);
+        err += wv * e * e;
+        let wl = wv * l;
         sums[0] += wl;
         sums[1] += wl * l;
         sums[2] += wl * x[i];
@@ -138,43 +182,60 @@ fn eval_asym(x: &[f32], w: &[f32], nmax: u8, d: f32, m: f32, q: &mut [u8]) -> (f
     (err, sums)
 }
 
-/// Weighted sums `(Σw·q, Σw·q², Σw·q·x)` for levels `q = round(clamp(iscale·(x − lo)))`.
-fn level_sums(x: &[f32], w: &[f32], nmax: u8, iscale: f32, lo: f32) -> [f32; 3] {
+/// Weighted sums `(Σw·q, Σw·q², Σw·q·x)` of `K` level sets
+/// `q = round(clamp(iscale[k]·(x − lo)))` in one pass over the block: each set keeps its
+/// own lane accumulators, updated in the order a pass of its own would, so the sums are
+/// bit-identical to `K` separate passes (x and w are loaded once).
+#[inline(always)]
+fn level_sums<const K: usize, const W: bool>(
+    x: &[f32],
+    w: &[f32],
+    nmax: u8,
+    iscale: [f32; K],
+    lo: f32,
+) -> [[f32; 3]; K] {
     let nm = nmax as f32;
-    let (mut a, mut b, mut c) = ([0f32; 8], [0f32; 8], [0f32; 8]);
+    let mut acc = [[[0f32; 8]; 3]; K];
     let n8 = x.len() / 8 * 8;
     for (xs, ws) in x[..n8].chunks_exact(8).zip(w[..n8].chunks_exact(8)) {
-        for j in 0..8 {
-            let l = rnd((iscale * (xs[j] - lo)).max(0.0).min(nm));
-            let wl = ws[j] * l;
-            a[j] += wl;
-            b[j] += wl * l;
-            c[j] += wl * xs[j];
+        for (is, ak) in iscale.iter().zip(acc.iter_mut()) {
+            for j in 0..8 {
+                let l = clamp_rnd(is * (xs[j] - lo), 0.0, nm);
+                let wl = wt::<W>(ws, j) * l;
+                ak[0][j] += wl;
+                ak[1][j] += wl * l;
+                ak[2][j] += wl * xs[j];
+            }
         }
     }
-    let mut s = [hsum(a), hsum(b), hsum(c)];
+    let mut s = acc.map(|a| [hsum(a[0]), hsum(a[1]), hsum(a[2])]);
     for i in n8..x.len() {
-        let l = rnd((iscale * (x[i] - lo)).max(0.0).min(nm));
-        s[0] += w[i] * l;
-        s[1] += w[i] * l * l;
-        s[2] += w[i] * l * x[i];
+        for (is, sk) in iscale.iter().zip(s.iter_mut()) {
+            let l = clamp_rnd(is * (x[i] - lo), 0.0, nm);
+            let wv = wt::<W>(w, i);
+            sk[0] += wv * l;
+            sk[1] += wv * l * l;
+            sk[2] += wv * l * x[i];
+        }
     }
     s
 }
 
 /// Weighted block moments `(Σw, Σw·x, Σw·x²)` and the range over entries of positive
 /// weight (`lo > hi` when there is none), in one vectorizable pass.
-fn block_stats(x: &[f32], w: &[f32]) -> ([f32; 3], f32, f32) {
+#[inline(always)]
+fn block_stats<const W: bool>(x: &[f32], w: &[f32]) -> ([f32; 3], f32, f32) {
     let (mut a, mut b, mut c) = ([0f32; 8], [0f32; 8], [0f32; 8]);
     let (mut lo, mut hi) = ([f32::INFINITY; 8], [f32::NEG_INFINITY; 8]);
     let n8 = x.len() / 8 * 8;
     for (xs, ws) in x[..n8].chunks_exact(8).zip(w[..n8].chunks_exact(8)) {
         for j in 0..8 {
-            let wx = ws[j] * xs[j];
-            a[j] += ws[j];
+            let wv = wt::<W>(ws, j);
+            let wx = wv * xs[j];
+            a[j] += wv;
             b[j] += wx;
             c[j] += wx * xs[j];
-            let pos = ws[j] > 0.0;
+            let pos = wv > 0.0;
             lo[j] = lo[j].min(if pos { xs[j] } else { f32::INFINITY });
             hi[j] = hi[j].max(if pos { xs[j] } else { f32::NEG_INFINITY });
         }
@@ -183,15 +244,114 @@ fn block_stats(x: &[f32], w: &[f32]) -> ([f32; 3], f32, f32) {
     let mut l = lo.iter().fold(f32::INFINITY, |m, v| m.min(*v));
     let mut h = hi.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
     for i in n8..x.len() {
-        s[0] += w[i];
-        s[1] += w[i] * x[i];
-        s[2] += w[i] * x[i] * x[i];
-        if w[i] > 0.0 {
+        let wv = wt::<W>(w, i);
+        s[0] += wv;
+        s[1] += wv * x[i];
+        s[2] += wv * x[i] * x[i];
+        if wv > 0.0 {
             l = l.min(x[i]);
             h = h.max(x[i]);
         }
     }
     (s, l, h)
+}
+
+/// The pass kernels, AVX2 (`AVX`, only inside [`search_asym_avx2`]/[`search_sym_avx2`],
+/// entered after AVX2 and F16C were detected) or portable; both give bit-identical results.
+#[inline(always)]
+fn k_level_sums<const K: usize, const W: bool, const AVX: bool>(
+    x: &[f32],
+    w: &[f32],
+    nmax: u8,
+    iscale: [f32; K],
+    lo: f32,
+) -> [[f32; 3]; K] {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: `AVX` is true only in code inlined into the `*_avx2` entry points,
+        // which run after AVX2 was detected on this CPU.
+        return unsafe { avx2::level_sums::<K, W>(x, w, nmax, iscale, lo) };
+    }
+    level_sums::<K, W>(x, w, nmax, iscale, lo)
+}
+
+/// [`eval_asym`], AVX2 or portable (see [`k_level_sums`]).
+#[inline(always)]
+fn k_eval_asym<const W: bool, const AVX: bool>(
+    x: &[f32],
+    w: &[f32],
+    nmax: u8,
+    d: f32,
+    m: f32,
+    q: &mut [u8],
+) -> (f32, [f32; 3]) {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: as in `k_level_sums`.
+        return unsafe { avx2::eval_asym::<W>(x, w, nmax, d, m, q) };
+    }
+    eval_asym::<W>(x, w, nmax, d, m, q)
+}
+
+/// [`sym_sums`], AVX2 or portable (see [`k_level_sums`]).
+#[inline(always)]
+fn k_sym_sums<const K: usize, const W: bool, const AVX: bool>(
+    x: &[f32],
+    w: &[f32],
+    iscale: [f32; K],
+) -> [(f32, f32); K] {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: as in `k_level_sums`.
+        return unsafe { avx2::sym_sums::<K, W>(x, w, iscale) };
+    }
+    sym_sums::<K, W>(x, w, iscale)
+}
+
+/// [`eval_sym`], AVX2 or portable (see [`k_level_sums`]).
+#[inline(always)]
+fn k_eval_sym<const W: bool, const AVX: bool>(
+    x: &[f32],
+    w: &[f32],
+    d: f32,
+    q: &mut [u8],
+) -> (f32, f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: as in `k_level_sums`.
+        return unsafe { avx2::eval_sym::<W>(x, w, d, q) };
+    }
+    eval_sym::<W>(x, w, d, q)
+}
+
+/// Whether this CPU has AVX2 and F16C (the search's x86-64 fast path).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn avx2_f16c() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("f16c")
+}
+
+/// [`round_f16`], with the F16C instructions inside the AVX entry points (the same
+/// instructions `half` uses on such a CPU).
+#[inline(always)]
+fn rf16<const AVX: bool>(v: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: as in `k_level_sums` (the entry points also require F16C).
+        return unsafe { avx2::round_f16(v) };
+    }
+    round_f16(v)
+}
+
+/// [`block_stats`], AVX2 or portable (see [`k_level_sums`]).
+#[inline(always)]
+fn k_block_stats<const W: bool, const AVX: bool>(x: &[f32], w: &[f32]) -> ([f32; 3], f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: as in `k_level_sums`.
+        return unsafe { avx2::block_stats::<W>(x, w) };
+    }
+    block_stats::<W>(x, w)
 }
 
 /// Exact weighted squared error `Σw·(x − d·q − m)²` of fixed levels from their sums
@@ -207,7 +367,7 @@ fn asym_cf_err(st: &[f32; 3], s: &[f32; 3], d: f32, m: f32) -> f64 {
 
 /// Weighted least-squares `(d, m)` from level sums, f16-rounded; `None` if degenerate.
 #[inline]
-fn lsq_asym(st: &[f32; 3], s: &[f32; 3]) -> Option<(f32, f32)> {
+fn lsq_asym<const AVX: bool>(st: &[f32; 3], s: &[f32; 3]) -> Option<(f32, f32)> {
     let (sw, swx) = (st[0] as f64, st[1] as f64);
     let (swq, swq2, swqx) = (s[0] as f64, s[1] as f64, s[2] as f64);
     let det = sw * swq2 - swq * swq;
@@ -217,7 +377,7 @@ fn lsq_asym(st: &[f32; 3], s: &[f32; 3]) -> Option<(f32, f32)> {
     let d = ((sw * swqx - swq * swx) / det) as f32;
     let m = ((swq2 * swx - swq * swqx) / det) as f32;
     if d > 0.0 && d.is_finite() && m.is_finite() {
-        Some((round_f16(d), round_f16(m)))
+        Some((rf16::<AVX>(d), rf16::<AVX>(m)))
     } else {
         None
     }
@@ -252,14 +412,18 @@ const EARLY_EXIT_REL: f64 = 1e-9;
 
 /// Searched asymmetric fit of one block (`x.len() <= 256`): writes the levels to `q`
 /// (`q.len() >= x.len()`) and returns the f16-rounded `(d, m)` they were chosen with.
+/// `w: None` means all weights 1 (same result as a slice of ones, computed without it).
 ///
 /// Passes over the block: one for the moments and range; one level-sum pass for the
-/// min/max levels and one per grid point (each candidate's least-squares `(d, m)` is
-/// f16-rounded and ranked by its exact error from the sums, [`asym_cf_err`], without
-/// another pass); one pass re-levelling the winner (nearest levels, never worse than the
-/// ranked error, so never worse than min/max); then up to `refine` alternating
+/// min/max levels and one per pair of grid points (each candidate's least-squares
+/// `(d, m)` is f16-rounded and ranked by its exact error from the sums, [`asym_cf_err`],
+/// without another pass); one pass re-levelling the winner (nearest levels, never worse
+/// than the ranked error, so never worse than min/max); then up to `refine` alternating
 /// least-squares steps, each taken only when the closed form says it improves.
 /// Blocks the min/max fit already represents (relative error < 1e-9) exit after it.
+///
+/// On x86-64 with AVX2 the same code runs compiled for AVX2 (chosen at run time); no FMA
+/// contraction is involved, so the result is bit-identical to the portable build.
 pub fn search_asym(
     x: &[f32],
     w: Option<&[f32]>,
@@ -267,14 +431,55 @@ pub fn search_asym(
     grid: &AsymGrid,
     q: &mut [u8],
 ) -> AsymParams {
+    #[cfg(target_arch = "x86_64")]
+    if avx2_f16c() {
+        // SAFETY: `search_asym_avx2` requires AVX2 and F16C, detected on this CPU just above.
+        return unsafe { search_asym_avx2(x, w, nmax, grid, q) };
+    }
+    search_asym_portable::<false>(x, w, nmax, grid, q)
+}
+
+/// [`search_asym_portable`] compiled with AVX2 and F16C enabled.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+fn search_asym_avx2(
+    x: &[f32],
+    w: Option<&[f32]>,
+    nmax: u8,
+    grid: &AsymGrid,
+    q: &mut [u8],
+) -> AsymParams {
+    search_asym_portable::<true>(x, w, nmax, grid, q)
+}
+
+/// [`search_asym`] without the run-time ISA dispatch (the code both builds share).
+#[inline(always)]
+fn search_asym_portable<const AVX: bool>(
+    x: &[f32],
+    w: Option<&[f32]>,
+    nmax: u8,
+    grid: &AsymGrid,
+    q: &mut [u8],
+) -> AsymParams {
     let n = x.len().min(MAX_BLOCK).min(q.len());
-    let x = &x[..n];
-    let wbuf = [1f32; MAX_BLOCK];
-    let w: &[f32] = match w {
-        Some(w) if w.len() >= n => &w[..n],
-        _ => &wbuf[..n],
-    };
-    let (st, mut lo, mut hi) = block_stats(x, w);
+    match w {
+        Some(w) if w.len() >= n => search_asym_w::<true, AVX>(&x[..n], &w[..n], nmax, grid, q),
+        _ => search_asym_w::<false, AVX>(&x[..n], &ONES[..n], nmax, grid, q),
+    }
+}
+
+/// The search on `x` (`x.len() <= MAX_BLOCK`) with weights `w` (same length; all 1 and
+/// not read when `W` is false).
+#[inline(always)]
+fn search_asym_w<const W: bool, const AVX: bool>(
+    x: &[f32],
+    w: &[f32],
+    nmax: u8,
+    grid: &AsymGrid,
+    q: &mut [u8],
+) -> AsymParams {
+    let n = x.len();
+    let (st, mut lo, mut hi) = k_block_stats::<W, AVX>(x, w);
     if lo > hi {
         // no entry has positive weight: fit all of them
         let (l, h) = weighted_range(x, None);
@@ -283,20 +488,37 @@ pub fn search_asym(
     }
     let range = hi - lo;
     if range <= 0.0 || !range.is_finite() {
-        let m = round_f16(lo);
+        let m = rf16::<AVX>(lo);
         q[..n].fill(0);
         return AsymParams { d: 0.0, m };
     }
     let nm = nmax as f32;
-    let d0 = round_f16(range / nm);
-    let m0 = round_f16(lo);
-    let s0 = level_sums(x, w, nmax, nm / range, lo);
+    let d0 = rf16::<AVX>(range / nm);
+    let m0 = rf16::<AVX>(lo);
+    // Grid points, in grid order, without the min/max levels (done as `s0`).
+    let mut points = (0..=grid.nstep).filter_map(|k| {
+        let r = grid.rmin + grid.rdelta * k as f32;
+        (r.abs() >= 1e-6).then(|| (nm + r) / range)
+    });
+    // The min/max level set and (speculatively: unused if the min/max fit is exact) the
+    // first two grid points in one pass; the rest two per pass; considered in grid order.
+    let (p0, p1) = (points.next(), points.next());
+    let (s0, first) = match (p0, p1) {
+        (Some(i0), Some(i1)) => {
+            let [s0, a, b] = k_level_sums::<3, W, AVX>(x, w, nmax, [nm / range, i0, i1], lo);
+            (s0, [Some(a), Some(b)])
+        }
+        _ => {
+            let [s0] = k_level_sums::<1, W, AVX>(x, w, nmax, [nm / range], lo);
+            (s0, [None, None])
+        }
+    };
     let mut best = (asym_cf_err(&st, &s0, d0, m0), d0, m0);
     let var =
         (st[2] as f64 - (st[1] as f64).powi(2) / (st[0] as f64).max(f64::MIN_POSITIVE)).max(0.0);
     if best.0 > EARLY_EXIT_REL * var {
         let mut consider = |s: &[f32; 3]| {
-            if let Some((d, m)) = lsq_asym(&st, s) {
+            if let Some((d, m)) = lsq_asym::<AVX>(&st, s) {
                 let e = asym_cf_err(&st, s, d, m);
                 if e < best.0 {
                     best = (e, d, m);
@@ -304,26 +526,38 @@ pub fn search_asym(
             }
         };
         consider(&s0);
-        for k in 0..=grid.nstep {
-            let r = grid.rmin + grid.rdelta * k as f32;
-            if r.abs() < 1e-6 {
-                continue; // the min/max levels, done above
+        for s in first.iter().flatten() {
+            consider(s);
+        }
+        // Only a lone first point is left over when the fused pass did not run.
+        let mut pending = if first[0].is_none() { p0 } else { None };
+        for iscale in points {
+            match pending.take() {
+                None => pending = Some(iscale),
+                Some(prev) => {
+                    let [a, b] = k_level_sums::<2, W, AVX>(x, w, nmax, [prev, iscale], lo);
+                    consider(&a);
+                    consider(&b);
+                }
             }
-            consider(&level_sums(x, w, nmax, (nm + r) / range, lo));
+        }
+        if let Some(iscale) = pending {
+            let [a] = k_level_sums::<1, W, AVX>(x, w, nmax, [iscale], lo);
+            consider(&a);
         }
     }
     let (d, m) = (best.1, best.2);
-    let (mut err, mut s) = eval_asym(x, w, nmax, d, m, &mut q[..n]);
+    let (mut err, mut s) = k_eval_asym::<W, AVX>(x, w, nmax, d, m, &mut q[..n]);
     let mut cur = AsymParams { d, m };
     let mut tq = [0u8; MAX_BLOCK];
     for _ in 0..grid.refine {
-        let Some((d, m)) = lsq_asym(&st, &s) else {
+        let Some((d, m)) = lsq_asym::<AVX>(&st, &s) else {
             break;
         };
         if (d == cur.d && m == cur.m) || asym_cf_err(&st, &s, d, m) >= err as f64 * (1.0 - 1e-5) {
             break;
         }
-        let (e2, s2) = eval_asym(x, w, nmax, d, m, &mut tq[..n]);
+        let (e2, s2) = k_eval_asym::<W, AVX>(x, w, nmax, d, m, &mut tq[..n]);
         if e2 < err {
             err = e2;
             s = s2;
@@ -364,8 +598,10 @@ pub fn minmax_asym(x: &[f32], w: Option<&[f32]>, nmax: u8, q: &mut [u8]) -> Asym
     let d = (hi - lo) / nmax as f32;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     for (qv, xv) in q.iter_mut().zip(x) {
-        // `as u8` saturates (NaN → 0), matching ggml's int8 cast for in-range values.
-        let l = ((xv - lo) * id + 0.5).trunc();
+        // `as u8` truncates toward zero and saturates (NaN → 0), matching ggml's int8 cast
+        // for in-range values; so `trunc` is not needed (on baseline x86-64 it is a libm
+        // call per value).
+        let l = (xv - lo) * id + 0.5;
         *qv = (l.max(0.0) as u8).min(nmax);
     }
     AsymParams {
@@ -376,7 +612,8 @@ pub fn minmax_asym(x: &[f32], w: Option<&[f32]>, nmax: u8, q: &mut [u8]) -> Asym
 
 /// Levels `0..=15` for the symmetric `x̂ = d·(q−8)` given an f16-rounded `d`, the error,
 /// and the sums `(Σw·l·x, Σw·l²)` of `l = q − 8` (for a least-squares refit).
-fn eval_sym(x: &[f32], w: &[f32], d: f32, q: &mut [u8]) -> (f32, f32, f32) {
+#[inline(always)]
+fn eval_sym<const W: bool>(x: &[f32], w: &[f32], d: f32, q: &mut [u8]) -> (f32, f32, f32) {
     let (id, d) = if d == 0.0 || !d.is_finite() {
         (0.0, 0.0)
     } else {
@@ -390,46 +627,105 @@ fn eval_sym(x: &[f32], w: &[f32], d: f32, q: &mut [u8]) -> (f32, f32, f32) {
         .zip(q[..n8].chunks_exact_mut(8))
     {
         for j in 0..8 {
-            let l = rnd((xs[j] * id).max(-8.0).min(7.0));
+            let l = clamp_rnd(xs[j] * id, -8.0, 7.0);
             qs[j] = (l + 8.0) as u8;
             let e = xs[j] - d * l;
-            acc[j] += ws[j] * e * e;
-            let wl = ws[j] * l;
+            let wv = wt::<W>(ws, j);
+            acc[j] += wv * e * e;
+            let wl = wv * l;
             a[j] += wl * xs[j];
             b[j] += wl * l;
         }
     }
     let (mut err, mut slx, mut sll) = (hsum(acc), hsum(a), hsum(b));
     for i in n8..x.len() {
-        let l = rnd((x[i] * id).max(-8.0).min(7.0));
+        let l = clamp_rnd(x[i] * id, -8.0, 7.0);
         q[i] = (l + 8.0) as u8;
         let e = x[i] - d * l;
-        err += w[i] * e * e;
-        slx += w[i] * l * x[i];
-        sll += w[i] * l * l;
+        let wv = wt::<W>(w, i);
+        err += wv * e * e;
+        slx += wv * l * x[i];
+        sll += wv * l * l;
     }
     (err, slx, sll)
 }
 
-/// `(Σw·l·x, Σw·l²)` for levels `l = round(clamp(iscale·x, −8, 7))`.
-fn sym_sums(x: &[f32], w: &[f32], iscale: f32) -> (f32, f32) {
-    let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
+/// `(Σw·l·x, Σw·l²)` of `K` level sets `l = round(clamp(iscale[k]·x, −8, 7))` in one pass,
+/// each with its own lane accumulators (bit-identical to `K` separate passes).
+#[inline(always)]
+fn sym_sums<const K: usize, const W: bool>(
+    x: &[f32],
+    w: &[f32],
+    iscale: [f32; K],
+) -> [(f32, f32); K] {
+    let mut acc = [[[0f32; 8]; 2]; K];
     let n8 = x.len() / 8 * 8;
     for (xs, ws) in x[..n8].chunks_exact(8).zip(w[..n8].chunks_exact(8)) {
-        for j in 0..8 {
-            let l = rnd((iscale * xs[j]).max(-8.0).min(7.0));
-            let wl = ws[j] * l;
-            a[j] += wl * xs[j];
-            b[j] += wl * l;
+        for (is, ak) in iscale.iter().zip(acc.iter_mut()) {
+            for j in 0..8 {
+                let l = clamp_rnd(is * xs[j], -8.0, 7.0);
+                let wl = wt::<W>(ws, j) * l;
+                ak[0][j] += wl * xs[j];
+                ak[1][j] += wl * l;
+            }
         }
     }
-    let (mut slx, mut sll) = (hsum(a), hsum(b));
+    let mut s = acc.map(|a| (hsum(a[0]), hsum(a[1])));
     for i in n8..x.len() {
-        let l = rnd((iscale * x[i]).max(-8.0).min(7.0));
-        slx += w[i] * l * x[i];
-        sll += w[i] * l * l;
+        for (is, sk) in iscale.iter().zip(s.iter_mut()) {
+            let l = clamp_rnd(is * x[i], -8.0, 7.0);
+            let wv = wt::<W>(w, i);
+            sk.0 += wv * l * x[i];
+            sk.1 += wv * l * l;
+        }
     }
-    (slx, sll)
+    s
+}
+
+/// The symmetric search's first pass: `Σw·x²` (accumulated in element order, a serial
+/// sum, as the ranking has always used), the largest magnitude `amax` among entries of
+/// positive weight (0 if none), and the signed value of the first such entry having it
+/// (`max`; meaningful when `amax` is positive and finite).
+#[inline(always)]
+fn sym_prepass<const W: bool>(x: &[f32], w: &[f32]) -> (f32, f32, f32) {
+    let n = x.len();
+    let mut swx2 = 0f32;
+    for (i, v) in x.iter().enumerate() {
+        swx2 += wt::<W>(w, i) * v * v;
+    }
+    // The lane-wise maximum magnitude, then the first entry that has it.
+    let n8 = n / 8 * 8;
+    let mut am = [0f32; 8];
+    for (xs, ws) in x[..n8].chunks_exact(8).zip(w[..n8].chunks_exact(8)) {
+        for j in 0..8 {
+            let a = if wt::<W>(ws, j) > 0.0 {
+                xs[j].abs()
+            } else {
+                0.0
+            };
+            am[j] = if a > am[j] { a } else { am[j] };
+        }
+    }
+    let mut amax = am.iter().fold(0f32, |m, &a| if a > m { a } else { m });
+    for i in n8..n {
+        let a = if wt::<W>(w, i) > 0.0 { x[i].abs() } else { 0.0 };
+        amax = if a > amax { a } else { amax };
+    }
+    let max = (0..n)
+        .find(|&i| wt::<W>(w, i) > 0.0 && x[i].abs() == amax)
+        .map_or(amax, |i| x[i]);
+    (swx2, amax, max)
+}
+
+/// [`sym_prepass`], AVX2 or portable (see [`k_level_sums`]).
+#[inline(always)]
+fn k_sym_prepass<const W: bool, const AVX: bool>(x: &[f32], w: &[f32]) -> (f32, f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: as in `k_level_sums`.
+        return unsafe { avx2::sym_prepass::<W>(x, w) };
+    }
+    sym_prepass::<W>(x, w)
 }
 
 /// Level (of `max`, the value of largest magnitude) for the symmetric search's extra
@@ -445,44 +741,79 @@ fn sym_cf_err(swx2: f32, slx: f32, sll: f32, d: f32) -> f64 {
 }
 
 /// Searched symmetric (`x̂ = d·(q−8)`) fit of one block: writes levels `0..=15` to `q`
-/// and returns the f16-rounded `d`.
+/// and returns the f16-rounded `d`. `w: None` means all weights 1.
 ///
-/// Candidates: the plain scale `max/−8` and its least-squares refit, then `nstep` level
-/// sets on each side of the two plain scales (`iscale = −(8 + 0.25k)/max` and
-/// `(7 + 0.25k)/max`, k = −nstep..=nstep), each by its f16-rounded least-squares `d`
-/// ranked in closed form (`Σw·x² − 2d·Σw·l·x + d²·Σw·l²`, one pass per candidate).
-/// The winner is re-levelled (nearest levels: never worse than the ranked error) and
-/// refined up to `refine` times while the closed form says a refit helps.
+/// Candidates: the plain scale `max/−8` and its least-squares refit, then the first
+/// `nstep` level sets of [`SYM_CANDIDATES`] (`iscale = level/max`, two per pass), each by
+/// its f16-rounded least-squares `d` ranked in closed form
+/// (`Σw·x² − 2d·Σw·l·x + d²·Σw·l²`). The winner is re-levelled (nearest levels: never
+/// worse than the ranked error) and refined up to `refine` times while the closed form
+/// says a refit helps. Runs AVX2-compiled where available, bit-identical to the portable
+/// build (as [`search_asym`]).
 pub fn search_sym(x: &[f32], w: Option<&[f32]>, nstep: i32, refine: u32, q: &mut [u8]) -> f32 {
-    let n = x.len().min(MAX_BLOCK).min(q.len());
-    let x = &x[..n];
-    let wbuf = [1f32; MAX_BLOCK];
-    let w: &[f32] = match w {
-        Some(w) if w.len() >= n => &w[..n],
-        _ => &wbuf[..n],
-    };
-    // Signed value of largest magnitude among weighted entries, and Σw·x².
-    let mut amax = 0f32;
-    let mut max = 0f32;
-    let mut swx2 = 0f32;
-    for (v, wv) in x.iter().zip(w) {
-        swx2 += wv * v * v;
-        if *wv > 0.0 && v.abs() > amax {
-            amax = v.abs();
-            max = *v;
-        }
+    #[cfg(target_arch = "x86_64")]
+    if avx2_f16c() {
+        // SAFETY: `search_sym_avx2` requires AVX2 and F16C, detected on this CPU just above.
+        return unsafe { search_sym_avx2(x, w, nstep, refine, q) };
     }
+    search_sym_portable::<false>(x, w, nstep, refine, q)
+}
+
+/// [`search_sym_portable`] compiled with AVX2 and F16C enabled.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+fn search_sym_avx2(x: &[f32], w: Option<&[f32]>, nstep: i32, refine: u32, q: &mut [u8]) -> f32 {
+    search_sym_portable::<true>(x, w, nstep, refine, q)
+}
+
+/// [`search_sym`] without the run-time ISA dispatch (the code both builds share).
+#[inline(always)]
+fn search_sym_portable<const AVX: bool>(
+    x: &[f32],
+    w: Option<&[f32]>,
+    nstep: i32,
+    refine: u32,
+    q: &mut [u8],
+) -> f32 {
+    let n = x.len().min(MAX_BLOCK).min(q.len());
+    match w {
+        Some(w) if w.len() >= n => search_sym_w::<true, AVX>(&x[..n], &w[..n], nstep, refine, q),
+        _ => search_sym_w::<false, AVX>(&x[..n], &ONES[..n], nstep, refine, q),
+    }
+}
+
+/// The symmetric search on `x` (`x.len() <= MAX_BLOCK`) with weights `w` (same length;
+/// all 1 and not read when `W` is false).
+#[inline(always)]
+fn search_sym_w<const W: bool, const AVX: bool>(
+    x: &[f32],
+    w: &[f32],
+    nstep: i32,
+    refine: u32,
+    q: &mut [u8],
+) -> f32 {
+    let n = x.len();
+    let (swx2, amax, max) = k_sym_prepass::<W, AVX>(x, w);
     if amax == 0.0 || !amax.is_finite() {
         q[..n].fill(8);
         return 0.0;
     }
-    let d0 = round_f16(max / -8.0);
-    let (slx0, sll0) = sym_sums(x, w, -8.0 / max);
+    let d0 = rf16::<AVX>(max / -8.0);
+    let cands = &SYM_CANDIDATES[..(nstep.max(0) as usize).min(SYM_CANDIDATES.len())];
+    // The plain level set and (speculatively: unused if the plain fit is exact) the first
+    // two candidates in one pass; the rest two per pass; all considered in list order.
+    let ((slx0, sll0), first, rest) = if let [c0, c1, rest @ ..] = cands {
+        let [s0, a, b] = k_sym_sums::<3, W, AVX>(x, w, [-8.0 / max, c0 / max, c1 / max]);
+        (s0, Some([a, b]), rest)
+    } else {
+        let [s0] = k_sym_sums::<1, W, AVX>(x, w, [-8.0 / max]);
+        (s0, None, cands)
+    };
     let mut best = (sym_cf_err(swx2, slx0, sll0, d0), d0);
     if best.0 > EARLY_EXIT_REL * swx2 as f64 {
         let mut consider = |slx: f32, sll: f32| {
             if sll > 0.0 && slx != 0.0 {
-                let d = round_f16(slx / sll);
+                let d = rf16::<AVX>(slx / sll);
                 if d.is_finite() && d != 0.0 {
                     let e = sym_cf_err(swx2, slx, sll, d);
                     if e < best.0 {
@@ -492,19 +823,28 @@ pub fn search_sym(x: &[f32], w: Option<&[f32]>, nstep: i32, refine: u32, q: &mut
             }
         };
         consider(slx0, sll0);
-        for &l in SYM_CANDIDATES.iter().take(nstep.max(0) as usize) {
-            let (a, b) = sym_sums(x, w, l / max);
+        for (a, b) in first.into_iter().flatten() {
+            consider(a, b);
+        }
+        let mut pairs = rest.chunks_exact(2);
+        for p in &mut pairs {
+            let [(a0, b0), (a1, b1)] = k_sym_sums::<2, W, AVX>(x, w, [p[0] / max, p[1] / max]);
+            consider(a0, b0);
+            consider(a1, b1);
+        }
+        if let [l] = pairs.remainder() {
+            let [(a, b)] = k_sym_sums::<1, W, AVX>(x, w, [l / max]);
             consider(a, b);
         }
     }
     let mut d = best.1;
-    let (mut err, mut slx, mut sll) = eval_sym(x, w, d, &mut q[..n]);
+    let (mut err, mut slx, mut sll) = k_eval_sym::<W, AVX>(x, w, d, &mut q[..n]);
     let mut tq = [0u8; MAX_BLOCK];
     for _ in 0..refine {
         if sll.is_nan() || sll <= 0.0 {
             break;
         }
-        let d2 = round_f16(slx / sll);
+        let d2 = rf16::<AVX>(slx / sll);
         if d2 == d
             || d2 == 0.0
             || !d2.is_finite()
@@ -512,7 +852,7 @@ pub fn search_sym(x: &[f32], w: Option<&[f32]>, nstep: i32, refine: u32, q: &mut
         {
             break;
         }
-        let (e2, a, b) = eval_sym(x, w, d2, &mut tq[..n]);
+        let (e2, a, b) = k_eval_sym::<W, AVX>(x, w, d2, &mut tq[..n]);
         if e2 < err {
             (err, slx, sll, d) = (e2, a, b, d2);
             q[..n].copy_from_slice(&tq[..n]);
@@ -538,7 +878,8 @@ pub fn minmax_sym(x: &[f32], q: &mut [u8]) -> f32 {
     let d = max / -8.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     for (qv, xv) in q.iter_mut().zip(x) {
-        let l = (xv * id + 8.5).trunc();
+        // `as u8` truncates (and saturates): the `trunc` of the rule is implicit.
+        let l = xv * id + 8.5;
         *qv = (l.max(0.0) as u8).min(15);
     }
     round_f16(d)
@@ -562,16 +903,25 @@ pub(crate) fn quantize_row_asym(
     pack: impl Fn(&[u8], &mut [u8]),
 ) {
     let block = block.clamp(1, MAX_BLOCK);
-    let mut x = [0f32; MAX_BLOCK];
+    let mut xbuf = [0f32; MAX_BLOCK];
     let mut w = [0f32; MAX_BLOCK];
     let mut q = [0u8; MAX_BLOCK];
     for (bi, blk) in dst.chunks_exact_mut(block_bytes).enumerate() {
         let start = (bi * block).min(src.len());
         let end = (start + block).min(src.len());
         let len = end - start;
-        x[..len].copy_from_slice(&src[start..end]);
-        x[len..block].fill(0.0);
-        if searched || importance.is_some() {
+        // A whole block is read in place; the last, partial one is zero-padded.
+        let x: &[f32] = if len == block {
+            &src[start..end]
+        } else {
+            xbuf[..len].copy_from_slice(&src[start..end]);
+            xbuf[len..block].fill(0.0);
+            &xbuf[..block]
+        };
+        // Without importance a whole block has all weights 1: the search then runs its
+        // unweighted kernels (same result as a buffer of ones, which is not built).
+        let unit = importance.is_none() && len == block;
+        if (searched && !unit) || importance.is_some() {
             for (i, wi) in w[..block].iter_mut().enumerate() {
                 *wi = if i < len {
                     importance.map_or(1.0, |imp| imp.get(start + i).copied().unwrap_or(1.0))
@@ -581,23 +931,26 @@ pub(crate) fn quantize_row_asym(
             }
         }
         let p = if searched {
-            search_asym(
-                &x[..block],
-                Some(&w[..block]),
-                nmax,
-                &DEFAULT_ASYM_GRID,
-                &mut q[..block],
-            )
+            let wb = if unit { None } else { Some(&w[..block]) };
+            search_asym(x, wb, nmax, &DEFAULT_ASYM_GRID, &mut q[..block])
         } else if importance.is_some() {
-            minmax_asym(&x[..block], Some(&w[..block]), nmax, &mut q[..block])
+            minmax_asym(x, Some(&w[..block]), nmax, &mut q[..block])
         } else {
-            minmax_asym(&x[..block], None, nmax, &mut q[..block])
+            minmax_asym(x, None, nmax, &mut q[..block])
         };
         super::float::write_f16(&mut blk[0..2], p.d);
         super::float::write_f16(&mut blk[2..4], p.m);
         pack(&q[..block], &mut blk[4..]);
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+#[path = "search_avx2.rs"]
+mod avx2;
+
+#[cfg(test)]
+#[path = "search_ref.rs"]
+mod reference;
 
 #[cfg(test)]
 mod tests {
@@ -644,6 +997,223 @@ mod tests {
                 // The search starts from the min/max candidate with f16-rounded scales and
                 // nearest levels, which is never worse than min/max's truncating rule.
                 assert!(err_asym(&x, p1, &q1) <= err_asym(&x, p0, &q0) * 1.0001);
+            }
+        }
+    }
+
+    /// Deterministic test values: Gaussian-like blocks, blocks already on a grid (early
+    /// exit), constant blocks, exact zeros of both signs, ties, tiny/huge magnitudes, and
+    /// now and then a NaN or an infinity.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u32 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) as u32
+        }
+
+        fn unif(&mut self) -> f32 {
+            self.next() as f32 / (1u64 << 31) as f32
+        }
+
+        fn block(&mut self, n: usize) -> Vec<f32> {
+            let kind = self.next() % 12;
+            let scale = [1e-3f32, 0.05, 1.0, 300.0][(self.next() % 4) as usize];
+            let (d, m) = (scale * (0.05 + self.unif()), scale * (self.unif() - 0.7));
+            (0..n)
+                .map(|_| {
+                    let g = (self.unif() + self.unif() + self.unif() - 1.5) * scale;
+                    match kind {
+                        0 => d * (self.next() % 16) as f32 + m,
+                        1 => d * ((self.next() % 16) as f32 - 8.0),
+                        2 => scale,
+                        3 => [0.0, -0.0, g, -g][(self.next() % 4) as usize],
+                        4 => [scale, -scale, g][(self.next() % 3) as usize],
+                        // the range ends at a zero of either sign
+                        6 => [0.0, -0.0, g.abs()][(self.next() % 3) as usize],
+                        7 => [0.0, -0.0, -g.abs()][(self.next() % 3) as usize],
+                        // zeros of both signs only, or with one more level (exact fits)
+                        8 => [0.0, -0.0][(self.next() % 2) as usize],
+                        9 => [0.0, -0.0, scale][(self.next() % 3) as usize],
+                        5 if self.next().is_multiple_of(40) => {
+                            [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][(self.next() % 3) as usize]
+                        }
+                        _ => g,
+                    }
+                })
+                .collect()
+        }
+
+        fn weights(&mut self, n: usize) -> Option<Vec<f32>> {
+            match self.next() % 5 {
+                0 => None,
+                1 => Some(vec![1.0; n]),
+                2 => Some(vec![0.0; n]),
+                3 => Some(
+                    (0..n)
+                        .map(|_| match self.next() % 6 {
+                            0 => 0.0,
+                            1 => -0.5,
+                            _ => self.unif() * 3.0,
+                        })
+                        .collect(),
+                ),
+                _ => Some((0..n).map(|_| 0.1 + self.unif()).collect()),
+            }
+        }
+    }
+
+    #[test]
+    fn fast_search_bit_identical_to_reference() {
+        let grids = [
+            DEFAULT_ASYM_GRID,
+            AsymGrid {
+                rmin: 0.0,
+                rdelta: 0.0,
+                nstep: 0,
+                refine: 2,
+            },
+            AsymGrid {
+                rmin: -1.0,
+                rdelta: 0.5,
+                nstep: 4,
+                refine: 1,
+            },
+            AsymGrid {
+                rmin: -1.0,
+                rdelta: 0.1,
+                nstep: 20,
+                refine: 3,
+            },
+        ];
+        let mut g = Gen(0x5eed);
+        let (mut qa, mut qb, mut qc) = ([0u8; MAX_BLOCK], [0u8; MAX_BLOCK], [0u8; MAX_BLOCK]);
+        for it in 0..8000 {
+            let n = match it % 4 {
+                0 => [32, 64, 128, 256][(g.next() % 4) as usize],
+                _ => 1 + (g.next() % MAX_BLOCK as u32) as usize,
+            };
+            let x = g.block(n);
+            let w = g.weights(n);
+            let w = w.as_deref();
+            let nmax = [1u8, 3, 7, 15][(g.next() % 4) as usize];
+            let grid = &grids[(g.next() % 4) as usize];
+            let r = reference::search_asym(&x, w, nmax, grid, &mut qa);
+            let f = search_asym(&x, w, nmax, grid, &mut qb);
+            let p = search_asym_portable::<false>(&x, w, nmax, grid, &mut qc);
+            for (name, o, qo) in [("dispatched", f, &qb), ("portable", p, &qc)] {
+                assert_eq!(
+                    (o.d.to_bits(), o.m.to_bits(), &qo[..n]),
+                    (r.d.to_bits(), r.m.to_bits(), &qa[..n]),
+                    "asym {name}: it {it} n {n} nmax {nmax} grid {grid:?} w {w:?} x {x:?}"
+                );
+            }
+            let r = reference::minmax_asym(&x, w, nmax, &mut qa);
+            let f = minmax_asym(&x, w, nmax, &mut qb);
+            assert_eq!(
+                (f.d.to_bits(), f.m.to_bits(), &qb[..n]),
+                (r.d.to_bits(), r.m.to_bits(), &qa[..n]),
+                "minmax_asym: it {it}"
+            );
+            let r = reference::minmax_sym(&x, &mut qa);
+            let f = minmax_sym(&x, &mut qb);
+            assert_eq!(
+                (f.to_bits(), &qb[..n]),
+                (r.to_bits(), &qa[..n]),
+                "minmax_sym: it {it}"
+            );
+            let (nstep, refine) = ((g.next() % 8) as i32 - 1, g.next() % 3);
+            let r = reference::search_sym(&x, w, nstep, refine, &mut qa);
+            let f = search_sym(&x, w, nstep, refine, &mut qb);
+            let p = search_sym_portable::<false>(&x, w, nstep, refine, &mut qc);
+            for (name, o, qo) in [("dispatched", f, &qb), ("portable", p, &qc)] {
+                assert_eq!(
+                    (o.to_bits(), &qo[..n]),
+                    (r.to_bits(), &qa[..n]),
+                    "sym {name}: it {it} n {n} nstep {nstep} refine {refine} w {w:?} x {x:?}"
+                );
+            }
+        }
+    }
+
+    /// The F16C rounding of the AVX2 path equals `half`'s (on every f16 boundary region:
+    /// random bit patterns, all exponents, ties, subnormals, overflow, NaN, ±0, ±inf).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn f16c_round_matches_half() {
+        if !avx2_f16c() {
+            return;
+        }
+        let mut g = Gen(3);
+        let check = |v: f32| {
+            let r = round_f16(v);
+            // SAFETY: AVX2 and F16C were detected above.
+            let f = unsafe { avx2::round_f16(v) };
+            assert!(
+                f.to_bits() == r.to_bits() || (f.is_nan() && r.is_nan()),
+                "{v:e} ({:#x}): f16c {f:e}, half {r:e}",
+                v.to_bits()
+            );
+        };
+        for v in [
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            65504.0,
+            65520.0,
+        ] {
+            check(v);
+        }
+        for _ in 0..1_000_000 {
+            check(f32::from_bits(g.next() ^ (g.next() << 16)));
+            // values near and exactly between f16 neighbours
+            let h = half::f16::from_bits(g.next() as u16).to_f32();
+            let t = f32::from_bits(
+                h.to_bits()
+                    .wrapping_add((g.next() % 0x4000) * (1 + g.next() % 2)),
+            );
+            check(h);
+            check(t);
+        }
+    }
+
+    #[test]
+    fn row_driver_bit_identical_to_reference() {
+        let mut g = Gen(77);
+        for it in 0..300 {
+            let block = [32usize, 64, 128, 256][it % 4];
+            let len = 1 + (g.next() % 700) as usize;
+            let src: Vec<f32> = (0..len.div_ceil(block))
+                .flat_map(|_| g.block(block))
+                .take(len)
+                .collect();
+            let imp = g.weights(len);
+            let bb = 4 + block / 2;
+            let nb = len.div_ceil(block);
+            for searched in [true, false] {
+                let (mut a, mut b) = (vec![0u8; nb * bb], vec![0u8; nb * bb]);
+                let pack = |q: &[u8], o: &mut [u8]| {
+                    for (ob, qs) in o.iter_mut().zip(q.chunks_exact(2)) {
+                        *ob = qs[0] | (qs[1] << 4);
+                    }
+                };
+                reference::quantize_row_asym(
+                    block,
+                    &src,
+                    imp.as_deref(),
+                    15,
+                    searched,
+                    bb,
+                    &mut a,
+                    pack,
+                );
+                quantize_row_asym(block, &src, imp.as_deref(), 15, searched, bb, &mut b, pack);
+                assert_eq!(a, b, "it {it} block {block} len {len} searched {searched}");
             }
         }
     }
