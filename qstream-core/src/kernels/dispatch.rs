@@ -138,6 +138,25 @@ pub struct ActRowMut<'a> {
     pub isum: &'a mut [i32],
 }
 
+impl ActRowMut<'_> {
+    /// Groups the buffers hold (the shortest of them; the low plane counts only when
+    /// `two`, the 16-bit quantizers).
+    #[inline]
+    pub fn groups(&self, two: bool) -> usize {
+        let g = self
+            .d
+            .len()
+            .min(self.s.len())
+            .min(self.isum.len())
+            .min(self.qs.len() / 32);
+        if two {
+            g.min(self.lo.len() / 32)
+        } else {
+            g
+        }
+    }
+}
+
 /// Dot product of one quantized weight row (`block` values per block) with a q8 activation.
 pub type DotQFn = fn(block: usize, row: &[u8], a: ActRow<'_>) -> f32;
 /// Dot products of one quantized weight row with four q8 activations (four tokens): each

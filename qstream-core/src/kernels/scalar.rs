@@ -57,12 +57,7 @@ fn group_values(x: &[f32], g: usize) -> ([f32; 32], f32) {
 /// Quantize `x` to q8 groups of 32 (`out` decides the number of groups; values past
 /// `x.len()` are zero). Round half to even, `d = amax / 127`.
 pub fn quantize_act(x: &[f32], out: ActRowMut<'_>) {
-    let groups = out
-        .d
-        .len()
-        .min(out.s.len())
-        .min(out.isum.len())
-        .min(out.qs.len() / 32);
+    let groups = out.groups(false);
     for g in 0..groups {
         let (v, amax) = group_values(x, g);
         let d = amax / 127.0;
@@ -86,13 +81,7 @@ pub fn quantize_act(x: &[f32], out: ActRowMut<'_>) {
 /// that — at the cost of one step `d` on those values). `isum`/`s` are of `256·qs + lo`.
 /// The reference of every level's `quantize_act16` (the NEON level uses it as is).
 pub fn quantize_act16(x: &[f32], out: ActRowMut<'_>) {
-    let groups = out
-        .d
-        .len()
-        .min(out.s.len())
-        .min(out.isum.len())
-        .min(out.qs.len() / 32)
-        .min(out.lo.len() / 32);
+    let groups = out.groups(true);
     for g in 0..groups {
         let (v, amax) = group_values(x, g);
         let d = amax / 32512.0;

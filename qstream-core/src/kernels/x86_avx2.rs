@@ -107,6 +107,33 @@ pub(super) fn n_blocks(block: usize, bb: usize, row: &[u8], a: &ActRow<'_>) -> u
     }
 }
 
+/// The 32 floats at `p` and their largest magnitude (NaN-ignoring `max`, as the scalar
+/// quantizers' fold).
+///
+/// # Safety
+/// `p..p+32` floats must be readable.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn group_amax(p: *const f32) -> ([__m256; 4], f32) {
+    // SAFETY: per the contract.
+    let v = unsafe {
+        [
+            _mm256_loadu_ps(p),
+            _mm256_loadu_ps(p.add(8)),
+            _mm256_loadu_ps(p.add(16)),
+            _mm256_loadu_ps(p.add(24)),
+        ]
+    };
+    let sign = _mm256_set1_ps(-0.0);
+    let a01 = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
+    let a23 = _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3]));
+    let m = _mm256_max_ps(a01, a23);
+    let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let m1 = _mm_max_ss(m2, _mm_movehdup_ps(m2));
+    (v, _mm_cvtss_f32(m1))
+}
+
 pub(super) fn quantize_act(x: &[f32], out: ActRowMut<'_>) {
     // SAFETY: this table is only handed out after AVX2/FMA/F16C detection.
     unsafe { quantize_act_impl(x, out) }
@@ -118,33 +145,14 @@ pub(super) fn quantize_act(x: &[f32], out: ActRowMut<'_>) {
 /// AVX2, FMA and F16C must be available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn quantize_act_impl(x: &[f32], out: ActRowMut<'_>) {
-    let groups = out
-        .d
-        .len()
-        .min(out.s.len())
-        .min(out.isum.len())
-        .min(out.qs.len() / 32);
+    let groups = out.groups(false);
     let full = (x.len() / 32).min(groups);
-    let sign = _mm256_set1_ps(-0.0);
     let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for g in 0..full {
         // SAFETY: g < x.len() / 32, so 32 floats from 32·g are in bounds; qs has ≥ 32·groups
         // bytes and d/s/isum ≥ groups entries.
         unsafe {
-            let p = x.as_ptr().add(32 * g);
-            let v = [
-                _mm256_loadu_ps(p),
-                _mm256_loadu_ps(p.add(8)),
-                _mm256_loadu_ps(p.add(16)),
-                _mm256_loadu_ps(p.add(24)),
-            ];
-            let a01 = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
-            let a23 = _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3]));
-            let m = _mm256_max_ps(a01, a23);
-            let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-            let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-            let m1 = _mm_max_ss(m2, _mm_movehdup_ps(m2));
-            let amax = _mm_cvtss_f32(m1);
+            let (v, amax) = group_amax(x.as_ptr().add(32 * g));
             let d = amax / 127.0;
             let id = if amax != 0.0 { 1.0 / d } else { 0.0 };
             let idv = _mm256_set1_ps(id);
@@ -249,15 +257,8 @@ pub(super) fn quantize_act16(x: &[f32], out: ActRowMut<'_>) {
 /// AVX2 must be available.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn quantize_act16_impl(x: &[f32], out: ActRowMut<'_>) {
-    let groups = out
-        .d
-        .len()
-        .min(out.s.len())
-        .min(out.isum.len())
-        .min(out.qs.len() / 32)
-        .min(out.lo.len() / 32);
+    let groups = out.groups(true);
     let full = (x.len() / 32).min(groups);
-    let sign = _mm256_set1_ps(-0.0);
     let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     let (qmax, qmin) = (_mm256_set1_epi32(32512), _mm256_set1_epi32(-32512));
     let (c128, lmin) = (_mm256_set1_epi32(128), _mm256_set1_epi32(-127));
@@ -265,20 +266,7 @@ unsafe fn quantize_act16_impl(x: &[f32], out: ActRowMut<'_>) {
         // SAFETY: g < x.len() / 32, so 32 floats from 32·g are in bounds; qs and lo have
         // ≥ 32·groups bytes and d/s/isum ≥ groups entries.
         unsafe {
-            let p = x.as_ptr().add(32 * g);
-            let v = [
-                _mm256_loadu_ps(p),
-                _mm256_loadu_ps(p.add(8)),
-                _mm256_loadu_ps(p.add(16)),
-                _mm256_loadu_ps(p.add(24)),
-            ];
-            let a01 = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
-            let a23 = _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3]));
-            let m = _mm256_max_ps(a01, a23);
-            let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-            let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-            let m1 = _mm_max_ss(m2, _mm_movehdup_ps(m2));
-            let amax = _mm_cvtss_f32(m1);
+            let (v, amax) = group_amax(x.as_ptr().add(32 * g));
             let d = amax / 32512.0;
             let id = if amax != 0.0 { 1.0 / d } else { 0.0 };
             let idv = _mm256_set1_ps(id);
