@@ -11,7 +11,7 @@ use std::arch::x86_64::*;
 use super::dispatch::{ActRow, Isa, KernelSet};
 use super::x86_avx2 as avx2;
 use super::x86_avx2::{
-    dwords8, f16_lanes, f16x2, hsum, hsum4_i32_ps, hsum_i32, int_combine, n_blocks, rd32,
+    dwords8, f16_lanes, f16x2, hsum, hsum4_i32_ps, hsum_i32, int_combine, n_blocks, pf_ahead, rd32,
     unpack_2bit, unpack_highbit, unpack_nibbles,
 };
 
