@@ -210,6 +210,30 @@ pub(super) fn pf_ahead(p: *const u8, lines: usize) {
     }
 }
 
+/// The 4-byte headers of groups `g0..g0+8` of a row at `rp` whose blocks (`bb` bytes) hold
+/// `1 << sh` groups each: the dword at the start of block `(g0 + j) >> sh` in lane `j`.
+///
+/// # Safety
+/// Blocks `g0 >> sh ..= (g0 + 7) >> sh` must lie in the row (`bb ≥ 4`).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn headers8(rp: *const u8, g0: usize, sh: u32, bb: usize) -> __m256i {
+    let at = |j: usize| rp.wrapping_add(((g0 + j) >> sh) * bb);
+    // SAFETY: per the contract, every block read is in the row.
+    unsafe {
+        _mm256_setr_epi32(
+            rd32(at(0)),
+            rd32(at(1)),
+            rd32(at(2)),
+            rd32(at(3)),
+            rd32(at(4)),
+            rd32(at(5)),
+            rd32(at(6)),
+            rd32(at(7)),
+        )
+    }
+}
+
 /// The low (`HI = false`) or high 16 bits of each i32 lane read as f16, converted to f32.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
@@ -703,20 +727,10 @@ macro_rules! q_kernels {
                     (w, w)
                 };
                 let sc = |g0: usize| unsafe {
-                    let at = |j: usize| rp.add(((g0 + j) >> sh) * bb);
                     if N == 1 {
-                        pf_ahead(at(0), 3); // 8 groups = 130–136 bytes
+                        pf_ahead(rp.add((g0 >> sh) * bb), 3); // 8 groups = 130–136 bytes
                     }
-                    to_scales(_mm256_setr_epi32(
-                        rd32(at(0)),
-                        rd32(at(1)),
-                        rd32(at(2)),
-                        rd32(at(3)),
-                        rd32(at(4)),
-                        rd32(at(5)),
-                        rd32(at(6)),
-                        rd32(at(7)),
-                    ))
+                    to_scales(headers8(rp, g0, sh, bb))
                 };
                 run!(wg, sc)
             }
@@ -818,17 +832,7 @@ macro_rules! q_kernels {
                 let h = if gpb == 1 {
                     dwords8(rp.add(g0 * bb), bb)
                 } else {
-                    let at = |j: usize| rp.add(((g0 + j) >> sh) * bb);
-                    _mm256_setr_epi32(
-                        rd32(at(0)),
-                        rd32(at(1)),
-                        rd32(at(2)),
-                        rd32(at(3)),
-                        rd32(at(4)),
-                        rd32(at(5)),
-                        rd32(at(6)),
-                        rd32(at(7)),
-                    )
+                    headers8(rp, g0, sh, bb)
                 };
                 (f16_lanes::<false>(h), f16_lanes::<true>(h))
             };

@@ -11,8 +11,8 @@ use std::arch::x86_64::*;
 use super::dispatch::{ActRow, Isa, KernelSet};
 use super::x86_avx2 as avx2;
 use super::x86_avx2::{
-    dwords8, f16_lanes, f16x2, hsum, hsum4_i32_ps, hsum_i32, int_combine, n_blocks, pf_ahead, rd32,
-    unpack_2bit, unpack_highbit, unpack_nibbles,
+    dwords8, f16_lanes, f16x2, headers8, hsum, hsum4_i32_ps, hsum_i32, int_combine, n_blocks,
+    pf_ahead, unpack_2bit, unpack_highbit, unpack_nibbles,
 };
 
 /// The AVX-512 table.
