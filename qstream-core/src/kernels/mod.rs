@@ -507,11 +507,8 @@ fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: 
             for r in r0..r1 {
                 let dense = row(r);
                 let v = f(p.block, dense, a);
-                let (cb, vb) = o.outliers_in_row(r);
                 let mut fix = 0f32;
-                for (c, w) in cb.chunks_exact(4).zip(vb.chunks_exact(2)) {
-                    let c = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize;
-                    let w = crate::quant::float::read_f16(w);
+                for (c, w) in o.outliers(r) {
                     fix += outlier_term(c, w, dense_at.at(dense, c), a, x);
                 }
                 write(0, r, v + fix);
