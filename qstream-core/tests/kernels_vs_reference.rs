@@ -564,12 +564,14 @@ fn float_dots_and_vector_ops() {
     }
 }
 
-/// `matmul` through the process's kernel level: batch-size and thread-count independent,
-/// and close to the exact reference, for every weight type (including the dequantize path).
+/// `matmul` through the process's kernel level: thread-count independent; batch-size
+/// independent within each path (below `GEMM_MIN_TOKENS` tokens the row kernels, equal to
+/// `matvec`; from it the packed panels, equal across batch sizes and close to `matvec`);
+/// close to the exact reference, for every weight type (including the dequantize path).
 #[test]
 fn matmul_is_batch_and_thread_independent() {
     let mut rng = Rng(9);
-    let (rows, cols, n) = (301, 200, 9);
+    let (rows, cols, n) = (301, 200, kernels::GEMM_MIN_TOKENS + 4);
     let w: Vec<f32> = (0..rows * cols).map(|_| rng.f()).collect();
     let xs: Vec<f32> = (0..n * cols).map(|_| rng.f() * 2.0).collect();
     for qt in [
@@ -598,16 +600,38 @@ fn matmul_is_batch_and_thread_independent() {
             let out = pool.install(|| {
                 let mut out = vec![0f32; n * rows];
                 kernels::matmul(&t, &xs, n, &mut out);
-                // every smaller batch (multi-token kernels for n ≥ 4, remainders) agrees
-                for m in 2..n {
+                // every smaller batch on the packed path agrees with the whole batch
+                for m in kernels::GEMM_MIN_TOKENS..n {
                     let mut part = vec![0f32; m * rows];
                     kernels::matmul(&t, &xs[..m * cols], m, &mut part);
                     assert_eq!(part, out[..m * rows], "{qt}: batch {m}");
                 }
+                // below the packed path (multi-token kernels for n ≥ 4, remainders): every
+                // batch bit-identical to one token at a time
+                let parts: Vec<Vec<f32>> = (2..kernels::GEMM_MIN_TOKENS)
+                    .map(|m| {
+                        let mut part = vec![0f32; m * rows];
+                        kernels::matmul(&t, &xs[..m * cols], m, &mut part);
+                        part
+                    })
+                    .collect();
                 for tk in 0..n {
                     let mut one = vec![0f32; rows];
                     kernels::matvec(&t, &xs[tk * cols..(tk + 1) * cols], &mut one);
-                    assert_eq!(one, out[tk * rows..(tk + 1) * rows], "{qt}: token {tk}");
+                    for (i, part) in parts.iter().enumerate() {
+                        if tk < i + 2 {
+                            let m = i + 2;
+                            assert_eq!(part[tk * rows..(tk + 1) * rows], one, "{qt}: batch {m}");
+                        }
+                    }
+                    // the packed path: the same integers, f32 sums in another order
+                    let got = &out[tk * rows..(tk + 1) * rows];
+                    for (r, (g, o)) in got.iter().zip(&one).enumerate() {
+                        assert!(
+                            (g - o).abs() <= 1e-5 * (1.0 + o.abs()),
+                            "{qt}: token {tk} row {r}: {g} vs {o}"
+                        );
+                    }
                 }
                 out
             });
@@ -698,12 +722,17 @@ fn outlier_matmul_matches_dequantized_rows() {
             let t = Tensor::from_bytes("w", qt, block, vec![rows, cols], &bytes);
             kernels::validate(&t).unwrap();
             let wd = quant::dequantize(qt, block, &bytes, rows, cols).unwrap();
-            for n in [1usize, 3] {
+            for n in [1usize, 3, kernels::GEMM_MIN_TOKENS + 2] {
                 let xs: Vec<f32> = (0..n * cols).map(|_| rng.f() * 2.0).collect();
                 let mut out = vec![0f32; n * rows];
                 kernels::matmul(&t, &xs, n, &mut out);
-                // every smaller batch (multi-token kernels for n ≥ 4, remainders) agrees
-                for m in 2..n {
+                // every smaller batch on the same path agrees
+                let m0 = if n >= kernels::GEMM_MIN_TOKENS {
+                    kernels::GEMM_MIN_TOKENS
+                } else {
+                    2
+                };
+                for m in m0..n {
                     let mut part = vec![0f32; m * rows];
                     kernels::matmul(&t, &xs[..m * cols], m, &mut part);
                     assert_eq!(part, out[..m * rows], "{qt}: batch {m}");

@@ -34,6 +34,8 @@ pub(super) static KERNELS: KernelSet = KernelSet {
     axpy,
     dots: scalar::dots,
     axpys: scalar::axpys,
+    gemm: None,
+    gemm_max_level: 0,
 };
 
 // Multi-token dots: four single-token NEON calls (bit-identical by construction).

@@ -124,6 +124,27 @@ impl ActRow<'_> {
     }
 }
 
+/// `n` activation rows of `groups` groups each, stored back to back (row `t`'s group `g` at
+/// index `t·groups + g` of `d`/`s`/`isum`, its values at `32·(t·groups + g)` of `qs`/`lo`):
+/// the batch the packed-panel kernels ([`super::gemm`]) read. `lo` is empty at 8 bits.
+#[derive(Clone, Copy, Debug)]
+pub struct ActBatch<'a> {
+    /// quantized values (the high plane at 16 bits)
+    pub qs: &'a [i8],
+    /// the low plane (16 bits), or empty (8 bits)
+    pub lo: &'a [i8],
+    /// scale per group
+    pub d: &'a [f32],
+    /// `d · isum` per group
+    pub s: &'a [f32],
+    /// sum of each group's quantized values
+    pub isum: &'a [i32],
+    /// groups per row
+    pub groups: usize,
+    /// rows (tokens)
+    pub n: usize,
+}
+
 /// Mutable buffers for [`KernelSet::quantize_act`] (same shapes as [`ActRow`]).
 pub struct ActRowMut<'a> {
     /// quantized values, `32 · groups`
@@ -212,6 +233,11 @@ pub struct KernelSet {
     pub dots: fn(q: &[f32], keys: &[f32], out: &mut [f32]),
     /// Attention output: weighted sum of consecutive value rows (`scalar::axpys`).
     pub axpys: fn(w: &[f32], vals: &[f32], out: &mut [f32]),
+    /// Packed-panel micro-kernel for prompt batches (bit-identical to
+    /// [`super::gemm::gemm_ref`]), if the level has one.
+    pub gemm: Option<super::gemm::GemmFn>,
+    /// Largest packed level ([`super::gemm::max_level`]) [`KernelSet::gemm`] takes.
+    pub gemm_max_level: u32,
 }
 
 static SCALAR: KernelSet = KernelSet {
@@ -235,6 +261,8 @@ static SCALAR: KernelSet = KernelSet {
     axpy: scalar::axpy,
     dots: scalar::dots,
     axpys: scalar::axpys,
+    gemm: None,
+    gemm_max_level: 0,
 };
 
 /// The kernel table of `isa`, or `None` when this CPU (or build target) cannot run it.

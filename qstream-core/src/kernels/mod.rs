@@ -28,15 +28,25 @@
 //! * `QSTREAM_EXACT=1`: every dense type uses the exact scalar reference
 //!   `quant::dot_row_ref` (the pre-SIMD path), e.g. for debugging.
 //!
+//! * **Prompt batches** of at least [`GEMM_MIN_TOKENS`] tokens over dense quantized weights
+//!   (and the dense part of outlier types) take the packed-panel path ([`gemm`]) where the
+//!   level has a micro-kernel: 16 rows unpacked once into an interleaved layout, then
+//!   multiplied with every token of the batch. Same integers per group as the row kernels;
+//!   the f32 combine runs group by group per row instead of in group lanes, so results
+//!   differ from the single-token kernels by f32 summation order only.
+//!
 //! The kernel level (scalar / AVX2 / AVX-512 VNNI / NEON) is chosen once at run time
 //! ([`dispatch::kernels`], `QSTREAM_ISA` forces one). For a given level, the value computed
-//! for one (row, token) does not depend on the batch size or the thread count.
+//! for one (row, token) does not depend on the thread count, nor on the batch size within
+//! each path (below [`GEMM_MIN_TOKENS`] tokens it equals the single-token value; from it,
+//! it is the packed path's value for every batch size).
 //!
 //! # Threads
 //!
 //! Rows are split across the current rayon pool: single-token calls use a few large chunks
 //! (about two per thread, none below ~64k multiply-adds), prompt batches use blocks of
-//! 16 rows, each computed for every token while the rows are in L1 (cache blocking).
+//! 16 rows (one packed panel), each computed for every token while the rows are in L1
+//! (cache blocking).
 //! [`matmul_multi`] runs several matrices that share one input (Q/K/V, gate/up) in one
 //! parallel region with one activation quantization.
 //!
@@ -55,6 +65,7 @@ use crate::tensor::Tensor;
 #[cfg(target_arch = "aarch64")]
 mod aarch64_neon;
 pub mod dispatch;
+pub mod gemm;
 pub mod pool;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
@@ -63,7 +74,8 @@ mod x86_avx2;
 mod x86_avx512;
 
 pub use dispatch::{
-    act_bits, kernel_set, kernels, set_act_bits, ActBits, ActRow, ActRowMut, Isa, KernelSet,
+    act_bits, kernel_set, kernels, set_act_bits, ActBatch, ActBits, ActRow, ActRowMut, Isa,
+    KernelSet,
 };
 
 /// Check once (at bind time) that `w`'s bytes can be used by the kernels.
@@ -208,6 +220,20 @@ impl QuantAct {
             isum: &self.isum[r],
         }
     }
+
+    /// Every row of the last [`QuantAct::quantize`] as one batch.
+    pub fn batch(&self) -> ActBatch<'_> {
+        let g = self.n * self.groups;
+        ActBatch {
+            qs: &self.qs[..32 * g],
+            lo: if self.two { &self.lo[..32 * g] } else { &[] },
+            d: &self.d[..g],
+            s: &self.s[..g],
+            isum: &self.isum[..g],
+            groups: self.groups,
+            n: self.n,
+        }
+    }
 }
 
 thread_local! {
@@ -218,7 +244,13 @@ thread_local! {
     /// A worker's decoded outliers `(column, value, dense value)` of its current row block,
     /// and where each row's start (grows to the largest block, then is reused).
     static OUTL: RefCell<OutlierRows> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// A worker's packed panel (prompt batches).
+    static PANEL_BUF: RefCell<PanelBuf> = RefCell::new(Default::default());
 }
+
+/// A worker's packed panel, its `n × PANEL` results and one row's decoded outliers (grow
+/// to the largest call, then are reused).
+type PanelBuf = (gemm::Panel, Vec<f32>, Vec<(usize, f32, f32)>);
 
 /// Decoded outliers of consecutive rows: `(column, value, dense value)`, row starts.
 type OutlierRows = (Vec<(usize, f32, f32)>, Vec<usize>);
@@ -465,6 +497,34 @@ fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: 
         unsafe { *out.get().add(t * rows + r) = v };
     };
     let row = |r: usize| &p.bytes[r * p.rb..(r + 1) * p.rb];
+    if let (Kind::Q(..), Some(gf)) = (p.kind, gemm_for(p.qt, n)) {
+        // Prompt batch: packed panels of PANEL rows, every token per panel.
+        return PANEL_BUF.with(|cell| {
+            let (panel, buf, outl) = &mut *cell.borrow_mut();
+            buf.resize(n * gemm::PANEL, 0.0);
+            let batch = act.batch();
+            let dense_at = DenseAt::new(p.qt, p.block);
+            for rb in (r0..r1).step_by(gemm::PANEL) {
+                let re = (rb + gemm::PANEL).min(r1);
+                gemm::pack(p.qt, p.block, p.bytes, p.rb, rb, re - rb, panel);
+                gf(panel, &batch, buf);
+                for (i, r) in (rb..re).enumerate() {
+                    outl.clear();
+                    if let Some(o) = &p.outl {
+                        let dense = row(r);
+                        outl.extend(o.outliers(r).map(|(c, v)| (c, v, dense_at.at(dense, c))));
+                    }
+                    for t in 0..n {
+                        let mut v = buf[t * gemm::PANEL + i];
+                        if !outl.is_empty() {
+                            v += outlier_fix(outl, act.row(t), &xs[t * cols..(t + 1) * cols]);
+                        }
+                        write(t, r, v);
+                    }
+                }
+            }
+        });
+    }
     match (p.kind, &p.outl) {
         (Kind::Q(f, Some(f4)), None) if n >= 4 => {
             // Tokens in groups of 4 (each weight group unpacked once per 4 tokens; results
@@ -579,6 +639,26 @@ fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: 
                 }
             }
         }
+    }
+}
+
+/// Fewest tokens a call needs to take the packed-panel path ([`gemm`]; below, packing each
+/// panel costs more than it saves).
+pub const GEMM_MIN_TOKENS: usize = 8;
+
+/// The packed-panel micro-kernel for `n` tokens of dense type `qt`, when the level has one
+/// that takes the type and the batch is large enough.
+fn gemm_for(qt: QuantType, n: usize) -> Option<gemm::GemmFn> {
+    let k = kernels();
+    match k.gemm {
+        Some(f)
+            if n >= GEMM_MIN_TOKENS
+                && gemm::packable(qt)
+                && gemm::max_level(qt) <= k.gemm_max_level =>
+        {
+            Some(f)
+        }
+        _ => None,
     }
 }
 

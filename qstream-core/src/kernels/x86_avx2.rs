@@ -36,6 +36,8 @@ pub(super) static KERNELS: KernelSet = KernelSet {
     axpy,
     dots,
     axpys,
+    gemm: None,
+    gemm_max_level: 0,
 };
 
 /// Horizontal sum of 8 lanes.
