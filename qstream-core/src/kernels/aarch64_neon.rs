@@ -35,6 +35,7 @@ pub(super) static KERNELS: KernelSet = KernelSet {
     dots: scalar::dots,
     axpys: scalar::axpys,
     gemm: None,
+    gemm_pack: super::gemm::pack,
     gemm_max_level: 0,
 };
 

@@ -236,6 +236,8 @@ pub struct KernelSet {
     /// Packed-panel micro-kernel for prompt batches (bit-identical to
     /// [`super::gemm::gemm_ref`]), if the level has one.
     pub gemm: Option<super::gemm::GemmFn>,
+    /// The level's [`super::gemm::pack`] (bit-identical panels).
+    pub gemm_pack: super::gemm::PackFn,
     /// Largest packed level ([`super::gemm::max_level`]) [`KernelSet::gemm`] takes.
     pub gemm_max_level: u32,
 }
@@ -262,6 +264,7 @@ static SCALAR: KernelSet = KernelSet {
     dots: scalar::dots,
     axpys: scalar::axpys,
     gemm: None,
+    gemm_pack: super::gemm::pack,
     gemm_max_level: 0,
 };
 

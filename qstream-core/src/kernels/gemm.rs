@@ -39,6 +39,10 @@ pub const GROUP_BYTES: usize = 32 * PANEL;
 /// activation buffers are as long as `a.n` rows of `a.groups` groups, `out` is long enough.
 pub type GemmFn = fn(p: &Panel, a: &ActBatch<'_>, out: &mut [f32]);
 
+/// A level's [`pack`] (same arguments, same panel bit for bit).
+pub type PackFn =
+    fn(qt: QuantType, block: usize, bytes: &[u8], rb: usize, r0: usize, nr: usize, p: &mut Panel);
+
 /// How a panel's integer sums become floats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Zero {
@@ -91,18 +95,16 @@ pub fn max_level(qt: QuantType) -> u32 {
     }
 }
 
-/// Unpack rows `r0 .. r0 + nr` (`nr ≤ PANEL`) of a dense `qt` tensor (`bytes`, `rb` bytes
-/// per row, `block` values per block) into `p`, covering the row's whole blocks. Rows past
-/// `nr` get zero levels and scales. `qt` must be [`packable`] and `bytes` must hold the rows.
-pub fn pack(
+/// Size `p` for rows `nr` of a `qt` tensor with `rb` bytes per row and set its metadata;
+/// returns `(block, block bytes, groups per block, groups)` (the effective block: 32 for
+/// `Q8`/`Mxfp4`, at least 32 otherwise).
+pub(super) fn prepare(
     qt: QuantType,
     block: usize,
-    bytes: &[u8],
     rb: usize,
-    r0: usize,
     nr: usize,
     p: &mut Panel,
-) {
+) -> (usize, usize, usize, usize) {
     assert!(packable(qt) && nr <= PANEL, "gemm::pack {qt} {nr}");
     let block = if matches!(qt, QuantType::Q8 | QuantType::Mxfp4) {
         32
@@ -120,87 +122,142 @@ pub fn pack(
         QuantType::Mxfp4 => Zero::Point(12),
         _ => Zero::Min,
     };
-    p.levels.clear();
     p.levels.resize(groups * GROUP_BYTES, 0);
-    p.dw.clear();
     p.dw.resize(groups * PANEL, 0.0);
-    p.mw.clear();
     p.mw.resize(groups * PANEL, 0.0);
-    let mut q = [0u8; 32];
+    (block, bb, gpb, groups)
+}
+
+/// Unpack rows `r0 .. r0 + nr` (`nr ≤ PANEL`) of a dense `qt` tensor (`bytes`, `rb` bytes
+/// per row, `block` values per block) into `p`, covering the row's whole blocks. Rows past
+/// `nr` get zero levels and scales. `qt` must be [`packable`] and `bytes` must hold the rows.
+pub fn pack(
+    qt: QuantType,
+    block: usize,
+    bytes: &[u8],
+    rb: usize,
+    r0: usize,
+    nr: usize,
+    p: &mut Panel,
+) {
+    let (block, bb, gpb, groups) = prepare(qt, block, rb, nr, p);
+    // every entry of rows < nr is written below; rows ≥ nr are zeroed
+    if nr < PANEL {
+        for g in 0..groups {
+            for k in 0..8 {
+                let o = (g * 8 + k) * PANEL;
+                p.levels[4 * (o + nr)..4 * (o + PANEL)].fill(0);
+            }
+            p.dw[g * PANEL + nr..(g + 1) * PANEL].fill(0.0);
+            p.mw[g * PANEL + nr..(g + 1) * PANEL].fill(0.0);
+        }
+    }
+    let (levels, dw, mw) = (&mut p.levels[..], &mut p.dw[..], &mut p.mw[..]);
     for i in 0..nr {
         let row = &bytes[(r0 + i) * rb..(r0 + i + 1) * rb];
         for (b, blk) in row.chunks_exact(bb).enumerate() {
             for gi in 0..gpb {
                 let g = b * gpb + gi;
-                let (dw, mw) = unpack_group(qt, block, blk, gi, &mut q);
-                p.dw[g * PANEL + i] = dw;
-                p.mw[g * PANEL + i] = mw;
-                let base = g * GROUP_BYTES + 4 * i;
-                for k in 0..8 {
-                    let o = base + 4 * PANEL * k;
-                    p.levels[o..o + 4].copy_from_slice(&q[4 * k..4 * k + 4]);
+                let (words, d, m) = unpack_group(qt, block, blk, gi);
+                dw[g * PANEL + i] = d;
+                mw[g * PANEL + i] = m;
+                for (k, w) in words.iter().enumerate() {
+                    let o = 4 * ((g * 8 + k) * PANEL + i);
+                    levels[o..o + 4].copy_from_slice(&w.to_le_bytes());
                 }
             }
         }
     }
 }
 
-/// Group `gi` of block `blk` as unsigned levels (see the module docs) and `(d_w, m_w)`.
+/// The little-endian u32 at `p[i..i + 4]`.
+#[inline(always)]
+fn le32(p: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes(p[i..i + 4].try_into().expect("4 bytes"))
+}
+
+/// Bit `b` of a nibble moved to bit 2 of byte `b` (the `Q3` high bits of four values).
+const SPREAD_HIGH: [u32; 16] = {
+    let mut t = [0u32; 16];
+    let mut n = 0;
+    while n < 16 {
+        let mut b = 0;
+        while b < 4 {
+            t[n] |= (((n >> b) & 1) as u32) << (8 * b + 2);
+            b += 1;
+        }
+        n += 1;
+    }
+    t
+};
+
+/// Group `gi` of block `blk` as unsigned levels (see the module docs), four per word
+/// (word `k` = values `4k .. 4k + 4`, little-endian), and `(d_w, m_w)`.
 #[inline]
-fn unpack_group(
-    qt: QuantType,
-    block: usize,
-    blk: &[u8],
-    gi: usize,
-    q: &mut [u8; 32],
-) -> (f32, f32) {
-    let nib = |q: &mut [u8; 32], p: &[u8]| {
-        for j in 0..16 {
-            q[j] = p[j] & 0x0F;
-            q[j + 16] = p[j] >> 4;
-        }
+fn unpack_group(qt: QuantType, block: usize, blk: &[u8], gi: usize) -> ([u32; 8], f32, f32) {
+    const NIB: u32 = 0x0F0F_0F0F;
+    // 16 nibble bytes: values 0..16 low nibbles, 16..32 high nibbles
+    let nibbles = |p: &[u8]| -> [u32; 8] {
+        let v = [le32(p, 0), le32(p, 4), le32(p, 8), le32(p, 12)];
+        [
+            v[0] & NIB,
+            v[1] & NIB,
+            v[2] & NIB,
+            v[3] & NIB,
+            (v[0] >> 4) & NIB,
+            (v[1] >> 4) & NIB,
+            (v[2] >> 4) & NIB,
+            (v[3] >> 4) & NIB,
+        ]
     };
-    let low2 = |q: &mut [u8; 32], p: &[u8]| {
-        for j in 0..8 {
-            for s in 0..4 {
-                q[j + 8 * s] = (p[j] >> (2 * s)) & 3;
-            }
-        }
+    // 8 low-bit bytes: byte j holds values j, j+8, j+16, j+24 at bits 0, 2, 4, 6
+    let low2 = |p: &[u8]| -> [u32; 8] {
+        let (a, b) = (le32(p, 0), le32(p, 4));
+        std::array::from_fn(|k| {
+            let v = if k % 2 == 0 { a } else { b };
+            (v >> (2 * (k / 2))) & 0x0303_0303
+        })
     };
+    let hdr = |blk: &[u8]| (read_f16(&blk[0..2]), read_f16(&blk[2..4]));
     match qt {
         QuantType::Q4 => {
-            nib(q, &blk[4 + 16 * gi..4 + 16 * gi + 16]);
-            (read_f16(&blk[0..2]), read_f16(&blk[2..4]))
+            let (d, m) = hdr(blk);
+            (nibbles(&blk[4 + 16 * gi..4 + 16 * gi + 16]), d, m)
         }
-        QuantType::Q4Sym => {
-            nib(q, &blk[2 + 16 * gi..2 + 16 * gi + 16]);
-            (read_f16(&blk[0..2]), 0.0)
-        }
+        QuantType::Q4Sym => (
+            nibbles(&blk[2 + 16 * gi..2 + 16 * gi + 16]),
+            read_f16(&blk[0..2]),
+            0.0,
+        ),
         QuantType::Q2 => {
-            low2(q, &blk[4 + 8 * gi..4 + 8 * gi + 8]);
-            (read_f16(&blk[0..2]), read_f16(&blk[2..4]))
+            let (d, m) = hdr(blk);
+            (low2(&blk[4 + 8 * gi..4 + 8 * gi + 8]), d, m)
         }
         QuantType::Q3 => {
-            low2(q, &blk[4 + 8 * gi..4 + 8 * gi + 8]);
+            let (d, m) = hdr(blk);
+            let mut w = low2(&blk[4 + 8 * gi..4 + 8 * gi + 8]);
+            // bit v of the group's 4 high bytes is value v's bit 2
             let h = &blk[4 + block / 4 + 4 * gi..4 + block / 4 + 4 * gi + 4];
-            for (k, v) in q.iter_mut().enumerate() {
-                *v |= ((h[k / 8] >> (k % 8)) & 1) << 2;
+            for (k, w) in w.iter_mut().enumerate() {
+                *w |= SPREAD_HIGH[((h[k / 2] >> (4 * (k % 2))) & 0x0F) as usize];
             }
-            (read_f16(&blk[0..2]), read_f16(&blk[2..4]))
+            (w, d, m)
         }
         QuantType::Q8 => {
-            for (v, b) in q.iter_mut().zip(&blk[2..34]) {
-                *v = b.wrapping_add(128);
-            }
-            (read_f16(&blk[0..2]), 0.0)
+            // q + 128 = q ^ 0x80 per byte
+            let w = std::array::from_fn(|k| le32(blk, 2 + 4 * k) ^ 0x8080_8080);
+            (w, read_f16(&blk[0..2]), 0.0)
         }
         QuantType::Mxfp4 => {
+            let lvl = |n: u8| (super::scalar::MXFP4_X2[n as usize] + 12) as u8;
+            let mut q = [0u8; 32];
             for j in 0..16 {
                 let b = blk[1 + j];
-                q[j] = (super::scalar::MXFP4_X2[(b & 0x0F) as usize] + 12) as u8;
-                q[j + 16] = (super::scalar::MXFP4_X2[(b >> 4) as usize] + 12) as u8;
+                q[j] = lvl(b & 0x0F);
+                q[j + 16] = lvl(b >> 4);
             }
-            (super::scalar::mxfp4_half_scale(blk[0]), 0.0)
+            let w = std::array::from_fn(|k| le32(&q, 4 * k));
+            (w, super::scalar::mxfp4_half_scale(blk[0]), 0.0)
         }
         _ => unreachable!("unpack_group: {qt} is not packable"),
     }
@@ -344,6 +401,34 @@ mod tests {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn level_packers_bit_identical_to_pack() {
+        let cols: usize = 320;
+        for (qt, block) in CASES {
+            let (b, rb) = tensor(qt, block, 40, cols, 13);
+            for (r0, nr) in [(0, 16), (24, 16), (32, 7)] {
+                let mut want = Panel::default();
+                pack(qt, block, &b, rb, r0, nr, &mut want);
+                for isa in Isa::ALL {
+                    let Some(k) = kernel_set(isa) else { continue };
+                    // a reused panel: stale contents must not leak through
+                    let mut got = Panel::default();
+                    (k.gemm_pack)(qt, block, &b, rb, 0, 16, &mut got);
+                    (k.gemm_pack)(qt, block, &b, rb, r0, nr, &mut got);
+                    let what = format!("{isa:?} {qt} B{block} rows {r0}+{nr}");
+                    assert_eq!(got.levels, want.levels, "{what}");
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got.dw), bits(&want.dw), "{what}");
+                    assert_eq!(bits(&got.mw), bits(&want.mw), "{what}");
+                    assert_eq!(
+                        (got.groups, got.rows, got.zero),
+                        (want.groups, want.rows, want.zero)
+                    );
                 }
             }
         }

@@ -506,21 +506,38 @@ fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: 
             let dense_at = DenseAt::new(p.qt, p.block);
             for rb in (r0..r1).step_by(gemm::PANEL) {
                 let re = (rb + gemm::PANEL).min(r1);
-                gemm::pack(p.qt, p.block, p.bytes, p.rb, rb, re - rb, panel);
+                (kernels().gemm_pack)(p.qt, p.block, p.bytes, p.rb, rb, re - rb, panel);
                 gf(panel, &batch, buf);
-                for (i, r) in (rb..re).enumerate() {
-                    outl.clear();
-                    if let Some(o) = &p.outl {
+                if let Some(o) = &p.outl {
+                    for (i, r) in (rb..re).enumerate() {
                         let dense = row(r);
+                        outl.clear();
                         outl.extend(o.outliers(r).map(|(c, v)| (c, v, dense_at.at(dense, c))));
-                    }
-                    for t in 0..n {
-                        let mut v = buf[t * gemm::PANEL + i];
-                        if !outl.is_empty() {
-                            v += outlier_fix(outl, act.row(t), &xs[t * cols..(t + 1) * cols]);
+                        if outl.is_empty() {
+                            continue;
                         }
-                        write(t, r, v);
+                        for t in 0..n {
+                            let x = &xs[t * cols..(t + 1) * cols];
+                            buf[t * gemm::PANEL + i] += outlier_fix(outl, act.row(t), x);
+                        }
                     }
+                }
+                let nr = re - rb;
+                for t in 0..n {
+                    let v = &buf[t * gemm::PANEL..t * gemm::PANEL + nr];
+                    // SAFETY: t < n and rb + nr = re ≤ rows, so the run is inside this part's
+                    // output (length n·rows, asserted by `matmul_multi`); this task owns rows
+                    // rb..re (disjoint row ranges), and `v` is a separate buffer.
+                    unsafe {
+                        let dst = out.get().add(t * rows + rb);
+                        if nr == gemm::PANEL {
+                            // a fixed-size copy: inlined, not a memcpy call per token
+                            let src = v.as_ptr() as *const [f32; gemm::PANEL];
+                            (dst as *mut [f32; gemm::PANEL]).write_unaligned(src.read_unaligned());
+                        } else {
+                            std::ptr::copy_nonoverlapping(v.as_ptr(), dst, nr);
+                        }
+                    };
                 }
             }
         });

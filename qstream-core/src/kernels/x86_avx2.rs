@@ -37,6 +37,7 @@ pub(super) static KERNELS: KernelSet = KernelSet {
     dots,
     axpys,
     gemm: None,
+    gemm_pack: super::gemm::pack,
     gemm_max_level: 0,
 };
 

@@ -15,6 +15,7 @@ use super::x86_avx2::{
     dwords8, f16_lanes, f16x2, headers8, hsum, hsum4_i32_ps, hsum_i32, int_combine, n_blocks,
     pf_ahead, rd32, unpack_2bit, unpack_highbit, unpack_nibbles,
 };
+use crate::quant::QuantType;
 
 /// The AVX-512 table.
 pub(super) static KERNELS: KernelSet = KernelSet {
@@ -39,6 +40,7 @@ pub(super) static KERNELS: KernelSet = KernelSet {
     dots: avx2::dots,
     axpys: avx2::axpys,
     gemm: Some(gemm),
+    gemm_pack,
     gemm_max_level: 255,
 };
 
@@ -166,4 +168,169 @@ unsafe fn gemm_tile<const T: usize, const LO: bool, const MIN: bool>(
         // SAFETY: out holds a.n·PANEL values (`gemm::check`) and t0 + j < a.n.
         unsafe { _mm512_storeu_ps(out.as_mut_ptr().add((t0 + j) * PANEL), v) };
     }
+}
+
+/// `gemm::pack` with 512-bit vectors for full panels of `Q4`/`Q4Sym`/`Q2`/`Q8`: each
+/// group's bytes of the 16 rows are loaded and transposed so that one vector holds the same
+/// 4-byte chunk of every row, the block headers come from one `vpgatherdd` and `vcvtph2ps`;
+/// the same panel bit for bit. Other types and partial panels take the
+/// portable `gemm::pack`.
+fn gemm_pack(
+    qt: QuantType,
+    block: usize,
+    bytes: &[u8],
+    rb: usize,
+    r0: usize,
+    nr: usize,
+    p: &mut Panel,
+) {
+    let fast = nr == PANEL
+        && matches!(
+            qt,
+            QuantType::Q4 | QuantType::Q4Sym | QuantType::Q2 | QuantType::Q8
+        )
+        && PANEL * rb <= i32::MAX as usize
+        && bytes.len() >= (r0 + PANEL) * rb;
+    if !fast {
+        return gemm::pack(qt, block, bytes, rb, r0, nr, p);
+    }
+    // The next panel's rows (usually this thread's next task) into L2 while this one is
+    // multiplied: the gathers would otherwise wait on 16 row streams from memory.
+    let next = &bytes[(r0 + PANEL) * rb..bytes.len().min((r0 + 2 * PANEL) * rb)];
+    for l in (0..next.len()).step_by(64) {
+        // SAFETY: a prefetch never faults; the address is inside `next`.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(next.as_ptr().add(l) as *const i8) };
+    }
+    let (_, bb, gpb, groups) = gemm::prepare(qt, block, rb, nr, p);
+    // SAFETY: this table is only handed out after detecting AVX512F/BW/VL (and AVX2/F16C);
+    // rows r0..r0+16 lie in `bytes` (checked above) and `prepare` sized the panel.
+    unsafe { pack_impl(qt, bb, gpb, groups, bytes[r0 * rb..].as_ptr(), rb, p) }
+}
+
+/// # Safety
+/// AVX512F/BW/VL must be available; `base` must point at 16 rows of `rb` bytes, each
+/// holding `groups / gpb` blocks of `bb` bytes of a `Q4`/`Q4Sym`/`Q2`/`Q8` tensor, with
+/// `16·rb ≤ i32::MAX`; `p` must be sized for `groups` (`gemm::prepare`).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+unsafe fn pack_impl(
+    qt: QuantType,
+    bb: usize,
+    gpb: usize,
+    groups: usize,
+    base: *const u8,
+    rb: usize,
+    p: &mut Panel,
+) {
+    let rows = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(rb as i32),
+    );
+    // the dword at byte `off` of each of the 16 rows
+    // SAFETY (every call): off + 4 ≤ rb for the offsets used below (inside a block of the
+    // row), so each lane reads 4 bytes of its row.
+    let gather = |off: usize| unsafe {
+        _mm512_i32gather_epi32::<1>(
+            _mm512_add_epi32(rows, _mm512_set1_epi32(off as i32)),
+            base as _,
+        )
+    };
+    let (hdr, gbytes, asym) = match qt {
+        QuantType::Q4 => (4, 16, true),
+        QuantType::Q4Sym => (2, 16, false),
+        QuantType::Q2 => (4, 8, true),
+        _ => (2, 32, false), // Q8
+    };
+    let sh = gpb.trailing_zeros();
+    let (lv, dw, mw) = (p.levels.as_mut_ptr(), p.dw.as_mut_ptr(), p.mw.as_mut_ptr());
+    let nib = _mm512_set1_epi32(0x0F0F_0F0F);
+    let two = _mm512_set1_epi32(0x0303_0303);
+    let f16 = |v: __m512i| _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+    for g in 0..groups {
+        let blk = (g >> sh) * bb;
+        let o = blk + hdr + (g & (gpb - 1)) * gbytes;
+        // SAFETY: g < groups, so the group's 8 chunk vectors and 16 scales are in the panel
+        // (`prepare`); the gathers read inside block g >> sh of each row.
+        unsafe {
+            let h = gather(blk);
+            _mm512_storeu_ps(dw.add(g * PANEL), f16(h));
+            let m = if asym {
+                f16(_mm512_srli_epi32::<16>(h))
+            } else {
+                _mm512_setzero_ps()
+            };
+            _mm512_storeu_ps(mw.add(g * PANEL), m);
+            let out = |k: usize, v: __m512i| {
+                _mm512_storeu_si512(lv.add(g * gemm::GROUP_BYTES + 64 * k) as _, v)
+            };
+            match qt {
+                QuantType::Q4 | QuantType::Q4Sym => {
+                    let t = rows16_dwords4::<16>(base, rb, o);
+                    for (j, t) in t.into_iter().enumerate() {
+                        out(j, _mm512_and_si512(t, nib));
+                        out(j + 4, _mm512_and_si512(_mm512_srli_epi32::<4>(t), nib));
+                    }
+                }
+                QuantType::Q2 => {
+                    let [a, b, _, _] = rows16_dwords4::<8>(base, rb, o);
+                    out(0, _mm512_and_si512(a, two));
+                    out(1, _mm512_and_si512(b, two));
+                    out(2, _mm512_and_si512(_mm512_srli_epi32::<2>(a), two));
+                    out(3, _mm512_and_si512(_mm512_srli_epi32::<2>(b), two));
+                    out(4, _mm512_and_si512(_mm512_srli_epi32::<4>(a), two));
+                    out(5, _mm512_and_si512(_mm512_srli_epi32::<4>(b), two));
+                    out(6, _mm512_and_si512(_mm512_srli_epi32::<6>(a), two));
+                    out(7, _mm512_and_si512(_mm512_srli_epi32::<6>(b), two));
+                }
+                _ => {
+                    let flip = _mm512_set1_epi32(0x8080_8080u32 as i32);
+                    let lo = rows16_dwords4::<16>(base, rb, o);
+                    let hi = rows16_dwords4::<16>(base, rb, o + 16);
+                    for (k, t) in lo.into_iter().chain(hi).enumerate() {
+                        out(k, _mm512_xor_si512(t, flip));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The dwords `0..4` of the `BYTES` (16, or 8: dwords 2 and 3 are then zero) bytes at
+/// `base + i·rb + off` of 16 rows, transposed: vector `k` holds row `i`'s dword `k` in lane
+/// `i` (plain loads and an in-lane 4×4 transpose; `vpgatherdd` is microcoded on AMD Zen).
+///
+/// # Safety
+/// AVX512F must be available, and `BYTES` bytes at `base + i·rb + off` readable for `i < 16`.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+unsafe fn rows16_dwords4<const BYTES: usize>(
+    base: *const u8,
+    rb: usize,
+    off: usize,
+) -> [__m512i; 4] {
+    // SAFETY: per the contract.
+    let ld = |i: usize| unsafe {
+        let p = base.add(i * rb + off) as *const __m128i;
+        if BYTES == 16 {
+            _mm_loadu_si128(p)
+        } else {
+            _mm_loadl_epi64(p)
+        }
+    };
+    // z[j] = rows j, j + 4, j + 8, j + 12 in its four 128-bit lanes
+    let z: [__m512i; 4] = std::array::from_fn(|j| {
+        let v = _mm512_castsi128_si512(ld(j));
+        let v = _mm512_inserti32x4::<1>(v, ld(j + 4));
+        let v = _mm512_inserti32x4::<2>(v, ld(j + 8));
+        _mm512_inserti32x4::<3>(v, ld(j + 12))
+    });
+    let t0 = _mm512_unpacklo_epi32(z[0], z[1]);
+    let t1 = _mm512_unpackhi_epi32(z[0], z[1]);
+    let t2 = _mm512_unpacklo_epi32(z[2], z[3]);
+    let t3 = _mm512_unpackhi_epi32(z[2], z[3]);
+    [
+        _mm512_unpacklo_epi64(t0, t2),
+        _mm512_unpackhi_epi64(t0, t2),
+        _mm512_unpacklo_epi64(t1, t3),
+        _mm512_unpackhi_epi64(t1, t3),
+    ]
 }
