@@ -32,6 +32,9 @@ fn main() {
         for isa in Isa::ALL {
             let Some(k) = kernel_set(isa) else { continue };
             let Some(f) = k.gemm else { continue };
+            if gemm::max_level(qt) > k.gemm_max_level {
+                continue;
+            }
             for bits in [ActBits::Eight, ActBits::Sixteen] {
                 let mut a = QuantAct::new();
                 a.quantize(k, &x, n, cols, cols / 32, bits);
@@ -51,7 +54,6 @@ fn main() {
                     }
                     bg = bg.min(t0.elapsed().as_secs_f64());
                 }
-                let _ = gemm::PANEL;
                 let macs = (rows * cols * n) as f64;
                 println!(
                     "{qt} {isa:?} {:2}-bit: pack {:6.2} ns/weight-row-group ({:5.2} ms), gemm {:6.1} GMAC/s ({:6.2} ms), pack share {:4.1}%",

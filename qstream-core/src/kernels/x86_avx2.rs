@@ -12,7 +12,9 @@
 
 use std::arch::x86_64::*;
 
-use super::dispatch::{ActRow, ActRowMut, Isa, KernelSet};
+use super::dispatch::{ActBatch, ActRow, ActRowMut, Isa, KernelSet};
+use super::gemm::{self, Panel, Zero, PANEL};
+use crate::quant::QuantType;
 
 /// The AVX2 table.
 pub(super) static KERNELS: KernelSet = KernelSet {
@@ -36,9 +38,9 @@ pub(super) static KERNELS: KernelSet = KernelSet {
     axpy,
     dots,
     axpys,
-    gemm: None,
-    gemm_pack: super::gemm::pack,
-    gemm_max_level: 0,
+    gemm: Some(gemm),
+    gemm_pack,
+    gemm_max_level: 15,
 };
 
 /// Horizontal sum of 8 lanes.
@@ -1193,4 +1195,246 @@ unsafe fn axpys_impl(w: &[f32], vals: &[f32], out: &mut [f32]) {
             unsafe { axpy_impl(*wi, &vals[i * d + c..(i + 1) * d], &mut out[c..]) };
         }
     }
+}
+
+/// The packed-panel micro-kernel ([`super::gemm`]) on 256-bit vectors, for levels ≤ 15
+/// (`Q2`/`Q3`/`Q4`/`Q4Sym`): each half panel (8 rows, lane `i` = row `i`) in tiles of four
+/// tokens. `vpmaddubsw` pair sums of one group's eight chunks accumulate in i16 (at most
+/// 8·2·15·128 = 30720 in magnitude: no saturation), then one `vpmaddwd` per group makes the
+/// i32 row sums — the same integers as `vpdpbusd`. Bit-identical to `gemm::gemm_ref`.
+fn gemm(p: &Panel, a: &ActBatch<'_>, out: &mut [f32]) {
+    assert!(gemm::check(p, a, out), "gemm: shapes");
+    let lo = !a.lo.is_empty();
+    // SAFETY: this table is only handed out after detecting AVX2/FMA/F16C; the shapes were
+    // checked above.
+    unsafe {
+        match (lo, p.zero == Zero::Min) {
+            (false, true) => gemm_impl::<false, true>(p, a, out),
+            (false, false) => gemm_impl::<false, false>(p, a, out),
+            (true, true) => gemm_impl::<true, true>(p, a, out),
+            (true, false) => gemm_impl::<true, false>(p, a, out),
+        }
+    }
+}
+
+/// # Safety
+/// AVX2 and FMA must be available; `gemm::check(p, a, out)` must hold, and `a.lo` must be
+/// non-empty iff `LO`, `p.zero == Zero::Min` iff `MIN`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemm_impl<const LO: bool, const MIN: bool>(p: &Panel, a: &ActBatch<'_>, out: &mut [f32]) {
+    // SAFETY (every call): per the contract; each tile reads tokens t..t+T < a.n.
+    unsafe {
+        for half in 0..2 {
+            let mut t = 0;
+            while t + 4 <= a.n {
+                gemm_tile::<4, LO, MIN>(p, a, t, half, out);
+                t += 4;
+            }
+            match a.n - t {
+                3 => gemm_tile::<3, LO, MIN>(p, a, t, half, out),
+                2 => gemm_tile::<2, LO, MIN>(p, a, t, half, out),
+                1 => gemm_tile::<1, LO, MIN>(p, a, t, half, out),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Tokens `t0 .. t0 + T`, rows `8·half .. 8·half + 8` of [`gemm_impl`].
+///
+/// # Safety
+/// As for [`gemm_impl`], `t0 + T ≤ a.n` and `half < 2`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemm_tile<const T: usize, const LO: bool, const MIN: bool>(
+    p: &Panel,
+    a: &ActBatch<'_>,
+    t0: usize,
+    half: usize,
+    out: &mut [f32],
+) {
+    let ga = a.groups;
+    let z = match p.zero {
+        Zero::Point(z) => z,
+        Zero::Min => 0,
+    };
+    let ones = _mm256_set1_epi16(1);
+    let (lv, qs, lo) = (p.levels.as_ptr(), a.qs.as_ptr(), a.lo.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); T];
+    for g in 0..p.groups {
+        let mut hi = [_mm256_setzero_si256(); T];
+        let mut lw = [_mm256_setzero_si256(); T];
+        // SAFETY: g < p.groups, so the group's GROUP_BYTES levels and PANEL scales are in the
+        // panel (this half's 32 bytes of each chunk, 8 scales); token t0 + j < a.n and
+        // g < p.groups ≤ ga, so its 32 activation bytes at 32·((t0 + j)·ga + g) are in qs
+        // (and lo, when LO), and its scales at (t0 + j)·ga + g in d/s/isum (`gemm::check`).
+        unsafe {
+            let wp = lv.add(g * gemm::GROUP_BYTES + 32 * half);
+            for k in 0..8 {
+                let w = _mm256_loadu_si256(wp.add(64 * k) as *const __m256i);
+                for j in 0..T {
+                    let off = ((t0 + j) * ga + g) * 32 + 4 * k;
+                    let x = _mm256_set1_epi32(rd32(qs.add(off) as *const u8));
+                    hi[j] = _mm256_add_epi16(hi[j], _mm256_maddubs_epi16(w, x));
+                    if LO {
+                        let x = _mm256_set1_epi32(rd32(lo.add(off) as *const u8));
+                        lw[j] = _mm256_add_epi16(lw[j], _mm256_maddubs_epi16(w, x));
+                    }
+                }
+            }
+            let dw = _mm256_loadu_ps(p.dw.as_ptr().add(g * PANEL + 8 * half));
+            let mw = _mm256_loadu_ps(p.mw.as_ptr().add(g * PANEL + 8 * half));
+            for j in 0..T {
+                let gi = (t0 + j) * ga + g;
+                let h = _mm256_madd_epi16(hi[j], ones);
+                let mut s = if LO {
+                    _mm256_add_epi32(_mm256_slli_epi32::<8>(h), _mm256_madd_epi16(lw[j], ones))
+                } else {
+                    h
+                };
+                if !MIN {
+                    s = _mm256_sub_epi32(s, _mm256_set1_epi32(z * *a.isum.get_unchecked(gi)));
+                }
+                let sc = _mm256_mul_ps(dw, _mm256_set1_ps(*a.d.get_unchecked(gi)));
+                acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc[j]);
+                if MIN {
+                    acc[j] = _mm256_fmadd_ps(mw, _mm256_set1_ps(*a.s.get_unchecked(gi)), acc[j]);
+                }
+            }
+        }
+    }
+    for (j, v) in acc.into_iter().enumerate() {
+        // SAFETY: out holds a.n·PANEL values (`gemm::check`) and t0 + j < a.n.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add((t0 + j) * PANEL + 8 * half), v) };
+    }
+}
+
+/// `gemm::pack` with 256-bit vectors for full panels of `Q4`/`Q4Sym`/`Q2` (the AVX2 micro-
+/// kernel's types): per half panel, each group's bytes of the 8 rows are loaded and
+/// transposed so that one vector holds the same 4-byte chunk of every row; the same panel
+/// bit for bit. Other types and partial panels take the portable `gemm::pack`.
+fn gemm_pack(
+    qt: QuantType,
+    block: usize,
+    bytes: &[u8],
+    rb: usize,
+    r0: usize,
+    nr: usize,
+    p: &mut Panel,
+) {
+    let fast = nr == PANEL
+        && matches!(qt, QuantType::Q4 | QuantType::Q4Sym | QuantType::Q2)
+        && bytes.len() >= (r0 + PANEL) * rb;
+    if !fast {
+        return gemm::pack(qt, block, bytes, rb, r0, nr, p);
+    }
+    let next = &bytes[(r0 + PANEL) * rb..bytes.len().min((r0 + 2 * PANEL) * rb)];
+    for l in (0..next.len()).step_by(64) {
+        // SAFETY: a prefetch never faults; the address is inside `next`.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(next.as_ptr().add(l) as *const i8) };
+    }
+    let (_, bb, gpb, groups) = gemm::prepare(qt, block, rb, nr, p);
+    // SAFETY: this table is only handed out after detecting AVX2/F16C; rows r0..r0+16 lie in
+    // `bytes` (checked above) and `prepare` sized the panel.
+    unsafe { pack_impl(qt, bb, gpb, groups, bytes[r0 * rb..].as_ptr(), rb, p) }
+}
+
+/// # Safety
+/// AVX2/F16C must be available; `base` must point at 16 rows of `rb` bytes, each holding
+/// `groups / gpb` blocks of `bb` bytes of a `Q4`/`Q4Sym`/`Q2` tensor; `p` must be sized for
+/// `groups` (`gemm::prepare`).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pack_impl(
+    qt: QuantType,
+    bb: usize,
+    gpb: usize,
+    groups: usize,
+    base: *const u8,
+    rb: usize,
+    p: &mut Panel,
+) {
+    let (hdr, gbytes, asym) = match qt {
+        QuantType::Q4 => (4, 16, true),
+        QuantType::Q4Sym => (2, 16, false),
+        _ => (4, 8, true), // Q2
+    };
+    let sh = gpb.trailing_zeros();
+    let (lv, dw, mw) = (p.levels.as_mut_ptr(), p.dw.as_mut_ptr(), p.mw.as_mut_ptr());
+    let nib = _mm256_set1_epi8(0x0F);
+    let two = _mm256_set1_epi8(3);
+    for half in 0..2 {
+        let hb = base.wrapping_add(8 * half * rb);
+        for g in 0..groups {
+            let blk = (g >> sh) * bb;
+            let o = blk + hdr + (g & (gpb - 1)) * gbytes;
+            // SAFETY: g < groups, so the group's 8 chunk vectors and 16 scales are in the
+            // panel (`prepare`); every load reads inside block g >> sh of one of the rows.
+            unsafe {
+                let h = dwords8(hb.add(blk), rb);
+                _mm256_storeu_ps(dw.add(g * PANEL + 8 * half), f16_lanes::<false>(h));
+                let m = if asym {
+                    f16_lanes::<true>(h)
+                } else {
+                    _mm256_setzero_ps()
+                };
+                _mm256_storeu_ps(mw.add(g * PANEL + 8 * half), m);
+                let out = |k: usize, v: __m256i| {
+                    let at = lv.add(g * gemm::GROUP_BYTES + 64 * k + 32 * half);
+                    _mm256_storeu_si256(at as *mut __m256i, v)
+                };
+                if gbytes == 16 {
+                    let t = rows8_dwords4::<16>(hb, rb, o);
+                    for (j, t) in t.into_iter().enumerate() {
+                        out(j, _mm256_and_si256(t, nib));
+                        out(j + 4, _mm256_and_si256(_mm256_srli_epi32::<4>(t), nib));
+                    }
+                } else {
+                    let [a, b, _, _] = rows8_dwords4::<8>(hb, rb, o);
+                    out(0, _mm256_and_si256(a, two));
+                    out(1, _mm256_and_si256(b, two));
+                    out(2, _mm256_and_si256(_mm256_srli_epi32::<2>(a), two));
+                    out(3, _mm256_and_si256(_mm256_srli_epi32::<2>(b), two));
+                    out(4, _mm256_and_si256(_mm256_srli_epi32::<4>(a), two));
+                    out(5, _mm256_and_si256(_mm256_srli_epi32::<4>(b), two));
+                    out(6, _mm256_and_si256(_mm256_srli_epi32::<6>(a), two));
+                    out(7, _mm256_and_si256(_mm256_srli_epi32::<6>(b), two));
+                }
+            }
+        }
+    }
+}
+
+/// The dwords `0..4` of the `BYTES` (16, or 8: dwords 2 and 3 are then zero) bytes at
+/// `base + i·rb + off` of 8 rows, transposed: vector `k` holds row `i`'s dword `k` in lane `i`.
+///
+/// # Safety
+/// AVX2 must be available, and `BYTES` bytes at `base + i·rb + off` readable for `i < 8`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn rows8_dwords4<const BYTES: usize>(
+    base: *const u8,
+    rb: usize,
+    off: usize,
+) -> [__m256i; 4] {
+    // SAFETY: per the contract.
+    let ld = |i: usize| unsafe {
+        let p = base.add(i * rb + off) as *const __m128i;
+        if BYTES == 16 {
+            _mm_loadu_si128(p)
+        } else {
+            _mm_loadl_epi64(p)
+        }
+    };
+    // z[j] = rows j, j + 4 in its two 128-bit lanes
+    let z: [__m256i; 4] = std::array::from_fn(|j| _mm256_set_m128i(ld(j + 4), ld(j)));
+    let t0 = _mm256_unpacklo_epi32(z[0], z[1]);
+    let t1 = _mm256_unpackhi_epi32(z[0], z[1]);
+    let t2 = _mm256_unpacklo_epi32(z[2], z[3]);
+    let t3 = _mm256_unpackhi_epi32(z[2], z[3]);
+    [
+        _mm256_unpacklo_epi64(t0, t2),
+        _mm256_unpackhi_epi64(t0, t2),
+        _mm256_unpacklo_epi64(t1, t3),
+        _mm256_unpackhi_epi64(t1, t3),
+    ]
 }
