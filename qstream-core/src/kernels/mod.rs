@@ -659,9 +659,11 @@ fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: 
     }
 }
 
-/// Fewest tokens a call needs to take the packed-panel path ([`gemm`]; below, packing each
-/// panel costs more than it saves).
-pub const GEMM_MIN_TOKENS: usize = 8;
+/// Fewest tokens a call needs to take the packed-panel path ([`gemm`]): with four, packing
+/// is about 40 % of the path's time and it still runs about twice as fast as the four-token
+/// row kernels (`gemmbench` vs `kbench`, AVX-512, 1536×576 q4); with fewer the single-token
+/// kernels are the better trade.
+pub const GEMM_MIN_TOKENS: usize = 4;
 
 /// The packed-panel micro-kernel for `n` tokens of dense type `qt`, when the level has one
 /// that takes the type and the batch is large enough.
