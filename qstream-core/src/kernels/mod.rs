@@ -22,9 +22,12 @@
 //!   differ from `quant::dot_row_ref` only by summation order). The tiny transformers
 //!   parity fixtures use f32 weights, so they stay on an exact path.
 //! * **Outlier types**: the base type's integer kernel over the dense part, then per row
-//!   each FP16 outlier `(c, v)` replaces the dense value's contribution:
-//!   `+ v·x[c] − dense(r, c)·x̂[c]` (`x̂` the q8 activation the dense dot used), read from the
-//!   stored positions — rows are never dequantized.
+//!   each FP16 outlier `(c, v)` adds `(v − dense(r, c))·x[c]` with the exact activation `x`,
+//!   read from the stored positions — rows are never dequantized. With the dense dot's
+//!   `dense·x̂[c]` the position contributes `v·x[c] + dense·(x̂[c] − x[c])`: the outlier itself
+//!   is exact, and the activation rounding is that of the replaced dense value, as at every
+//!   other position (so the tests' bound `Σ |w|·d_x/2` holds). One float term per outlier: no
+//!   lookup of the quantized activation.
 //! * `QSTREAM_EXACT=1`: every dense type uses the exact scalar reference
 //!   `quant::dot_row_ref` (the pre-SIMD path), e.g. for debugging.
 //!
@@ -215,13 +218,13 @@ thread_local! {
     static ACT: RefCell<QuantAct> = RefCell::new(QuantAct::new());
     /// The calling thread's rotated-activation buffer (tensors stored rotated).
     static ROT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// A worker's decoded outliers `(column, value, dense value)` of its current row block,
+    /// A worker's decoded outliers `(column, value − dense value)` of its current row block,
     /// and where each row's start (grows to the largest block, then is reused).
     static OUTL: RefCell<OutlierRows> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// Decoded outliers of consecutive rows: `(column, value, dense value)`, row starts.
-type OutlierRows = (Vec<(usize, f32, f32)>, Vec<usize>);
+/// Decoded outliers of consecutive rows: `(column, value − dense value)`, row starts.
+type OutlierRows = (Vec<(usize, f32)>, Vec<usize>);
 
 /// How one weight's rows are dotted.
 #[derive(Clone, Copy)]
@@ -509,7 +512,7 @@ fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: 
                 let v = f(p.block, dense, a);
                 let mut fix = 0f32;
                 for (c, w) in o.outliers(r) {
-                    fix += outlier_term(c, w, dense_at.at(dense, c), a, x);
+                    fix += outlier_term(c, w - dense_at.at(dense, c), x);
                 }
                 write(0, r, v + fix);
             }
@@ -529,12 +532,12 @@ fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: 
                 starts.push(0);
                 for r in rb..re {
                     let dense = row(r);
-                    outl.extend(o.outliers(r).map(|(c, v)| (c, v, dense_at.at(dense, c))));
+                    outl.extend(o.outliers(r).map(|(c, v)| (c, v - dense_at.at(dense, c))));
                     starts.push(outl.len());
                 }
                 let fix = |t: usize, i: usize| {
                     let x = &xs[t * cols..(t + 1) * cols];
-                    outlier_fix(&outl[starts[i]..starts[i + 1]], act.row(t), x)
+                    outlier_fix(&outl[starts[i]..starts[i + 1]], x)
                 };
                 if let Some(f4) = f4 {
                     for t in (0..n4).step_by(4) {
@@ -582,26 +585,24 @@ fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: 
     }
 }
 
-/// What a row's outliers `(column c, value v, dense value it replaces)` change in the row's
-/// dense integer dot with the q8 activation `a` (of the exact activation `x`):
-/// `Σ v·x[c] − dense·x̂[c]`, where `x̂[c] = d_x·q_x[c]` is the value the dense dot used.
-/// Outliers past the activation are skipped (never the case for bound tensors).
+/// What a row's outliers `(column c, v − dense)` (`v` the outlier, `dense` the dense value it
+/// replaces) change in the row's dense integer dot with the exact activation `x`:
+/// `Σ (v − dense)·x[c]` (module docs: the position then contributes `v·x[c]` plus the dense
+/// value's activation rounding). Outliers past the activation are skipped (never the case for
+/// bound tensors).
 #[inline]
-fn outlier_fix(outl: &[(usize, f32, f32)], a: ActRow<'_>, x: &[f32]) -> f32 {
+fn outlier_fix(outl: &[(usize, f32)], x: &[f32]) -> f32 {
     let mut fix = 0f32;
-    for &(c, v, dense) in outl {
-        fix += outlier_term(c, v, dense, a, x);
+    for &(c, delta) in outl {
+        fix += outlier_term(c, delta, x);
     }
     fix
 }
 
-/// One outlier's term of [`outlier_fix`] (0 past the activation).
+/// One outlier's term of [`outlier_fix`]: `delta·x[c]` (0 past the activation).
 #[inline]
-fn outlier_term(c: usize, v: f32, dense: f32, a: ActRow<'_>, x: &[f32]) -> f32 {
-    match (x.get(c), a.d.get(c / 32)) {
-        (Some(&xv), Some(&d)) if c < a.qs.len() => v * xv - dense * (d * a.q(c) as f32),
-        _ => 0.0,
-    }
+fn outlier_term(c: usize, delta: f32, x: &[f32]) -> f32 {
+    x.get(c).map_or(0.0, |&xv| delta * xv)
 }
 
 /// Value `c` of a dense `Q2`/`Q3`/`Q4` row (what an outlier replaces): the same value as
