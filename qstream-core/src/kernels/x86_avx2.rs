@@ -821,29 +821,47 @@ macro_rules! q_kernels {
                 return std::array::from_fn(|k| unsafe { dot_q2n_impl::<1>(block, row, &[a[k]])[0] });
             }
             let rp = row.as_ptr();
+            macro_rules! run {
+                ($wg:expr, $sc:expr, $sc1:expr) => {
+                    // SAFETY: nb·gpb ≤ a[k].groups() (n_blocks); the closures' contracts as
+                    // stated where they are defined.
+                    unsafe {
+                        if lo {
+                            chunked_n::<N, true, false, true>(nb * gpb, a, $wg, $sc, $sc1)
+                        } else {
+                            chunked_n::<N, false, false, true>(nb * gpb, a, $wg, $sc, $sc1)
+                        }
+                    }
+                };
+            }
             // SAFETY (the closures): `chunked_n` calls them with g < nb·gpb (`sc`: g0 + 8 ≤
             // nb·gpb): group g's block g >> sh < nb ≤ row.len() / bb holds its 8 level bytes
             // at 4 + 8·(g mod gpb) and the 4-byte (d, m) header at its start.
-            let wg = |g: usize| unsafe {
-                let w = unpack_2bit(rp.add((g >> sh) * bb + 4 + 8 * (g & (gpb - 1))));
-                (w, w)
-            };
-            let sc = |g0: usize| unsafe {
-                let h = if gpb == 1 {
-                    dwords8(rp.add(g0 * bb), bb)
-                } else {
-                    headers8(rp, g0, sh, bb)
+            if gpb == 1 {
+                // one group per block (the converter's default): constant 12-byte strides, no
+                // per-group shift and multiply by run-time values
+                const BB: usize = crate::quant::q2::block_bytes(32);
+                let wg = |g: usize| unsafe {
+                    let w = unpack_2bit(rp.add(g * BB + 4));
+                    (w, w)
                 };
-                (f16_lanes::<false>(h), f16_lanes::<true>(h))
-            };
-            let sc1 = |g: usize| unsafe { f16x2(rp.add((g >> sh) * bb)) };
-            // SAFETY: nb·gpb ≤ a[k].groups() (n_blocks); the closures' contracts as above.
-            unsafe {
-                if lo {
-                    chunked_n::<N, true, false, true>(nb * gpb, a, wg, sc, sc1)
-                } else {
-                    chunked_n::<N, false, false, true>(nb * gpb, a, wg, sc, sc1)
-                }
+                let sc = |g0: usize| unsafe {
+                    let h = dwords8(rp.add(g0 * BB), BB);
+                    (f16_lanes::<false>(h), f16_lanes::<true>(h))
+                };
+                let sc1 = |g: usize| unsafe { f16x2(rp.add(g * BB)) };
+                run!(wg, sc, sc1)
+            } else {
+                let wg = |g: usize| unsafe {
+                    let w = unpack_2bit(rp.add((g >> sh) * bb + 4 + 8 * (g & (gpb - 1))));
+                    (w, w)
+                };
+                let sc = |g0: usize| unsafe {
+                    let h = headers8(rp, g0, sh, bb);
+                    (f16_lanes::<false>(h), f16_lanes::<true>(h))
+                };
+                let sc1 = |g: usize| unsafe { f16x2(rp.add((g >> sh) * bb)) };
+                run!(wg, sc, sc1)
             }
         }
 
