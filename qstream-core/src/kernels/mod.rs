@@ -16,8 +16,8 @@
 //!   - **8 bits**: `q_x` = one i8 per value, step `amax/127` (ggml's `Q8_1`, what llama.cpp
 //!     does): relative error about `0.5/127` per value; argmax agreement 94–96 %.
 //!
-//!   Tests bound the rounding against `quant::dot_row_ref`. `Q2`/`Q3`/`Mxfp4` give
-//!   bit-identical results at every level.
+//!   Tests bound the rounding against `quant::dot_row_ref`. `Q3`/`Mxfp4` give
+//!   bit-identical results at every level (`Q2` runs the chunked q4 body: summation order).
 //! * **Float weights (`F32`, `F16`, `Bf16`)**: exact f32 activations, SIMD FMA dots (they
 //!   differ from `quant::dot_row_ref` only by summation order). The tiny transformers
 //!   parity fixtures use f32 weights, so they stay on an exact path.

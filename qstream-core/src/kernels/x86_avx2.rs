@@ -197,7 +197,8 @@ pub(super) unsafe fn quantize_act_impl(x: &[f32], out: ActRowMut<'_>) {
 /// left a 2-core decode at ~55 % of the measured bandwidth. Measured on SmolLM2, 2 threads
 /// (`qstream bench FILE -p 1 -n 128 -t 2`, 3 rounds of 0/1/2/4/8/16 KiB): 4 KiB ahead gave
 /// +7…23 % (8bit), +5…20 % (4bit), +1…23 % (keep); 8–16 KiB no better. Not used by the q2
-/// kernel: on 2bit_outlier (whose outlier corrections read other arrays) it measured −3 %.
+/// kernel: on 2bit_outlier (whose outlier corrections read other arrays) it measured −3 %;
+/// retried after the decoded outlier table (2 lines per 8 groups): +1 % tg64, within noise.
 const PF_AHEAD: usize = 4096;
 
 /// Prefetch `lines` cache lines at `p + PF_AHEAD` (into L1).
