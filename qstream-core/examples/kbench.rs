@@ -21,7 +21,12 @@ fn main() {
     let x: Vec<f32> = (0..4 * cols)
         .map(|i| ((i * 31) % 100) as f32 / 100.0 - 0.5)
         .collect();
-    for qt in [QuantType::Q4, QuantType::Q4Sym, QuantType::Q8] {
+    for qt in [
+        QuantType::Q4,
+        QuantType::Q4Sym,
+        QuantType::Q8,
+        QuantType::Q2,
+    ] {
         let b = quant::quantize(qt, &w, rows, cols, &QuantParams::default()).unwrap();
         let rb = qt.row_bytes(32, cols);
         for isa in Isa::ALL {
@@ -32,6 +37,7 @@ fn main() {
             let (f, f4) = match qt {
                 QuantType::Q4 => (k.dot_q4, k.dot_q4_x4),
                 QuantType::Q4Sym => (k.dot_q4sym, k.dot_q4sym_x4),
+                QuantType::Q2 => (k.dot_q2, k.dot_q2_x4),
                 _ => (k.dot_q8, k.dot_q8_x4),
             };
             for bits in [ActBits::Eight, ActBits::Sixteen] {

@@ -4,8 +4,9 @@
 //! [`Storage`] — either the memory-mapped file (zero copy) or an owned, 64-byte aligned
 //! buffer (read-into-memory mode, decompressed LZ4 layers, repacked legacy files).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use crate::quant::outlier::{OutlierDeltas, OutlierView};
 use crate::quant::QuantType;
 
 /// An owned byte buffer whose start is 64-byte aligned.
@@ -80,6 +81,9 @@ pub struct Tensor {
     storage: Arc<Storage>,
     offset: usize,
     len: usize,
+    /// Outlier types: the decoded outliers (built on first use, shared by clones; `None`
+    /// inside when the bytes do not parse).
+    deltas: Arc<OnceLock<Option<OutlierDeltas>>>,
 }
 
 impl Tensor {
@@ -106,6 +110,7 @@ impl Tensor {
             storage,
             offset,
             len,
+            deltas: Arc::default(),
         }
     }
 
@@ -184,6 +189,25 @@ impl Tensor {
             return None;
         }
         bytemuck::try_cast_slice(self.bytes()).ok()
+    }
+
+    /// Outlier types (`Q2Outlier`…): every outlier decoded as `(column, value − dense value)`
+    /// ([`OutlierView::deltas`]), built from the validated bytes on the first call and kept
+    /// (about 8 bytes per outlier; clones share it). `None` for other types, bytes that do
+    /// not parse, or when `qtype`/`block`/`shape` were changed after the first call.
+    pub fn outlier_deltas(&self) -> Option<&OutlierDeltas> {
+        if !self.qtype.is_outlier() {
+            return None;
+        }
+        let (rows, cols) = (self.rows(), self.cols());
+        self.deltas
+            .get_or_init(|| {
+                OutlierView::parse(self.qtype, self.block, self.bytes(), rows, cols)
+                    .ok()
+                    .map(|v| v.deltas())
+            })
+            .as_ref()
+            .filter(|d| d.matches(self.qtype, self.block, rows, cols))
     }
 
     /// True when the bytes live in the memory-mapped file.

@@ -16,15 +16,20 @@
 //!   - **8 bits**: `q_x` = one i8 per value, step `amax/127` (ggml's `Q8_1`, what llama.cpp
 //!     does): relative error about `0.5/127` per value; argmax agreement 94–96 %.
 //!
-//!   Tests bound the rounding against `quant::dot_row_ref`. `Q2`/`Q3`/`Mxfp4` give
-//!   bit-identical results at every level.
+//!   Tests bound the rounding against `quant::dot_row_ref`. `Q3`/`Mxfp4` give
+//!   bit-identical results at every level (`Q2` runs the chunked q4 body: summation order).
 //! * **Float weights (`F32`, `F16`, `Bf16`)**: exact f32 activations, SIMD FMA dots (they
 //!   differ from `quant::dot_row_ref` only by summation order). The tiny transformers
 //!   parity fixtures use f32 weights, so they stay on an exact path.
 //! * **Outlier types**: the base type's integer kernel over the dense part, then per row
-//!   each FP16 outlier `(c, v)` replaces the dense value's contribution:
-//!   `+ v·x[c] − dense(r, c)·x̂[c]` (`x̂` the q8 activation the dense dot used), read from the
-//!   stored positions — rows are never dequantized.
+//!   each FP16 outlier `(c, v)` adds `(v − dense(r, c))·x[c]` with the exact activation `x`
+//!   — rows are never dequantized. The `(c, v − dense)` pairs are decoded once per tensor
+//!   (`Tensor::outlier_deltas`, 8 bytes per outlier in memory), so a correction is one
+//!   multiply-add. With the dense dot's
+//!   `dense·x̂[c]` the position contributes `v·x[c] + dense·(x̂[c] − x[c])`: the outlier itself
+//!   is exact, and the activation rounding is that of the replaced dense value, as at every
+//!   other position (so the tests' bound `Σ |w|·d_x/2` holds). One float term per outlier: no
+//!   lookup of the quantized activation.
 //! * `QSTREAM_EXACT=1`: every dense type uses the exact scalar reference
 //!   `quant::dot_row_ref` (the pre-SIMD path), e.g. for debugging.
 //!
@@ -58,7 +63,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use crate::quant::outlier::OutlierView;
+use crate::quant::outlier::{OutlierDeltas, OutlierView};
 use crate::quant::QuantType;
 use crate::tensor::Tensor;
 
@@ -241,19 +246,10 @@ thread_local! {
     static ACT: RefCell<QuantAct> = RefCell::new(QuantAct::new());
     /// The calling thread's rotated-activation buffer (tensors stored rotated).
     static ROT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// A worker's decoded outliers `(column, value, dense value)` of its current row block,
-    /// and where each row's start (grows to the largest block, then is reused).
-    static OUTL: RefCell<OutlierRows> = const { RefCell::new((Vec::new(), Vec::new())) };
-    /// A worker's packed panel (prompt batches).
-    static PANEL_BUF: RefCell<PanelBuf> = RefCell::new(Default::default());
+    /// A worker's packed panel and its `n × PANEL` results (prompt batches; grow to the
+    /// largest call, then are reused).
+    static PANEL_BUF: RefCell<(gemm::Panel, Vec<f32>)> = RefCell::new(Default::default());
 }
-
-/// A worker's packed panel, its `n × PANEL` results and one row's decoded outliers (grow
-/// to the largest call, then are reused).
-type PanelBuf = (gemm::Panel, Vec<f32>, Vec<(usize, f32, f32)>);
-
-/// Decoded outliers of consecutive rows: `(column, value, dense value)`, row starts.
-type OutlierRows = (Vec<(usize, f32, f32)>, Vec<usize>);
 
 /// How one weight's rows are dotted.
 #[derive(Clone, Copy)]
@@ -298,7 +294,7 @@ struct Part<'a> {
     rows: usize,
     out: OutPtr,
     /// outlier types: the outliers added to each dense row's dot
-    outl: Option<OutlierView<'a>>,
+    outl: Option<&'a OutlierDeltas>,
 }
 
 /// Most matrices one [`matmul_multi`] call takes.
@@ -374,15 +370,27 @@ fn matmul_parts(ws: &[&Tensor], outs: &mut [&mut [f32]], xs: &[f32], n: usize, c
         out: OutPtr(std::ptr::null_mut()),
         outl: None,
     };
+    // Outlier tensors without a usable cached table (`Tensor::outlier_deltas`: fields changed
+    // after its first use, or bytes that do not parse): decoded for this call (or the panic).
+    let owned: [Option<OutlierDeltas>; MAX_PARTS] = std::array::from_fn(|i| {
+        let w = ws
+            .get(i)
+            .filter(|w| w.qtype.is_outlier() && w.outlier_deltas().is_none())?;
+        match OutlierView::parse(w.qtype, w.block, w.bytes(), w.rows(), cols) {
+            Ok(v) => Some(v.deltas()),
+            Err(e) => panic!("matmul {}: {e}", w.name),
+        }
+    });
     let mut parts = [empty; MAX_PARTS];
     let mut groups = 0;
     let mut total_rows = 0;
     for (i, (w, o)) in ws.iter().zip(outs.iter_mut()).enumerate() {
         let rows = w.rows();
         let (qt, bytes, outl) = if w.qtype.is_outlier() {
-            // Sizes only: the outliers themselves were validated when the tensor was bound.
+            // Sizes only: the outliers themselves were validated when the table was built.
+            let deltas = w.outlier_deltas().or(owned[i].as_ref());
             match OutlierView::parse_sizes(w.qtype, w.block, w.bytes(), rows, cols) {
-                Ok(v) => (w.qtype.base(), v.dense(), Some(v)),
+                Ok(v) => (w.qtype.base(), v.dense(), deltas),
                 Err(e) => panic!("matmul {}: {e}", w.name),
             }
         } else {
@@ -500,25 +508,22 @@ fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: 
     if let (Kind::Q(..), Some(gf)) = (p.kind, gemm_for(p.qt, n)) {
         // Prompt batch: packed panels of PANEL rows, every token per panel.
         return PANEL_BUF.with(|cell| {
-            let (panel, buf, outl) = &mut *cell.borrow_mut();
+            let (panel, buf) = &mut *cell.borrow_mut();
             buf.resize(n * gemm::PANEL, 0.0);
             let batch = act.batch();
-            let dense_at = DenseAt::new(p.qt, p.block);
             for rb in (r0..r1).step_by(gemm::PANEL) {
                 let re = (rb + gemm::PANEL).min(r1);
                 (kernels().gemm_pack)(p.qt, p.block, p.bytes, p.rb, rb, re - rb, panel);
                 gf(panel, &batch, buf);
-                if let Some(o) = &p.outl {
+                if let Some(o) = p.outl {
                     for (i, r) in (rb..re).enumerate() {
-                        let dense = row(r);
-                        outl.clear();
-                        outl.extend(o.outliers(r).map(|(c, v)| (c, v, dense_at.at(dense, c))));
-                        if outl.is_empty() {
+                        let d = o.row(r);
+                        if d.is_empty() {
                             continue;
                         }
                         for t in 0..n {
                             let x = &xs[t * cols..(t + 1) * cols];
-                            buf[t * gemm::PANEL + i] += outlier_fix(outl, act.row(t), x);
+                            buf[t * gemm::PANEL + i] += outlier_fix(d, x);
                         }
                     }
                 }
@@ -576,62 +581,40 @@ fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: 
             }
         }
         (Kind::Q(f, _), Some(o)) if n == 1 => {
-            // One token (decoding): each row's outliers are read once, so they are applied
-            // as they are decoded — the same terms in the same order as `outlier_fix`.
+            // One token (decoding): each row's dense dot plus its outliers' terms.
             let a = act.row(0);
             let x = &xs[..cols];
-            let dense_at = DenseAt::new(p.qt, p.block);
             for r in r0..r1 {
-                let dense = row(r);
-                let v = f(p.block, dense, a);
-                let mut fix = 0f32;
-                for (c, w) in o.outliers(r) {
-                    fix += outlier_term(c, w, dense_at.at(dense, c), a, x);
-                }
-                write(0, r, v + fix);
+                write(0, r, f(p.block, row(r), a) + outlier_fix(o.row(r), x));
             }
         }
-        (Kind::Q(f, f4), Some(o)) => OUTL.with(|cell| {
-            // Blocks of ROW_BLOCK rows; each row's outliers (and the dense values they
-            // replace) are decoded once and reused for every token: row `rb + i`'s are
-            // `outl[starts[i]..starts[i + 1]]`. Tokens in groups of 4 where the type has a
-            // four-token kernel (bit-identical to `f`), the rest one by one.
-            let (outl, starts) = &mut *cell.borrow_mut();
-            let dense_at = DenseAt::new(p.qt, p.block);
+        (Kind::Q(f, f4), Some(o)) => {
+            // Blocks of ROW_BLOCK rows, each computed for every token while in L1; tokens in
+            // groups of 4 where the type has a four-token kernel (bit-identical to `f`), the
+            // rest one by one; the same outlier terms as for one token.
+            let fix = |t: usize, r: usize| outlier_fix(o.row(r), &xs[t * cols..(t + 1) * cols]);
             let n4 = if f4.is_some() { n - n % 4 } else { 0 };
             for rb in (r0..r1).step_by(ROW_BLOCK) {
                 let re = (rb + ROW_BLOCK).min(r1);
-                outl.clear();
-                starts.clear();
-                starts.push(0);
-                for r in rb..re {
-                    let dense = row(r);
-                    outl.extend(o.outliers(r).map(|(c, v)| (c, v, dense_at.at(dense, c))));
-                    starts.push(outl.len());
-                }
-                let fix = |t: usize, i: usize| {
-                    let x = &xs[t * cols..(t + 1) * cols];
-                    outlier_fix(&outl[starts[i]..starts[i + 1]], act.row(t), x)
-                };
                 if let Some(f4) = f4 {
                     for t in (0..n4).step_by(4) {
                         let a = [act.row(t), act.row(t + 1), act.row(t + 2), act.row(t + 3)];
-                        for (i, r) in (rb..re).enumerate() {
+                        for r in rb..re {
                             let v = f4(p.block, row(r), a);
                             for (k, v) in v.into_iter().enumerate() {
-                                write(t + k, r, v + fix(t + k, i));
+                                write(t + k, r, v + fix(t + k, r));
                             }
                         }
                     }
                 }
                 for t in n4..n {
                     let a = act.row(t);
-                    for (i, r) in (rb..re).enumerate() {
-                        write(t, r, f(p.block, row(r), a) + fix(t, i));
+                    for r in rb..re {
+                        write(t, r, f(p.block, row(r), a) + fix(t, r));
                     }
                 }
             }
-        }),
+        }
         (Kind::F(f), _) => {
             for t in 0..n {
                 let x = &xs[t * cols..(t + 1) * cols];
@@ -652,7 +635,14 @@ fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: 
             for t in 0..n {
                 let x = &xs[t * cols..(t + 1) * cols];
                 for r in r0..r1 {
-                    write(t, r, o.dot_row_ref(r, x));
+                    // `OutlierView::dot_row_ref`'s sum, in its order
+                    let mut acc = crate::quant::dot_row_ref(p.qt, p.block, row(r), x);
+                    for &(c, delta) in o.row(r) {
+                        if let Some(xv) = x.get(c as usize) {
+                            acc += delta * xv;
+                        }
+                    }
+                    write(t, r, acc);
                 }
             }
         }
@@ -681,79 +671,20 @@ fn gemm_for(qt: QuantType, n: usize) -> Option<gemm::GemmFn> {
     }
 }
 
-/// What a row's outliers `(column c, value v, dense value it replaces)` change in the row's
-/// dense integer dot with the q8 activation `a` (of the exact activation `x`):
-/// `Σ v·x[c] − dense·x̂[c]`, where `x̂[c] = d_x·q_x[c]` is the value the dense dot used.
-/// Outliers past the activation are skipped (never the case for bound tensors).
+/// What a row's outliers `(column c, v − dense)` (`v` the outlier, `dense` the dense value it
+/// replaces) change in the row's dense integer dot with the exact activation `x`:
+/// `Σ (v − dense)·x[c]` (module docs: the position then contributes `v·x[c]` plus the dense
+/// value's activation rounding). Outliers past the activation are skipped (never the case for
+/// bound tensors).
 #[inline]
-fn outlier_fix(outl: &[(usize, f32, f32)], a: ActRow<'_>, x: &[f32]) -> f32 {
+fn outlier_fix(outl: &[(u32, f32)], x: &[f32]) -> f32 {
     let mut fix = 0f32;
-    for &(c, v, dense) in outl {
-        fix += outlier_term(c, v, dense, a, x);
-    }
-    fix
-}
-
-/// One outlier's term of [`outlier_fix`] (0 past the activation).
-#[inline]
-fn outlier_term(c: usize, v: f32, dense: f32, a: ActRow<'_>, x: &[f32]) -> f32 {
-    match (x.get(c), a.d.get(c / 32)) {
-        (Some(&xv), Some(&d)) if c < a.qs.len() => v * xv - dense * (d * a.q(c) as f32),
-        _ => 0.0,
-    }
-}
-
-/// Value `c` of a dense `Q2`/`Q3`/`Q4` row (what an outlier replaces): the same value as
-/// `OutlierView::dense_value`, with shifts for the power-of-two block instead of divisions
-/// and the per-type constants computed once (it runs for every outlier). 0 past the row.
-#[derive(Clone, Copy)]
-struct DenseAt {
-    base: QuantType,
-    block: usize,
-    /// block bytes
-    bb: usize,
-    /// log2(block)
-    sh: u32,
-}
-
-impl DenseAt {
-    fn new(base: QuantType, block: usize) -> DenseAt {
-        DenseAt {
-            base,
-            block,
-            bb: base.block_bytes(block),
-            sh: block.trailing_zeros(),
+    for &(c, delta) in outl {
+        if let Some(&xv) = x.get(c as usize) {
+            fix += delta * xv;
         }
     }
-
-    #[inline(always)]
-    fn at(&self, row: &[u8], c: usize) -> f32 {
-        use crate::quant::float::read_f16;
-        let (bb, block) = (self.bb, self.block);
-        let b = c >> self.sh;
-        let Some(blk) = row.get(b * bb..(b + 1) * bb) else {
-            return 0.0;
-        };
-        let k = c & (block - 1);
-        let (g, j) = (k >> 5, k & 31);
-        let p = &blk[4..];
-        let q = match self.base {
-            QuantType::Q2 => (p[8 * g + (j & 7)] >> (2 * (j >> 3))) & 3,
-            QuantType::Q3 => {
-                let low = (p[8 * g + (j & 7)] >> (2 * (j >> 3))) & 3;
-                low | (((p[block / 4 + 4 * g + (j >> 3)] >> (j & 7)) & 1) << 2)
-            }
-            _ => {
-                let v = p[16 * g + (j & 15)];
-                if j < 16 {
-                    v & 0x0F
-                } else {
-                    v >> 4
-                }
-            }
-        };
-        read_f16(&blk[0..2]) * q as f32 + read_f16(&blk[2..4])
-    }
+    fix
 }
 
 /// Dequantize row `r` of `w` (e.g. a token embedding) into `out` (`w.cols()` values);
@@ -847,30 +778,26 @@ mod tests {
     }
 
     #[test]
-    fn dense_at_matches_outlier_view() {
-        let (rows, cols) = (3, 300);
-        for qt in [
-            QuantType::Q2Outlier,
-            QuantType::Q3Outlier,
-            QuantType::Q4Outlier,
-        ] {
-            for block in [32, 64, 128, 256] {
-                let p = crate::quant::QuantParams {
-                    block_size: block,
-                    outlier_frac: 0.02,
-                    importance: None,
-                };
-                let w = data(rows * cols, block as u32);
-                let b = crate::quant::quantize(qt, &w, rows, cols, &p).unwrap();
-                let v = OutlierView::parse(qt, block, &b, rows, cols).unwrap();
-                for r in 0..rows {
-                    for c in 0..cols {
-                        let got = DenseAt::new(qt.base(), block).at(v.dense_row(r), c);
-                        assert_eq!(got.to_bits(), v.dense_value(r, c).to_bits(), "{qt} {block}");
-                    }
-                }
-            }
-        }
+    fn outlier_table_is_cached_and_checked() {
+        let (rows, cols) = (5, 64);
+        let p = crate::quant::QuantParams {
+            outlier_frac: 0.05,
+            ..Default::default()
+        };
+        let b = crate::quant::quantize(QuantType::Q2Outlier, &data(rows * cols, 7), rows, cols, &p)
+            .unwrap();
+        let t = Tensor::from_bytes("w", QuantType::Q2Outlier, 32, vec![rows, cols], &b);
+        let first = t.outlier_deltas().unwrap() as *const _;
+        // built once, shared by clones
+        assert_eq!(t.clone().outlier_deltas().unwrap() as *const _, first);
+        assert_eq!(t.outlier_deltas().unwrap().len(), 16);
+        // a tensor whose shape changed after the first use does not get the stale table
+        let mut u = t.clone();
+        u.shape = vec![rows * 2, cols / 2];
+        assert!(u.outlier_deltas().is_none());
+        assert!(Tensor::from_f32("f", vec![2, 2], &[0.0; 4])
+            .outlier_deltas()
+            .is_none());
     }
 
     #[test]

@@ -202,7 +202,8 @@ pub(super) unsafe fn quantize_act_impl(x: &[f32], out: ActRowMut<'_>) {
 /// left a 2-core decode at ~55 % of the measured bandwidth. Measured on SmolLM2, 2 threads
 /// (`qstream bench FILE -p 1 -n 128 -t 2`, 3 rounds of 0/1/2/4/8/16 KiB): 4 KiB ahead gave
 /// +7…23 % (8bit), +5…20 % (4bit), +1…23 % (keep); 8–16 KiB no better. Not used by the q2
-/// kernel: on 2bit_outlier (whose outlier corrections read other arrays) it measured −3 %.
+/// kernel: on 2bit_outlier (whose outlier corrections read other arrays) it measured −3 %;
+/// retried after the decoded outlier table (2 lines per 8 groups): +1 % tg64, within noise.
 const PF_AHEAD: usize = 4096;
 
 /// Prefetch `lines` cache lines at `p + PF_AHEAD` (into L1).
@@ -826,29 +827,47 @@ macro_rules! q_kernels {
                 return std::array::from_fn(|k| unsafe { dot_q2n_impl::<1>(block, row, &[a[k]])[0] });
             }
             let rp = row.as_ptr();
+            macro_rules! run {
+                ($wg:expr, $sc:expr, $sc1:expr) => {
+                    // SAFETY: nb·gpb ≤ a[k].groups() (n_blocks); the closures' contracts as
+                    // stated where they are defined.
+                    unsafe {
+                        if lo {
+                            chunked_n::<N, true, false, true>(nb * gpb, a, $wg, $sc, $sc1)
+                        } else {
+                            chunked_n::<N, false, false, true>(nb * gpb, a, $wg, $sc, $sc1)
+                        }
+                    }
+                };
+            }
             // SAFETY (the closures): `chunked_n` calls them with g < nb·gpb (`sc`: g0 + 8 ≤
             // nb·gpb): group g's block g >> sh < nb ≤ row.len() / bb holds its 8 level bytes
             // at 4 + 8·(g mod gpb) and the 4-byte (d, m) header at its start.
-            let wg = |g: usize| unsafe {
-                let w = unpack_2bit(rp.add((g >> sh) * bb + 4 + 8 * (g & (gpb - 1))));
-                (w, w)
-            };
-            let sc = |g0: usize| unsafe {
-                let h = if gpb == 1 {
-                    dwords8(rp.add(g0 * bb), bb)
-                } else {
-                    headers8(rp, g0, sh, bb)
+            if gpb == 1 {
+                // one group per block (the converter's default): constant 12-byte strides, no
+                // per-group shift and multiply by run-time values
+                const BB: usize = crate::quant::q2::block_bytes(32);
+                let wg = |g: usize| unsafe {
+                    let w = unpack_2bit(rp.add(g * BB + 4));
+                    (w, w)
                 };
-                (f16_lanes::<false>(h), f16_lanes::<true>(h))
-            };
-            let sc1 = |g: usize| unsafe { f16x2(rp.add((g >> sh) * bb)) };
-            // SAFETY: nb·gpb ≤ a[k].groups() (n_blocks); the closures' contracts as above.
-            unsafe {
-                if lo {
-                    chunked_n::<N, true, false, true>(nb * gpb, a, wg, sc, sc1)
-                } else {
-                    chunked_n::<N, false, false, true>(nb * gpb, a, wg, sc, sc1)
-                }
+                let sc = |g0: usize| unsafe {
+                    let h = dwords8(rp.add(g0 * BB), BB);
+                    (f16_lanes::<false>(h), f16_lanes::<true>(h))
+                };
+                let sc1 = |g: usize| unsafe { f16x2(rp.add(g * BB)) };
+                run!(wg, sc, sc1)
+            } else {
+                let wg = |g: usize| unsafe {
+                    let w = unpack_2bit(rp.add((g >> sh) * bb + 4 + 8 * (g & (gpb - 1))));
+                    (w, w)
+                };
+                let sc = |g0: usize| unsafe {
+                    let h = headers8(rp, g0, sh, bb);
+                    (f16_lanes::<false>(h), f16_lanes::<true>(h))
+                };
+                let sc1 = |g: usize| unsafe { f16x2(rp.add((g >> sh) * bb)) };
+                run!(wg, sc, sc1)
             }
         }
 

@@ -419,6 +419,31 @@ impl<'a> OutlierView<'a> {
         }
     }
 
+    /// Every outlier decoded once into an [`OutlierDeltas`] table: `(column, v − dense)` per
+    /// outlier, `v` its value and `dense` the dense value it replaces
+    /// ([`Self::dense_value`]), with each row's start. `Tensor::outlier_deltas` builds it on
+    /// first use so the kernels' per-token corrections are one multiply-add each.
+    pub fn deltas(&self) -> OutlierDeltas {
+        let mut starts = Vec::with_capacity(self.rows + 1);
+        let mut entries = Vec::with_capacity(self.n);
+        starts.push(0);
+        for r in 0..self.rows {
+            entries.extend(
+                self.outliers(r)
+                    .map(|(c, v)| (c as u32, v - self.dense_value(r, c))),
+            );
+            starts.push(entries.len());
+        }
+        OutlierDeltas {
+            qt: self.qt,
+            block: self.block,
+            rows: self.rows,
+            cols: self.cols,
+            starts,
+            entries,
+        }
+    }
+
     /// Scalar reference dot product of row `r` with `x` (uses `x.len()` values): the dense
     /// dot plus, for each outlier, `(val − dense_value) · x[col]`, so it equals the dot of
     /// [`Self::dequantize_row`]'s output with `x` up to float rounding.
@@ -430,6 +455,43 @@ impl<'a> OutlierView<'a> {
             }
         }
         acc
+    }
+}
+
+/// The outliers of an outlier tensor decoded for the kernels ([`OutlierView::deltas`]):
+/// per row, `(column, value − dense value)` in increasing column order. A row's dot is its
+/// dense dot plus `Σ delta·x[column]`. 8 bytes per outlier in memory (the file keeps 6).
+#[derive(Debug, Clone)]
+pub struct OutlierDeltas {
+    qt: QuantType,
+    block: usize,
+    rows: usize,
+    cols: usize,
+    /// row `r`'s entries are `entries[starts[r]..starts[r + 1]]`
+    starts: Vec<usize>,
+    entries: Vec<(u32, f32)>,
+}
+
+impl OutlierDeltas {
+    /// Row `r`'s `(column, value − dense value)` pairs (panics if `r >= rows`).
+    #[inline]
+    pub fn row(&self, r: usize) -> &[(u32, f32)] {
+        &self.entries[self.starts[r]..self.starts[r + 1]]
+    }
+
+    /// Whether the table was built for a `rows × cols` tensor of type `qt`, block `block`.
+    pub fn matches(&self, qt: QuantType, block: usize, rows: usize, cols: usize) -> bool {
+        (self.qt, self.block, self.rows, self.cols) == (qt, block, rows, cols)
+    }
+
+    /// Number of outliers.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when the tensor has no outliers.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }
 
@@ -476,6 +538,29 @@ mod tests {
                 out[c]
             );
         }
+    }
+
+    #[test]
+    fn deltas_are_value_minus_dense_per_row() {
+        let mut data: Vec<f32> = (0..3 * 64).map(|i| ((i * 37) % 17) as f32 * 0.01).collect();
+        data[3] = 9.0;
+        data[64 + 40] = -7.0;
+        data[64 + 41] = 5.0;
+        let b = quantize(QuantType::Q2Outlier, &data, 3, 64, &params(3.0 / 192.0)).unwrap();
+        let v = OutlierView::parse(QuantType::Q2Outlier, 32, &b, 3, 64).unwrap();
+        let d = v.deltas();
+        assert_eq!(d.len(), 3);
+        assert!(d.matches(QuantType::Q2Outlier, 32, 3, 64));
+        assert!(!d.matches(QuantType::Q2Outlier, 32, 64, 3));
+        for r in 0..3 {
+            let want: Vec<(u32, f32)> = v
+                .outliers(r)
+                .map(|(c, x)| (c as u32, x - v.dense_value(r, c)))
+                .collect();
+            assert_eq!(d.row(r), &want[..]);
+        }
+        assert_eq!(d.row(1).iter().map(|e| e.0).collect::<Vec<_>>(), [40, 41]);
+        assert!(d.row(2).is_empty());
     }
 
     #[test]
