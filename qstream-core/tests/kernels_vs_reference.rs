@@ -764,3 +764,236 @@ fn outlier_matmul_matches_dequantized_rows() {
         }
     }
 }
+
+/// Owned buffers of one activation row (for the fused producers, which fill an
+/// `ActRowMut`).
+struct ActBuf {
+    qs: Vec<i8>,
+    lo: Vec<i8>,
+    d: Vec<f32>,
+    s: Vec<f32>,
+    isum: Vec<i32>,
+}
+
+impl ActBuf {
+    fn new(groups: usize, two: bool) -> ActBuf {
+        ActBuf {
+            qs: vec![99; 32 * groups],
+            lo: if two {
+                vec![99; 32 * groups]
+            } else {
+                Vec::new()
+            },
+            d: vec![f32::NAN; groups],
+            s: vec![f32::NAN; groups],
+            isum: vec![7; groups],
+        }
+    }
+    fn out(&mut self) -> kernels::ActRowMut<'_> {
+        kernels::ActRowMut {
+            qs: &mut self.qs,
+            lo: &mut self.lo,
+            d: &mut self.d,
+            s: &mut self.s,
+            isum: &mut self.isum,
+        }
+    }
+    fn row(&self) -> ActRow<'_> {
+        ActRow {
+            qs: &self.qs,
+            lo: &self.lo,
+            d: &self.d,
+            s: &self.s,
+            isum: &self.isum,
+        }
+    }
+}
+
+fn bits_eq(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// The fused producers (`rms_norm_act`, `silu_mul_act`) on every level: their f32 values
+/// and quantized planes/scales are bit-identical to the scalar reference, and the planes
+/// are exactly what quantizing those f32 values on their own gives (norm, then quantize);
+/// padding groups (a block larger than the row) are zero as in `quantize_act`.
+#[test]
+fn fused_producers_are_bit_identical() {
+    let mut rng = Rng(41);
+    let sc = kernel_set(Isa::Scalar).unwrap();
+    for k in levels() {
+        for len in [1usize, 7, 8, 31, 32, 33, 100, 576, 1536 + 5] {
+            let mut x: Vec<f32> = (0..len).map(|_| rng.f() * 6.0).collect();
+            if len > 40 {
+                x[3] = 40.0; // an outlier within group 0
+                x[33] = 0.0;
+            }
+            let w: Vec<f32> = (0..len).map(|_| 1.0 + rng.f()).collect();
+            let up: Vec<f32> = (0..len).map(|_| rng.f() * 3.0).collect();
+            // the gate spans SiLU's interesting range, saturation included
+            let gate: Vec<f32> = (0..len)
+                .map(|i| if i % 17 == 5 { -120.0 } else { rng.f() * 24.0 })
+                .collect();
+            for pad in [0usize, 2] {
+                let groups = len.div_ceil(32) + pad;
+                for (two, bits) in [(false, ActBits::Eight), (true, ActBits::Sixteen)] {
+                    // RMSNorm
+                    let (mut o_k, mut o_s) = (vec![0f32; len], vec![0f32; len]);
+                    let (mut a_k, mut a_s) = (ActBuf::new(groups, two), ActBuf::new(groups, two));
+                    (k.rms_norm_act)(&x, &w, 1e-5, &mut o_k, Some(a_k.out()));
+                    (sc.rms_norm_act)(&x, &w, 1e-5, &mut o_s, Some(a_s.out()));
+                    assert!(bits_eq(&o_k, &o_s), "{:?} norm {len}", k.isa);
+                    assert!(
+                        row_eq(a_k.row(), a_s.row()) && a_k.lo == a_s.lo,
+                        "{:?}",
+                        k.isa
+                    );
+                    let want = quantize_bits(sc, &o_s, groups, bits);
+                    assert!(row_eq(a_s.row(), want.row(0)) && a_s.lo == want.row(0).lo);
+                    let mut o_plain = vec![0f32; len];
+                    (k.rms_norm_act)(&x, &w, 1e-5, &mut o_plain, None);
+                    assert!(bits_eq(&o_plain, &o_s), "{:?} unquantized norm", k.isa);
+                    // against the textbook RMSNorm (sequential Σx²)
+                    let mut nn_out = vec![0f32; len];
+                    qstream_core::nn::rms_norm(&mut nn_out, &x, &w, 1e-5);
+                    for (a, b) in o_s.iter().zip(&nn_out) {
+                        assert!((a - b).abs() <= 1e-5 * b.abs().max(1e-3), "{a} vs {b}");
+                    }
+                    // SiLU · up
+                    let (mut g_k, mut g_s) = (gate.clone(), gate.clone());
+                    let (mut a_k, mut a_s) = (ActBuf::new(groups, two), ActBuf::new(groups, two));
+                    (k.silu_mul_act)(&mut g_k, &up, Some(a_k.out()));
+                    (sc.silu_mul_act)(&mut g_s, &up, Some(a_s.out()));
+                    assert!(bits_eq(&g_k, &g_s), "{:?} silu {len}", k.isa);
+                    assert!(
+                        row_eq(a_k.row(), a_s.row()) && a_k.lo == a_s.lo,
+                        "{:?}",
+                        k.isa
+                    );
+                    let want = quantize_bits(sc, &g_s, groups, bits);
+                    assert!(row_eq(a_s.row(), want.row(0)) && a_s.lo == want.row(0).lo);
+                    let mut g_plain = gate.clone();
+                    (k.silu_mul_act)(&mut g_plain, &up, None);
+                    assert!(bits_eq(&g_plain, &g_s), "{:?} unquantized silu", k.isa);
+                    for ((a, g), u) in g_s.iter().zip(&gate).zip(&up) {
+                        let b = qstream_core::nn::silu(*g) * u;
+                        assert!((a - b).abs() <= 1e-6 * b.abs() + 1e-30, "{g}: {a} vs {b}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `exp_approx` and `silu_approx` against the libm-based `f32::exp` / `nn::silu` over
+/// their whole useful range: the stated bounds (2·10⁻⁷ and 4·10⁻⁷ relative).
+#[test]
+fn exp_and_silu_approx_bounds() {
+    let (mut worst_e, mut worst_s) = (0f64, 0f64);
+    let mut t = -87.0f32;
+    while t < 88.0 {
+        let e = scalar::exp_approx(t) as f64;
+        let want = (t as f64).exp();
+        worst_e = worst_e.max((e - want).abs() / want);
+        let s = scalar::silu_approx(t) as f64;
+        let want = t as f64 / (1.0 + (-(t as f64)).exp());
+        if want != 0.0 {
+            worst_s = worst_s.max((s - want).abs() / want.abs());
+        }
+        t += 0.000_37;
+    }
+    eprintln!("exp_approx max rel err {worst_e:e}, silu_approx {worst_s:e}");
+    assert!(worst_e < 2e-7, "{worst_e}");
+    assert!(worst_s < 4e-7, "{worst_s}");
+    // saturation and special values
+    assert_eq!(scalar::silu_approx(0.0), 0.0);
+    assert!(scalar::silu_approx(-200.0).abs() < 1e-30);
+    assert_eq!(scalar::silu_approx(200.0), 200.0);
+    assert!(scalar::silu_approx(f32::NAN).is_nan());
+}
+
+/// `matmul_multi_prep` gives exactly what computing the rows and then `matmul_multi`
+/// gives, for integer (fused path), float (computed, then passed on) and rotated parts,
+/// at the process's activation precision (not switched here: other tests run matmuls
+/// concurrently; `fused_producers_are_bit_identical` covers both); non-SiLU gates fall
+/// back to `nn::gated_act`.
+#[test]
+fn matmul_multi_prep_equals_prep_then_matmul() {
+    use qstream_core::kernels::Prep;
+    use qstream_core::model::config::Activation;
+    let mut rng = Rng(77);
+    let (cols, n) = (96, 5);
+    let x: Vec<f32> = (0..n * cols).map(|_| rng.f() * 4.0).collect();
+    let nw: Vec<f32> = (0..cols).map(|_| 1.0 + rng.f()).collect();
+    let up: Vec<f32> = (0..n * cols).map(|_| rng.f() * 2.0).collect();
+    let p = QuantParams::default();
+    let mk = |qt: QuantType, rows: usize, block: usize, rng: &mut Rng| {
+        let w: Vec<f32> = (0..rows * cols).map(|_| rng.f()).collect();
+        let p = QuantParams {
+            block_size: block,
+            ..p
+        };
+        if qt == QuantType::F32 {
+            return Tensor::from_f32("f", vec![rows, cols], &w);
+        }
+        let b = quant::quantize(qt, &w, rows, cols, &p).unwrap();
+        Tensor::from_bytes("q", qt, block, vec![rows, cols], &b)
+    };
+    let q4 = mk(QuantType::Q4, 33, 64, &mut rng); // 96 cols in blocks of 64: padded groups
+    let q8 = mk(QuantType::Q8, 17, 32, &mut rng);
+    let f = mk(QuantType::F32, 9, 1, &mut rng);
+    let rot = mk(QuantType::F32, 9, 1, &mut rng).with_rotation(32);
+    let bits = kernels::act_bits();
+    {
+        for ws in [vec![&q4, &q8], vec![&f], vec![&q8, &f], vec![&rot]] {
+            for prep in [
+                Prep::RmsNorm {
+                    x: &x,
+                    w: &nw,
+                    eps: 1e-6,
+                },
+                Prep::Gated {
+                    up: &up,
+                    act: Activation::Silu,
+                },
+                Prep::Gated {
+                    up: &up,
+                    act: Activation::GeluTanh,
+                },
+            ] {
+                let mut want_x = x.clone();
+                let k = kernels::kernels();
+                for t in 0..n {
+                    let r = &mut want_x[t * cols..(t + 1) * cols];
+                    match prep {
+                        Prep::RmsNorm { x, w, eps } => {
+                            (k.rms_norm_act)(&x[t * cols..(t + 1) * cols], w, eps, r, None)
+                        }
+                        Prep::Gated {
+                            up,
+                            act: Activation::Silu,
+                        } => (k.silu_mul_act)(r, &up[t * cols..(t + 1) * cols], None),
+                        Prep::Gated { up, act } => {
+                            qstream_core::nn::gated_act(r, &up[t * cols..(t + 1) * cols], act)
+                        }
+                    }
+                }
+                let mut want: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; n * w.rows()]).collect();
+                {
+                    let mut o: Vec<&mut [f32]> = want.iter_mut().map(|v| &mut v[..]).collect();
+                    kernels::matmul_multi(&ws, &mut o, &want_x, n);
+                }
+                let mut got: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; n * w.rows()]).collect();
+                let mut xs = x.clone();
+                {
+                    let mut o: Vec<&mut [f32]> = got.iter_mut().map(|v| &mut v[..]).collect();
+                    kernels::matmul_multi_prep(&ws, &mut o, &mut xs, n, prep);
+                }
+                assert!(bits_eq(&xs, &want_x), "{bits:?}");
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(bits_eq(g, w), "{bits:?}");
+                }
+            }
+        }
+    }
+}

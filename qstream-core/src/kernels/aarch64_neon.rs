@@ -17,6 +17,8 @@ pub(super) static KERNELS: KernelSet = KernelSet {
     isa: Isa::Neon,
     quantize_act: scalar::quantize_act,
     quantize_act16: scalar::quantize_act16,
+    rms_norm_act: scalar::rms_norm_act,
+    silu_mul_act: scalar::silu_mul_act,
     dot_q4,
     dot_q4sym,
     dot_q8,

@@ -178,6 +178,10 @@ impl ActRowMut<'_> {
     }
 }
 
+/// RMSNorm of `x` with weight `w` into `out`, quantized into `act` when given
+/// ([`KernelSet::rms_norm_act`]).
+pub type RmsNormActFn =
+    fn(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], act: Option<ActRowMut<'_>>);
 /// Dot product of one quantized weight row (`block` values per block) with a q8 activation.
 pub type DotQFn = fn(block: usize, row: &[u8], a: ActRow<'_>) -> f32;
 /// Dot products of one quantized weight row with four q8 activations (four tokens): each
@@ -198,6 +202,15 @@ pub struct KernelSet {
     /// Quantize `x` to 16-bit groups of 32 (two planes; bit-identical to
     /// `scalar::quantize_act16` at every level).
     pub quantize_act16: fn(x: &[f32], out: ActRowMut<'_>),
+    /// RMSNorm fused with activation quantization: `out = w ⊙ x / sqrt(mean(x²) + eps)`
+    /// (Σx² in the lane order of `scalar::sum_sq`), then, when `act` is given, `out`
+    /// quantized into it exactly as `quantize_act16` (a non-empty `act.lo`) or `quantize_act`
+    /// would — in the same pass (bit-identical to `scalar::rms_norm_act` at every level).
+    pub rms_norm_act: RmsNormActFn,
+    /// `gate = silu(gate) ⊙ up` (SiLU with `scalar::exp_approx`), then, when `act` is given,
+    /// `gate` quantized into it as in [`KernelSet::rms_norm_act`] — in the same pass
+    /// (bit-identical to `scalar::silu_mul_act` at every level).
+    pub silu_mul_act: fn(gate: &mut [f32], up: &[f32], act: Option<ActRowMut<'_>>),
     /// `Q4` (asymmetric) weights × q8 activation.
     pub dot_q4: DotQFn,
     /// `Q4Sym` weights × q8 activation.
@@ -246,6 +259,8 @@ static SCALAR: KernelSet = KernelSet {
     isa: Isa::Scalar,
     quantize_act: scalar::quantize_act,
     quantize_act16: scalar::quantize_act16,
+    rms_norm_act: scalar::rms_norm_act,
+    silu_mul_act: scalar::silu_mul_act,
     dot_q4: scalar::dot_q4,
     dot_q4sym: scalar::dot_q4sym,
     dot_q8: scalar::dot_q8,

@@ -40,6 +40,15 @@
 //!   the f32 combine runs group by group per row instead of in group lanes, so results
 //!   differ from the single-token kernels by f32 summation order only.
 //!
+//! * **Fused producers** ([`matmul_multi_prep`]): the forward passes hand the RMSNorm before
+//!   a projection and the SiLU(gate)·up before the down projection to the matmul, which
+//!   computes each 32-value group in registers, stores the f32 values (float weights,
+//!   outlier fixes and calibration read them) and quantizes the group in the same pass —
+//!   the planes and scales are bit-identical to quantizing the stored values afterwards.
+//!   RMSNorm sums `x²` in 8 lanes (`scalar::sum_sq`); SiLU uses a Cephes-polynomial `exp`
+//!   (`scalar::exp_approx`, within 2·10⁻⁷ relative of `f32::exp`; SiLU within 4·10⁻⁷ of
+//!   `nn::silu`), the same bits at every level, whether or not the parts quantize.
+//!
 //! The kernel level (scalar / AVX2 / AVX-512 VNNI / NEON) is chosen once at run time
 //! ([`dispatch::kernels`], `QSTREAM_ISA` forces one). For a given level, the value computed
 //! for one (row, token) does not depend on the thread count, nor on the batch size within
@@ -173,6 +182,44 @@ impl QuantAct {
         groups: usize,
         bits: ActBits,
     ) {
+        let two = bits == ActBits::Sixteen;
+        self.fill(n, groups, bits, |t, out| {
+            let x = &xs[t * cols..(t + 1) * cols];
+            if two {
+                (k.quantize_act16)(x, out);
+            } else {
+                (k.quantize_act)(x, out);
+            }
+        });
+    }
+
+    /// Compute the `n` rows of `xs` (`cols` values each) by `prep` and quantize them as
+    /// [`QuantAct::quantize`] would, in one pass (the fused kernels of `k`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare(
+        &mut self,
+        k: &KernelSet,
+        xs: &mut [f32],
+        n: usize,
+        cols: usize,
+        groups: usize,
+        bits: ActBits,
+        prep: &Prep<'_>,
+    ) {
+        self.fill(n, groups, bits, |t, out| {
+            prep.row(k, t, &mut xs[t * cols..(t + 1) * cols], Some(out))
+        });
+    }
+
+    /// Size the buffers for `n` rows of `groups` groups at `bits` and hand each row's
+    /// buffers to `f(t, row)`.
+    fn fill(
+        &mut self,
+        n: usize,
+        groups: usize,
+        bits: ActBits,
+        mut f: impl FnMut(usize, ActRowMut<'_>),
+    ) {
         let g = n * groups;
         if self.d.len() < g {
             self.qs.resize(32 * g, 0);
@@ -200,12 +247,7 @@ impl QuantAct {
                 s: &mut self.s[r.clone()],
                 isum: &mut self.isum[r],
             };
-            let x = &xs[t * cols..(t + 1) * cols];
-            if two {
-                (k.quantize_act16)(x, out);
-            } else {
-                (k.quantize_act)(x, out);
-            }
+            f(t, out);
         }
     }
 
@@ -345,7 +387,7 @@ pub fn matmul_multi(ws: &[&Tensor], outs: &mut [&mut [f32]], xs: &[f32], n: usiz
         let run = |xr: &mut Vec<f32>, outs: &mut [&mut [f32]]| {
             xr.resize(xs.len(), 0.0);
             crate::quant::rotate::rotate_rows(xs, cols, g, xr);
-            matmul_parts(ws, outs, xr, n, cols);
+            matmul_parts(ws, outs, xr, n, cols, None);
         };
         ROT.with(|cell| match cell.try_borrow_mut() {
             Ok(mut xr) => run(&mut xr, outs),
@@ -354,11 +396,137 @@ pub fn matmul_multi(ws: &[&Tensor], outs: &mut [&mut [f32]], xs: &[f32], n: usiz
         });
         return;
     }
-    matmul_parts(ws, outs, xs, n, cols);
+    matmul_parts(ws, outs, xs, n, cols, None);
 }
 
-/// `matmul_multi` after the shape checks.
-fn matmul_parts(ws: &[&Tensor], outs: &mut [&mut [f32]], xs: &[f32], n: usize, cols: usize) {
+/// How [`matmul_multi_prep`] computes its input rows (each `cols` values) in place.
+#[derive(Clone, Copy)]
+pub enum Prep<'a> {
+    /// RMSNorm: row `t` = `w ⊙ x_t / sqrt(mean(x_t²) + eps)` for row `t` of `x` (`n × cols`),
+    /// by [`KernelSet::rms_norm_act`].
+    RmsNorm {
+        /// the input rows
+        x: &'a [f32],
+        /// the norm's weight (`cols`)
+        w: &'a [f32],
+        /// added to the mean square
+        eps: f32,
+    },
+    /// Gated MLP: row `t` (holding the gate) = `act(gate) ⊙ up_t` for row `t` of `up`
+    /// (SiLU by [`KernelSet::silu_mul_act`], other activations by `nn::gated_act`).
+    Gated {
+        /// the up projection (`n × cols`)
+        up: &'a [f32],
+        /// the activation
+        act: crate::model::config::Activation,
+    },
+}
+
+impl Prep<'_> {
+    /// Compute row `t` into `row` and, when given, quantize it into `act` (only where
+    /// [`Prep::fuses`]).
+    fn row(&self, k: &KernelSet, t: usize, row: &mut [f32], act: Option<ActRowMut<'_>>) {
+        use crate::model::config::Activation;
+        let cols = row.len();
+        let span = t * cols..(t + 1) * cols;
+        match *self {
+            Prep::RmsNorm { x, w, eps } => (k.rms_norm_act)(&x[span], w, eps, row, act),
+            Prep::Gated {
+                up,
+                act: Activation::Silu,
+            } => (k.silu_mul_act)(row, &up[span], act),
+            Prep::Gated { up, act: a } => {
+                debug_assert!(act.is_none(), "no fused kernel for {a:?}");
+                crate::nn::gated_act(row, &up[span], a);
+            }
+        }
+    }
+
+    /// Whether [`Prep::row`] quantizes (the kind has a fused kernel).
+    fn fuses(&self) -> bool {
+        !matches!(
+            self,
+            Prep::Gated { act, .. } if *act != crate::model::config::Activation::Silu
+        )
+    }
+}
+
+/// [`matmul_multi`] on inputs computed by `prep` into `xs` (`n × cols`): where the parts
+/// quantize their activations (integer kernels, no rotation), the rows
+/// are computed and quantized in one pass; otherwise computed, then passed on. `xs` holds
+/// the computed rows afterwards either way (the same values).
+pub fn matmul_multi_prep(
+    ws: &[&Tensor],
+    outs: &mut [&mut [f32]],
+    xs: &mut [f32],
+    n: usize,
+    prep: Prep<'_>,
+) {
+    let k = kernels();
+    let cols = ws.first().map_or(0, |w| w.cols());
+    let fusable =
+        prep.fuses() && cols > 0 && xs.len() == n * cols && ws.iter().all(|w| w.rotation == 0);
+    if fusable && n > 0 {
+        if let Some(groups) = act_groups(k, ws, cols) {
+            assert!(
+                ws.len() == outs.len() && ws.len() <= MAX_PARTS,
+                "matmul_multi: parts"
+            );
+            for (w, o) in ws.iter().zip(outs.iter()) {
+                assert_eq!(w.cols(), cols, "matmul {}: cols", w.name);
+                assert_eq!(o.len(), n * w.rows(), "matmul {}: output length", w.name);
+            }
+            let bits = dispatch::act_bits();
+            let mut run = |act: &mut QuantAct, outs: &mut [&mut [f32]]| {
+                act.prepare(k, xs, n, cols, groups, bits, &prep);
+                // calibration (`convert --calibrate`): no-op unless a calibration run is active
+                crate::convert::calibrate::observe(ws, xs, n);
+                matmul_parts(ws, outs, xs, n, cols, Some(act));
+            };
+            ACT.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut act) => run(&mut act, outs),
+                // re-entered on this thread: a private buffer
+                Err(_) => run(&mut QuantAct::new(), outs),
+            });
+            return;
+        }
+    }
+    if cols > 0 {
+        for (t, row) in xs.chunks_exact_mut(cols).take(n).enumerate() {
+            prep.row(k, t, row, None);
+        }
+    }
+    matmul_multi(ws, outs, xs, n);
+}
+
+/// The activation groups per row the parts' integer kernels read (`None` when no part has
+/// one: float weights, exact mode).
+fn act_groups(k: &KernelSet, ws: &[&Tensor], cols: usize) -> Option<usize> {
+    let mut groups = None;
+    for w in ws {
+        let qt = if w.qtype.is_outlier() {
+            w.qtype.base()
+        } else {
+            w.qtype
+        };
+        if let Kind::Q(..) = kind(k, qt) {
+            let g = cols.div_ceil(w.block) * w.block / 32;
+            groups = Some(groups.map_or(g, |h: usize| h.max(g)));
+        }
+    }
+    groups
+}
+
+/// `matmul_multi` after the shape checks (`ready`: the activation, already quantized by
+/// [`matmul_multi_prep`] for the groups these parts read).
+fn matmul_parts(
+    ws: &[&Tensor],
+    outs: &mut [&mut [f32]],
+    xs: &[f32],
+    n: usize,
+    cols: usize,
+    ready: Option<&QuantAct>,
+) {
     let k = kernels();
     let empty = Part {
         qt: QuantType::F32,
@@ -419,6 +587,11 @@ fn matmul_parts(ws: &[&Tensor], outs: &mut [&mut [f32]], xs: &[f32], n: usize, c
         return;
     }
     let run = |act: &QuantAct| run_parts(parts, act, xs, cols, n, total_rows);
+    if let Some(act) = ready {
+        debug_assert!(act.groups == groups && act.n == n);
+        run(act);
+        return;
+    }
     if groups == 0 {
         run(&QuantAct::new());
         return;

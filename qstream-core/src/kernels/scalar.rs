@@ -109,6 +109,112 @@ pub fn quantize_act16(x: &[f32], out: ActRowMut<'_>) {
     }
 }
 
+/// `quantize_act16` when `out` has a low plane, else `quantize_act` (how the fused
+/// producers choose the precision).
+#[inline]
+pub fn quantize_act_any(x: &[f32], out: ActRowMut<'_>) {
+    if out.lo.is_empty() {
+        quantize_act(x, out)
+    } else {
+        quantize_act16(x, out)
+    }
+}
+
+/// `Σ x²` in the order of the SIMD levels: eight lane sums over the full chunks of 8
+/// (lane `j` adds `x[8i + j]²` in order), combined as `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`,
+/// then the tail values added one by one.
+pub fn sum_sq(x: &[f32]) -> f32 {
+    let mut l = [0f32; 8];
+    let full = x.len() / 8 * 8;
+    for c in x[..full].chunks_exact(8) {
+        for j in 0..8 {
+            l[j] += c[j] * c[j];
+        }
+    }
+    let a = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
+    let mut s = (a[0] + a[2]) + (a[1] + a[3]);
+    for v in &x[full..] {
+        s += v * v;
+    }
+    s
+}
+
+/// RMSNorm (`out = w ⊙ (x · inv)`, `inv = 1 / sqrt(sum_sq(x) / len + eps)`) over the values
+/// `x`, `w` and `out` all hold, then, when `act` is given, `out` quantized into it
+/// ([`quantize_act_any`]). The reference of every level's `rms_norm_act`.
+pub fn rms_norm_act(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], act: Option<ActRowMut<'_>>) {
+    let len = x.len().min(w.len()).min(out.len());
+    let (x, out) = (&x[..len], &mut out[..len]);
+    let inv = 1.0 / (sum_sq(x) / len as f32 + eps).sqrt();
+    for ((o, v), g) in out.iter_mut().zip(x).zip(w) {
+        *o = g * (v * inv);
+    }
+    if let Some(a) = act {
+        quantize_act_any(out, a);
+    }
+}
+
+/// Clamp bounds of [`exp_approx`]'s argument (`2ⁿ` stays a normal float).
+const EXP_LO: f32 = -87.3;
+const EXP_HI: f32 = 88.3;
+
+/// `eᵗ` by Cephes' `expf` (`n = round(t·log2 e)`, `r = t − n·ln 2` in two parts, degree-5
+/// polynomial, times `2ⁿ`) with plain multiplies and adds in a fixed order, so that the SIMD
+/// levels compute the same bits; `t` is clamped to `[−87.3, 88.3]` (NaN goes to −87.3, as
+/// `maxps` does). Relative error within 2·10⁻⁷ of `f32::exp` on that range (tested).
+#[inline]
+pub fn exp_approx(t: f32) -> f32 {
+    let t = if t > EXP_LO { t } else { EXP_LO };
+    let t = if t < EXP_HI { t } else { EXP_HI };
+    // |t·log2 e| < 2²²: adding and subtracting 1.5·2²³ rounds to nearest, ties to even
+    const MAGIC: f32 = 12_582_912.0;
+    let n = (t * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let r = t - n * EXP_C1;
+    let r = r - n * EXP_C2;
+    let mut p = EXP_P[0];
+    for c in &EXP_P[1..] {
+        p = p * r + c;
+    }
+    let y = (p * (r * r) + r) + 1.0;
+    y * f32::from_bits(((n as i32 + 127) << 23) as u32)
+}
+
+/// `ln 2` in two parts (the first exact in 9 bits, so `n·EXP_C1` is exact).
+pub(super) const EXP_C1: f32 = 0.693_359_4;
+pub(super) const EXP_C2: f32 = -2.121_944_4e-4;
+/// Cephes `expf` polynomial, highest degree first.
+pub(super) const EXP_P: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_6e-1,
+    0.5,
+];
+/// [`exp_approx`]'s clamp bounds, for the SIMD levels.
+pub(super) const EXP_BOUNDS: (f32, f32) = (EXP_LO, EXP_HI);
+
+/// SiLU `x / (1 + e⁻ˣ)` with [`exp_approx`] (relative error within 4·10⁻⁷ of
+/// `nn::silu`, tested).
+#[inline]
+pub fn silu_approx(x: f32) -> f32 {
+    x / (1.0 + exp_approx(-x))
+}
+
+/// `gate = silu_approx(gate) ⊙ up` over the values both hold, then, when `act` is given,
+/// those values quantized into it ([`quantize_act_any`]). The reference of every level's
+/// `silu_mul_act`.
+pub fn silu_mul_act(gate: &mut [f32], up: &[f32], act: Option<ActRowMut<'_>>) {
+    let len = gate.len().min(up.len());
+    let gate = &mut gate[..len];
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = silu_approx(*g) * u;
+    }
+    if let Some(a) = act {
+        quantize_act_any(gate, a);
+    }
+}
+
 /// Low/high nibble `i` (0..32) of a 16-byte packed group.
 #[inline]
 fn nib(qs: &[u8], i: usize) -> i32 {

@@ -21,6 +21,8 @@ pub(super) static KERNELS: KernelSet = KernelSet {
     isa: Isa::Avx2,
     quantize_act,
     quantize_act16,
+    rms_norm_act,
+    silu_mul_act,
     dot_q4,
     dot_q4sym,
     dot_q8,
@@ -129,6 +131,13 @@ unsafe fn group_amax(p: *const f32) -> ([__m256; 4], f32) {
             _mm256_loadu_ps(p.add(24)),
         ]
     };
+    (v, amax4(&v))
+}
+
+/// The largest magnitude of 32 values (NaN-ignoring `max`, as the scalar quantizers' fold).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn amax4(v: &[__m256; 4]) -> f32 {
     let sign = _mm256_set1_ps(-0.0);
     let a01 = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
     let a23 = _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3]));
@@ -136,7 +145,114 @@ unsafe fn group_amax(p: *const f32) -> ([__m256; 4], f32) {
     let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
     let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
     let m1 = _mm_max_ss(m2, _mm_movehdup_ps(m2));
-    (v, _mm_cvtss_f32(m1))
+    _mm_cvtss_f32(m1)
+}
+
+/// Quantize group `g` (values `v`, largest magnitude `amax`) to q8 into `out`: the body of
+/// [`quantize_act_impl`].
+///
+/// # Safety
+/// `out` must hold more than `g` groups (`qs` ≥ 32·(g+1) bytes, `d`/`s`/`isum` > g).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_group(v: &[__m256; 4], amax: f32, out: &mut ActRowMut<'_>, g: usize) {
+    let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 1.0 / d } else { 0.0 };
+    let idv = _mm256_set1_ps(id);
+    const R: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    let q0 = _mm256_cvtps_epi32(_mm256_round_ps::<R>(_mm256_mul_ps(v[0], idv)));
+    let q1 = _mm256_cvtps_epi32(_mm256_round_ps::<R>(_mm256_mul_ps(v[1], idv)));
+    let q2 = _mm256_cvtps_epi32(_mm256_round_ps::<R>(_mm256_mul_ps(v[2], idv)));
+    let q3 = _mm256_cvtps_epi32(_mm256_round_ps::<R>(_mm256_mul_ps(v[3], idv)));
+    let s = _mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3));
+    let sum = hsum_i32(s);
+    let p01 = _mm256_packs_epi32(q0, q1);
+    let p23 = _mm256_packs_epi32(q2, q3);
+    let q = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p01, p23), perm);
+    // SAFETY: per the contract, 32 bytes from 32·g of qs and entry g of d/s/isum exist.
+    unsafe {
+        _mm256_storeu_si256(out.qs.as_mut_ptr().add(32 * g) as *mut __m256i, q);
+        *out.d.get_unchecked_mut(g) = d;
+        *out.isum.get_unchecked_mut(g) = sum;
+        *out.s.get_unchecked_mut(g) = d * sum as f32;
+    }
+}
+
+/// Quantize group `g` to 16 bits (two planes) into `out`: the body of
+/// [`quantize_act16_impl`].
+///
+/// # Safety
+/// `out` must hold more than `g` groups, the low plane included.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q16_group(v: &[__m256; 4], amax: f32, out: &mut ActRowMut<'_>, g: usize) {
+    let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let (qmax, qmin) = (_mm256_set1_epi32(32512), _mm256_set1_epi32(-32512));
+    let (c128, lmin) = (_mm256_set1_epi32(128), _mm256_set1_epi32(-127));
+    let d = amax / 32512.0;
+    let id = if amax != 0.0 { 1.0 / d } else { 0.0 };
+    let idv = _mm256_set1_ps(id);
+    const R: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    let split = |v: __m256| {
+        let t = _mm256_mul_ps(v, idv);
+        let t = _mm256_and_ps(t, _mm256_cmp_ps::<_CMP_ORD_Q>(t, t)); // NaN → 0
+        let q = _mm256_cvtps_epi32(_mm256_round_ps::<R>(t));
+        let q = _mm256_max_epi32(_mm256_min_epi32(q, qmax), qmin);
+        let h = _mm256_srai_epi32::<8>(_mm256_add_epi32(q, c128));
+        let hs = _mm256_slli_epi32::<8>(h);
+        let l = _mm256_max_epi32(_mm256_sub_epi32(q, hs), lmin);
+        (h, l, _mm256_add_epi32(hs, l))
+    };
+    let (h0, l0, q0) = split(v[0]);
+    let (h1, l1, q1) = split(v[1]);
+    let (h2, l2, q2) = split(v[2]);
+    let (h3, l3, q3) = split(v[3]);
+    let sum = hsum_i32(_mm256_add_epi32(
+        _mm256_add_epi32(q0, q1),
+        _mm256_add_epi32(q2, q3),
+    ));
+    let pack = |a: __m256i, b: __m256i, c: __m256i, d: __m256i| {
+        let ab = _mm256_packs_epi32(a, b);
+        let cd = _mm256_packs_epi32(c, d);
+        _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), perm)
+    };
+    // SAFETY: per the contract, 32 bytes from 32·g of qs and lo and entry g of d/s/isum.
+    unsafe {
+        _mm256_storeu_si256(
+            out.qs.as_mut_ptr().add(32 * g) as *mut __m256i,
+            pack(h0, h1, h2, h3),
+        );
+        _mm256_storeu_si256(
+            out.lo.as_mut_ptr().add(32 * g) as *mut __m256i,
+            pack(l0, l1, l2, l3),
+        );
+        *out.d.get_unchecked_mut(g) = d;
+        *out.isum.get_unchecked_mut(g) = sum;
+        *out.s.get_unchecked_mut(g) = d * sum as f32;
+    }
+}
+
+/// Groups `full..` of `out` (a partial last group and zero padding) from `x` (the values
+/// from group `full` on) by the scalar quantizer of `out`'s precision — identical results.
+fn quantize_tail(x: &[f32], out: ActRowMut<'_>, full: usize, two: bool) {
+    let groups = out.groups(two);
+    if full >= groups {
+        return;
+    }
+    let tail = &x[(32 * full).min(x.len())..];
+    let out = ActRowMut {
+        qs: &mut out.qs[32 * full..32 * groups],
+        lo: if two {
+            &mut out.lo[32 * full..32 * groups]
+        } else {
+            &mut []
+        },
+        d: &mut out.d[full..groups],
+        s: &mut out.s[full..groups],
+        isum: &mut out.isum[full..groups],
+    };
+    super::scalar::quantize_act_any(tail, out);
 }
 
 pub(super) fn quantize_act(x: &[f32], out: ActRowMut<'_>) {
@@ -149,51 +265,18 @@ pub(super) fn quantize_act(x: &[f32], out: ActRowMut<'_>) {
 /// # Safety
 /// AVX2, FMA and F16C must be available.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn quantize_act_impl(x: &[f32], out: ActRowMut<'_>) {
+pub(super) unsafe fn quantize_act_impl(x: &[f32], mut out: ActRowMut<'_>) {
     let groups = out.groups(false);
     let full = (x.len() / 32).min(groups);
-    let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for g in 0..full {
-        // SAFETY: g < x.len() / 32, so 32 floats from 32·g are in bounds; qs has ≥ 32·groups
-        // bytes and d/s/isum ≥ groups entries.
+        // SAFETY: g < x.len() / 32, so 32 floats from 32·g are in bounds; g < groups.
         unsafe {
             let (v, amax) = group_amax(x.as_ptr().add(32 * g));
-            let d = amax / 127.0;
-            let id = if amax != 0.0 { 1.0 / d } else { 0.0 };
-            let idv = _mm256_set1_ps(id);
-            const R: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-            let q0 = _mm256_cvtps_epi32(_mm256_round_ps::<R>(_mm256_mul_ps(v[0], idv)));
-            let q1 = _mm256_cvtps_epi32(_mm256_round_ps::<R>(_mm256_mul_ps(v[1], idv)));
-            let q2 = _mm256_cvtps_epi32(_mm256_round_ps::<R>(_mm256_mul_ps(v[2], idv)));
-            let q3 = _mm256_cvtps_epi32(_mm256_round_ps::<R>(_mm256_mul_ps(v[3], idv)));
-            let s = _mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3));
-            let s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-            let s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
-            let s1 = _mm_add_epi32(s2, _mm_shuffle_epi32(s2, 1));
-            let sum = _mm_cvtsi128_si32(s1);
-            let p01 = _mm256_packs_epi32(q0, q1);
-            let p23 = _mm256_packs_epi32(q2, q3);
-            let q = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p01, p23), perm);
-            _mm256_storeu_si256(out.qs.as_mut_ptr().add(32 * g) as *mut __m256i, q);
-            *out.d.get_unchecked_mut(g) = d;
-            *out.isum.get_unchecked_mut(g) = sum;
-            *out.s.get_unchecked_mut(g) = d * sum as f32;
+            q8_group(&v, amax, &mut out, g);
         }
     }
-    if full < groups {
-        // Tail (partial group and zero padding): the scalar reference, identical results.
-        let tail = &x[(32 * full).min(x.len())..];
-        super::scalar::quantize_act(
-            tail,
-            ActRowMut {
-                qs: &mut out.qs[32 * full..32 * groups],
-                lo: &mut [],
-                d: &mut out.d[full..groups],
-                s: &mut out.s[full..groups],
-                isum: &mut out.isum[full..groups],
-            },
-        );
-    }
+    // Tail (partial group and zero padding): the scalar reference, identical results.
+    quantize_tail(x, out, full, false);
 }
 
 /// How far ahead (bytes) the one-token kernels prefetch the weight row stream.
@@ -305,70 +388,189 @@ pub(super) fn quantize_act16(x: &[f32], out: ActRowMut<'_>) {
 /// # Safety
 /// AVX2 must be available.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn quantize_act16_impl(x: &[f32], out: ActRowMut<'_>) {
+unsafe fn quantize_act16_impl(x: &[f32], mut out: ActRowMut<'_>) {
     let groups = out.groups(true);
     let full = (x.len() / 32).min(groups);
-    let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    let (qmax, qmin) = (_mm256_set1_epi32(32512), _mm256_set1_epi32(-32512));
-    let (c128, lmin) = (_mm256_set1_epi32(128), _mm256_set1_epi32(-127));
     for g in 0..full {
-        // SAFETY: g < x.len() / 32, so 32 floats from 32·g are in bounds; qs and lo have
-        // ≥ 32·groups bytes and d/s/isum ≥ groups entries.
+        // SAFETY: g < x.len() / 32, so 32 floats from 32·g are in bounds; g < groups.
         unsafe {
             let (v, amax) = group_amax(x.as_ptr().add(32 * g));
-            let d = amax / 32512.0;
-            let id = if amax != 0.0 { 1.0 / d } else { 0.0 };
-            let idv = _mm256_set1_ps(id);
-            const R: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-            let split = |v: __m256| {
-                let t = _mm256_mul_ps(v, idv);
-                let t = _mm256_and_ps(t, _mm256_cmp_ps::<_CMP_ORD_Q>(t, t)); // NaN → 0
-                let q = _mm256_cvtps_epi32(_mm256_round_ps::<R>(t));
-                let q = _mm256_max_epi32(_mm256_min_epi32(q, qmax), qmin);
-                let h = _mm256_srai_epi32::<8>(_mm256_add_epi32(q, c128));
-                let hs = _mm256_slli_epi32::<8>(h);
-                let l = _mm256_max_epi32(_mm256_sub_epi32(q, hs), lmin);
-                (h, l, _mm256_add_epi32(hs, l))
-            };
-            let (h0, l0, q0) = split(v[0]);
-            let (h1, l1, q1) = split(v[1]);
-            let (h2, l2, q2) = split(v[2]);
-            let (h3, l3, q3) = split(v[3]);
-            let sum = hsum_i32(_mm256_add_epi32(
-                _mm256_add_epi32(q0, q1),
-                _mm256_add_epi32(q2, q3),
-            ));
-            let pack = |a: __m256i, b: __m256i, c: __m256i, d: __m256i| {
-                let ab = _mm256_packs_epi32(a, b);
-                let cd = _mm256_packs_epi32(c, d);
-                _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), perm)
-            };
-            _mm256_storeu_si256(
-                out.qs.as_mut_ptr().add(32 * g) as *mut __m256i,
-                pack(h0, h1, h2, h3),
-            );
-            _mm256_storeu_si256(
-                out.lo.as_mut_ptr().add(32 * g) as *mut __m256i,
-                pack(l0, l1, l2, l3),
-            );
-            *out.d.get_unchecked_mut(g) = d;
-            *out.isum.get_unchecked_mut(g) = sum;
-            *out.s.get_unchecked_mut(g) = d * sum as f32;
+            q16_group(&v, amax, &mut out, g);
         }
     }
-    if full < groups {
-        // Tail (partial group and zero padding): the scalar reference, identical results.
-        let tail = &x[(32 * full).min(x.len())..];
-        super::scalar::quantize_act16(
-            tail,
-            ActRowMut {
-                qs: &mut out.qs[32 * full..32 * groups],
-                lo: &mut out.lo[32 * full..32 * groups],
-                d: &mut out.d[full..groups],
-                s: &mut out.s[full..groups],
-                isum: &mut out.isum[full..groups],
-            },
-        );
+    // Tail (partial group and zero padding): the scalar reference, identical results.
+    quantize_tail(x, out, full, true);
+}
+
+pub(super) fn rms_norm_act(
+    x: &[f32],
+    w: &[f32],
+    eps: f32,
+    out: &mut [f32],
+    act: Option<ActRowMut<'_>>,
+) {
+    // SAFETY: this table is only handed out after AVX2/FMA/F16C detection.
+    unsafe { rms_norm_act_impl(x, w, eps, out, act) }
+}
+
+/// AVX2 RMSNorm fused with activation quantization: bit-identical to
+/// `scalar::rms_norm_act` (Σx² in its lane order; the same products per value; each full
+/// group of 32 is quantized from the registers it was just computed in).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rms_norm_act_impl(
+    x: &[f32],
+    w: &[f32],
+    eps: f32,
+    out: &mut [f32],
+    act: Option<ActRowMut<'_>>,
+) {
+    let len = x.len().min(w.len()).min(out.len());
+    let (x, w, out) = (&x[..len], &w[..len], &mut out[..len]);
+    let full8 = len / 8 * 8;
+    let (xp, wp, op) = (x.as_ptr(), w.as_ptr(), out.as_mut_ptr());
+    let mut acc = _mm256_setzero_ps();
+    for i in (0..full8).step_by(8) {
+        // SAFETY: i + 8 ≤ len.
+        let v = unsafe { _mm256_loadu_ps(xp.add(i)) };
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(v, v));
+    }
+    let mut ss = hsum(acc);
+    for v in &x[full8..] {
+        ss += v * v;
+    }
+    let inv = 1.0 / (ss / len as f32 + eps).sqrt();
+    let invv = _mm256_set1_ps(inv);
+    // SAFETY (both closures): callers pass i + 8 ≤ len; x, w and out hold len values.
+    let norm = |i: usize| unsafe {
+        _mm256_mul_ps(
+            _mm256_loadu_ps(wp.add(i)),
+            _mm256_mul_ps(_mm256_loadu_ps(xp.add(i)), invv),
+        )
+    };
+    let store = |i: usize, v: __m256| unsafe { _mm256_storeu_ps(op.add(i), v) };
+    if let Some(mut a) = act {
+        let two = !a.lo.is_empty();
+        let full = (len / 32).min(a.groups(two));
+        for g in 0..full {
+            let i = 32 * g;
+            let v = [norm(i), norm(i + 8), norm(i + 16), norm(i + 24)];
+            for (k, v) in v.iter().enumerate() {
+                store(i + 8 * k, *v);
+            }
+            // SAFETY: g < a.groups(two).
+            unsafe {
+                if two {
+                    q16_group(&v, amax4(&v), &mut a, g);
+                } else {
+                    q8_group(&v, amax4(&v), &mut a, g);
+                }
+            }
+        }
+        let done = 32 * full;
+        for i in (done..full8).step_by(8) {
+            store(i, norm(i));
+        }
+        for i in full8.max(done)..len {
+            out[i] = w[i] * (x[i] * inv);
+        }
+        quantize_tail(out, a, full, two);
+        return;
+    }
+    for i in (0..full8).step_by(8) {
+        store(i, norm(i));
+    }
+    for i in full8..len {
+        out[i] = w[i] * (x[i] * inv);
+    }
+}
+
+/// [`scalar::exp_approx`](super::scalar::exp_approx) in 8 lanes (the same operations).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn exp8(t: __m256) -> __m256 {
+    use super::scalar::{EXP_BOUNDS, EXP_C1, EXP_C2, EXP_P};
+    let t = _mm256_max_ps(t, _mm256_set1_ps(EXP_BOUNDS.0));
+    let t = _mm256_min_ps(t, _mm256_set1_ps(EXP_BOUNDS.1));
+    const R: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    let n = _mm256_round_ps::<R>(_mm256_mul_ps(t, _mm256_set1_ps(std::f32::consts::LOG2_E)));
+    let r = _mm256_sub_ps(t, _mm256_mul_ps(n, _mm256_set1_ps(EXP_C1)));
+    let r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(EXP_C2)));
+    let mut p = _mm256_set1_ps(EXP_P[0]);
+    for c in &EXP_P[1..] {
+        p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(*c));
+    }
+    let y = _mm256_add_ps(
+        _mm256_add_ps(_mm256_mul_ps(p, _mm256_mul_ps(r, r)), r),
+        _mm256_set1_ps(1.0),
+    );
+    let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+        _mm256_cvtps_epi32(n),
+        _mm256_set1_epi32(127),
+    ));
+    _mm256_mul_ps(y, _mm256_castsi256_ps(e))
+}
+
+/// `silu(g) · u` in 8 lanes (`scalar::silu_approx(g) * u`).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn silu_mul8(g: __m256, u: __m256) -> __m256 {
+    let e = exp8(_mm256_xor_ps(g, _mm256_set1_ps(-0.0)));
+    _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0), e)), u)
+}
+
+pub(super) fn silu_mul_act(gate: &mut [f32], up: &[f32], act: Option<ActRowMut<'_>>) {
+    // SAFETY: this table is only handed out after AVX2/FMA/F16C detection.
+    unsafe { silu_mul_act_impl(gate, up, act) }
+}
+
+/// AVX2 `gate = silu(gate) ⊙ up` fused with activation quantization: bit-identical to
+/// `scalar::silu_mul_act`.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn silu_mul_act_impl(gate: &mut [f32], up: &[f32], act: Option<ActRowMut<'_>>) {
+    let len = gate.len().min(up.len());
+    let gate = &mut gate[..len];
+    let full8 = len / 8 * 8;
+    let (gp, up_) = (gate.as_mut_ptr(), up.as_ptr());
+    // SAFETY: callers pass i + 8 ≤ len; gate and up hold len values.
+    let step = |i: usize| unsafe {
+        let v = silu_mul8(_mm256_loadu_ps(gp.add(i)), _mm256_loadu_ps(up_.add(i)));
+        _mm256_storeu_ps(gp.add(i), v);
+        v
+    };
+    let mut done = 0;
+    let mut act = act;
+    let mut full = 0;
+    let two = act.as_ref().is_some_and(|a| !a.lo.is_empty());
+    if let Some(a) = act.as_mut() {
+        full = (len / 32).min(a.groups(two));
+        for g in 0..full {
+            let i = 32 * g;
+            let v = [step(i), step(i + 8), step(i + 16), step(i + 24)];
+            // SAFETY: g < a.groups(two).
+            unsafe {
+                if two {
+                    q16_group(&v, amax4(&v), a, g);
+                } else {
+                    q8_group(&v, amax4(&v), a, g);
+                }
+            }
+        }
+        done = 32 * full;
+    }
+    for i in (done..full8).step_by(8) {
+        step(i);
+    }
+    for i in full8.max(done)..len {
+        gate[i] = super::scalar::silu_approx(gate[i]) * up[i];
+    }
+    if let Some(a) = act {
+        quantize_tail(gate, a, full, two);
     }
 }
 

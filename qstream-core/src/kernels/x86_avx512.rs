@@ -22,6 +22,8 @@ pub(super) static KERNELS: KernelSet = KernelSet {
     isa: Isa::Avx512,
     quantize_act: avx2::quantize_act,
     quantize_act16: avx2::quantize_act16,
+    rms_norm_act: avx2::rms_norm_act,
+    silu_mul_act: avx2::silu_mul_act,
     dot_q4,
     dot_q4sym,
     dot_q8,

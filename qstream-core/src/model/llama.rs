@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::names::{self, layer_name};
 use super::{Architecture, LogitsFor, ModelConfig, Scratch};
-use crate::kernels;
+use crate::kernels::{self, Prep};
 use crate::kv::KvCache;
 use crate::nn;
 use crate::tensor::Tensor;
@@ -230,24 +230,21 @@ impl Architecture for Llama {
 
         for (l, w) in self.layers.iter().enumerate() {
             // ---- attention ----
-            for t in 0..n {
-                nn::rms_norm(
-                    &mut s.xb[t * d..(t + 1) * d],
-                    &s.x[t * d..(t + 1) * d],
-                    &w.attn_norm,
-                    eps,
-                );
-            }
-            let xb = &s.xb[..n * d];
-            kernels::matmul_multi(
+            // RMSNorm into xb, quantized for the integer kernels in the same pass
+            kernels::matmul_multi_prep(
                 &[&w.wq, &w.wk, &w.wv],
                 &mut [
                     &mut s.q[..n * q_dim],
                     &mut s.k[..n * kv_dim],
                     &mut s.v[..n * kv_dim],
                 ],
-                xb,
+                &mut s.xb[..n * d],
                 n,
+                Prep::RmsNorm {
+                    x: &s.x[..n * d],
+                    w: &w.attn_norm,
+                    eps,
+                },
             );
             add_bias(&mut s.q[..n * q_dim], &w.bq);
             add_bias(&mut s.k[..n * kv_dim], &w.bk);
@@ -315,27 +312,40 @@ impl Architecture for Llama {
             nn::add_inplace(&mut s.x[..n * d], &s.proj[..n * d]);
 
             // ---- MLP ----
-            for t in 0..n {
-                nn::rms_norm(
-                    &mut s.xb[t * d..(t + 1) * d],
-                    &s.x[t * d..(t + 1) * d],
-                    &w.ffn_norm,
-                    eps,
-                );
-            }
-            let xb = &s.xb[..n * d];
+            let norm = Prep::RmsNorm {
+                x: &s.x[..n * d],
+                w: &w.ffn_norm,
+                eps,
+            };
             match &w.w_gate {
                 Some(g) => {
-                    kernels::matmul_multi(
+                    kernels::matmul_multi_prep(
                         &[&w.w_up, g],
                         &mut [&mut s.hb2[..n * ff], &mut s.hb[..n * ff]],
-                        xb,
+                        &mut s.xb[..n * d],
                         n,
+                        norm,
                     );
-                    nn::gated_act(&mut s.hb[..n * ff], &s.hb2[..n * ff], c.act);
+                    // act(gate) ⊙ up, quantized for the down projection in the same pass
+                    kernels::matmul_multi_prep(
+                        &[&w.w_down],
+                        &mut [&mut s.proj[..n * d]],
+                        &mut s.hb[..n * ff],
+                        n,
+                        Prep::Gated {
+                            up: &s.hb2[..n * ff],
+                            act: c.act,
+                        },
+                    );
                 }
                 None => {
-                    kernels::matmul(&w.w_up, xb, n, &mut s.hb2[..n * ff]);
+                    kernels::matmul_multi_prep(
+                        &[&w.w_up],
+                        &mut [&mut s.hb2[..n * ff]],
+                        &mut s.xb[..n * d],
+                        n,
+                        norm,
+                    );
                     let f: fn(f32) -> f32 = match c.act {
                         super::config::Activation::Silu => nn::silu,
                         super::config::Activation::Gelu => nn::gelu,
@@ -345,9 +355,9 @@ impl Architecture for Llama {
                     for (h, u) in s.hb[..n * ff].iter_mut().zip(&s.hb2[..n * ff]) {
                         *h = f(*u);
                     }
+                    kernels::matmul(&w.w_down, &s.hb[..n * ff], n, &mut s.proj[..n * d]);
                 }
             }
-            kernels::matmul(&w.w_down, &s.hb[..n * ff], n, &mut s.proj[..n * d]);
             nn::add_inplace(&mut s.x[..n * d], &s.proj[..n * d]);
         }
 
@@ -356,24 +366,30 @@ impl Architecture for Llama {
         match which {
             LogitsFor::Last => {
                 let t = n - 1;
-                nn::rms_norm(
+                kernels::matmul_multi_prep(
+                    &[&self.output],
+                    &mut [&mut out[..vocab]],
                     &mut s.xb[..d],
-                    &s.x[t * d..(t + 1) * d],
-                    &self.output_norm,
-                    eps,
+                    1,
+                    Prep::RmsNorm {
+                        x: &s.x[t * d..(t + 1) * d],
+                        w: &self.output_norm,
+                        eps,
+                    },
                 );
-                kernels::matvec(&self.output, &s.xb[..d], &mut out[..vocab]);
             }
             LogitsFor::All => {
-                for t in 0..n {
-                    nn::rms_norm(
-                        &mut s.xb[t * d..(t + 1) * d],
-                        &s.x[t * d..(t + 1) * d],
-                        &self.output_norm,
+                kernels::matmul_multi_prep(
+                    &[&self.output],
+                    &mut [&mut out[..n * vocab]],
+                    &mut s.xb[..n * d],
+                    n,
+                    Prep::RmsNorm {
+                        x: &s.x[..n * d],
+                        w: &self.output_norm,
                         eps,
-                    );
-                }
-                kernels::matmul(&self.output, &s.xb[..n * d], n, &mut out[..n * vocab]);
+                    },
+                );
             }
         }
         Ok(())
