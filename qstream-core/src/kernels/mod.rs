@@ -288,9 +288,11 @@ thread_local! {
     static ACT: RefCell<QuantAct> = RefCell::new(QuantAct::new());
     /// The calling thread's rotated-activation buffer (tensors stored rotated).
     static ROT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// A worker's packed panel and its `n × PANEL` results (prompt batches; grow to the
-    /// largest call, then are reused).
-    static PANEL_BUF: RefCell<(gemm::Panel, Vec<f32>)> = RefCell::new(Default::default());
+    /// A worker's packed panel, its `n × PANEL` results and one row's outlier corrections
+    /// for every token (prompt batches; grow to the largest call, then are reused).
+    static PANEL_BUF: RefCell<(gemm::Panel, Vec<f32>, Vec<f32>)> = RefCell::new(Default::default());
+    /// The calling thread's transposed activations (outlier corrections of prompt batches).
+    static XT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// How one weight's rows are dotted.
@@ -586,7 +588,34 @@ fn matmul_parts(
     if total_rows == 0 {
         return;
     }
-    let run = |act: &QuantAct| run_parts(parts, act, xs, cols, n, total_rows);
+    // The packed path's outlier corrections read each outlier column for every token: from
+    // the activations transposed once per call (`cols × n`), not strided through `xs`.
+    let needs_xt = parts
+        .iter()
+        .any(|p| p.outl.is_some() && matches!(p.kind, Kind::Q(..)) && gemm_for(p.qt, n).is_some());
+    let run = |act: &QuantAct| {
+        if !needs_xt {
+            return run_parts(parts, act, xs, &[], cols, n, total_rows);
+        }
+        let go = |xt: &mut Vec<f32>| {
+            xt.resize(n * cols, 0.0);
+            // eight tokens at a time: eight read streams, runs of eight values written
+            for t0 in (0..n).step_by(8) {
+                let te = (t0 + 8).min(n);
+                for c in 0..cols {
+                    for t in t0..te {
+                        xt[c * n + t] = xs[t * cols + c];
+                    }
+                }
+            }
+            run_parts(parts, act, xs, xt, cols, n, total_rows)
+        };
+        XT.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut xt) => go(&mut xt),
+            // re-entered on this thread: a private buffer
+            Err(_) => go(&mut Vec::new()),
+        })
+    };
     if let Some(act) = ready {
         debug_assert!(act.groups == groups && act.n == n);
         run(act);
@@ -616,6 +645,7 @@ fn run_parts(
     parts: &[Part<'_>],
     act: &QuantAct,
     xs: &[f32],
+    xt: &[f32],
     cols: usize,
     n: usize,
     total_rows: usize,
@@ -624,7 +654,7 @@ fn run_parts(
         let threads = spin
             .map_or_else(rayon::current_num_threads, |p| p.threads())
             .max(1);
-        run_parts_on(spin, threads, parts, act, xs, cols, n, total_rows)
+        run_parts_on(spin, threads, parts, act, xs, xt, cols, n, total_rows)
     })
 }
 
@@ -635,6 +665,7 @@ fn run_parts_on(
     parts: &[Part<'_>],
     act: &QuantAct,
     xs: &[f32],
+    xt: &[f32],
     cols: usize,
     n: usize,
     total_rows: usize,
@@ -653,7 +684,7 @@ fn run_parts_on(
         for p in parts {
             let (lo, hi) = (g0.max(base), g1.min(base + p.rows));
             if lo < hi {
-                rows_of(p, act, xs, cols, n, lo - base, hi - base);
+                rows_of(p, act, xs, xt, cols, n, lo - base, hi - base);
             }
             base += p.rows;
         }
@@ -666,8 +697,18 @@ fn run_parts_on(
 }
 
 /// Rows `r0..r1` of one part for all `n` tokens.
+/// `xt`: `xs` transposed (`cols × n`) where the packed path corrects outliers, else empty.
 #[allow(clippy::too_many_arguments)]
-fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: usize, r1: usize) {
+fn rows_of(
+    p: &Part<'_>,
+    act: &QuantAct,
+    xs: &[f32],
+    xt: &[f32],
+    cols: usize,
+    n: usize,
+    r0: usize,
+    r1: usize,
+) {
     let rows = p.rows;
     let out = p.out;
     let write = move |t: usize, r: usize, v: f32| {
@@ -681,7 +722,7 @@ fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: 
     if let (Kind::Q(..), Some(gf)) = (p.kind, gemm_for(p.qt, n)) {
         // Prompt batch: packed panels of PANEL rows, every token per panel.
         return PANEL_BUF.with(|cell| {
-            let (panel, buf) = &mut *cell.borrow_mut();
+            let (panel, buf, fix) = &mut *cell.borrow_mut();
             buf.resize(n * gemm::PANEL, 0.0);
             let batch = act.batch();
             for rb in (r0..r1).step_by(gemm::PANEL) {
@@ -694,9 +735,26 @@ fn rows_of(p: &Part<'_>, act: &QuantAct, xs: &[f32], cols: usize, n: usize, r0: 
                         if d.is_empty() {
                             continue;
                         }
-                        for t in 0..n {
-                            let x = &xs[t * cols..(t + 1) * cols];
-                            buf[t * gemm::PANEL + i] += outlier_fix(d, x);
+                        if xt.len() == n * cols {
+                            // Σ_outliers delta·x[t][c] for every t at once (contiguous in xt),
+                            // then added to the row's results
+                            fix.clear();
+                            fix.resize(n, 0.0);
+                            for &(c, delta) in d {
+                                if let Some(xc) = xt.get(c as usize * n..(c as usize + 1) * n) {
+                                    for (f, v) in fix.iter_mut().zip(xc) {
+                                        *f += delta * v;
+                                    }
+                                }
+                            }
+                            for (t, f) in fix.iter().enumerate() {
+                                buf[t * gemm::PANEL + i] += f;
+                            }
+                        } else {
+                            for t in 0..n {
+                                let x = &xs[t * cols..(t + 1) * cols];
+                                buf[t * gemm::PANEL + i] += outlier_fix(d, x);
+                            }
                         }
                     }
                 }
