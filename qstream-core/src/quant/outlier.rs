@@ -343,26 +343,33 @@ impl Default for BlockScratch {
 
 impl BlockScratch {
     /// Load the block `x` (columns `c0..c0 + x.len()`), keeping its `steps + 1`
-    /// (≤ `MAX_STEPS + 1`) smallest and largest entries whose weight (`importance[col]` or
-    /// 1) is positive and which are not in `skip`.
-    fn load(
-        &mut self,
-        x: &[f32],
-        c0: usize,
-        importance: Option<&[f32]>,
-        skip: &[bool],
-        steps: usize,
-    ) {
+    /// (≤ `MAX_STEPS + 1`) smallest and largest finite entries whose weight
+    /// (`importance[col]` or 1) is positive.
+    fn load(&mut self, x: &[f32], c0: usize, importance: Option<&[f32]>, steps: usize) {
+        match importance {
+            Some(imp) => self.load_w::<true>(x, c0, imp, steps),
+            None => self.load_w::<false>(x, c0, &[], steps),
+        }
+    }
+
+    /// [`Self::load`] with weights `imp` (`W`) or all weights 1 (`!W`, `imp` not read).
+    #[inline(always)]
+    fn load_w<const W: bool>(&mut self, x: &[f32], c0: usize, imp: &[f32], steps: usize) {
         let cap = (steps + 1).min(MAX_STEPS + 1);
         let (mut n, mut wsum, mut len) = (0usize, 0f64, 0usize);
         let (lo, hi) = (&mut self.lo, &mut self.hi);
+        let imp = if W { &imp[c0..c0 + x.len()] } else { imp };
         for (i, v) in x.iter().enumerate() {
-            let w = importance.map_or(1.0, |imp| imp[c0 + i]);
-            if !(w > 0.0 && v.is_finite()) || skip[i] {
+            if W {
+                let w = imp[i];
+                if !(w > 0.0 && v.is_finite()) {
+                    continue;
+                }
+                wsum += w as f64;
+            } else if !v.is_finite() {
                 continue;
             }
             n += 1;
-            wsum += w as f64;
             let k = entry_key(*v, c0 + i);
             if len < cap {
                 // both lists take it: insertion into sorted prefixes
@@ -398,8 +405,11 @@ impl BlockScratch {
                 hi[p] = k;
             }
         }
+        if !W {
+            wsum = n as f64;
+        }
         (self.n, self.w, self.len) = (n, wsum, len);
-        let weight = |k: u64| importance.map_or(1.0, |imp| imp[key_col(k)] as f64);
+        let weight = |k: u64| if W { imp[key_col(k) - c0] as f64 } else { 1.0 };
         let (mut a, mut b) = (0f64, 0f64);
         self.lo_w[0] = 0.0;
         self.hi_w[0] = 0.0;
@@ -472,7 +482,7 @@ fn block_gains(sc: &BlockScratch, steps: usize, slopes: &mut [f32], best_a: &mut
 }
 
 /// Error-gain outlier selection (see the module docs): marks up to `k` entries of `is_out`
-/// that are not marked yet, among the `steps_per_block` smallest and largest entries of
+/// (all `false` on entry), among the `steps_per_block` smallest and largest entries of
 /// positive weight of each block; returns how many it marked (`k` unless the blocks have
 /// fewer candidates).
 fn select_by_error(
@@ -497,13 +507,12 @@ fn select_by_error(
     slopes
         .par_chunks_mut(nbr * steps)
         .zip(best_a.par_chunks_mut(nbr * (steps + 1)))
-        .zip(is_out.par_chunks(cols))
         .enumerate()
-        .for_each_init(BlockScratch::default, |sc, (r, ((sl, ba), pre))| {
+        .for_each_init(BlockScratch::default, |sc, (r, (sl, ba))| {
             let row = &data[r * cols..(r + 1) * cols];
             for b in 0..nbr {
                 let (c0, c1) = (b * block, ((b + 1) * block).min(cols));
-                sc.load(&row[c0..c1], c0, importance, &pre[c0..c1], steps);
+                sc.load(&row[c0..c1], c0, importance, steps);
                 block_gains(
                     sc,
                     steps,
@@ -551,7 +560,7 @@ fn select_by_error(
             for (b, &j) in cnt.iter().enumerate().filter(|(_, j)| **j > 0) {
                 let j = j as usize;
                 let (c0, c1) = (b * block, ((b + 1) * block).min(cols));
-                sc.load(&row[c0..c1], c0, importance, &flags[c0..c1], steps);
+                sc.load(&row[c0..c1], c0, importance, steps);
                 let a = best_a[(r * nbr + b) * (steps + 1) + j] as usize;
                 for e in sc.lo[..a].iter().chain(&sc.hi[..j - a]) {
                     flags[key_col(*e)] = true;
