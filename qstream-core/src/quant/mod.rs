@@ -196,7 +196,8 @@ impl std::fmt::Display for QuantType {
 pub struct QuantParams<'a> {
     /// Values per block (ignored by float types; 32 for q8/mxfp4).
     pub block_size: usize,
-    /// Fraction of weights, by magnitude over the whole tensor, kept as FP16 by outlier types.
+    /// Fraction of each tensor's weights kept as FP16 by the outlier types (chosen by the
+    /// error they remove from their blocks, `quant::outlier`).
     pub outlier_frac: f32,
     /// Optional per-column importance (length `cols`) weighting the squared error.
     pub importance: Option<&'a [f32]>,

@@ -1,5 +1,6 @@
 //! Outlier-aware types (`Q2Outlier`, `Q3Outlier`, `Q4Outlier`): a dense tensor of the base
-//! type plus the largest-magnitude weights kept exactly as f16.
+//! type plus the weights whose removal most lowers the dense part's error, kept exactly as
+//! f16.
 //!
 //! Tensor bytes (little-endian):
 //! ```text
@@ -9,13 +10,29 @@
 //! [u32 col[n]]              column of each outlier; strictly increasing within a row
 //! [f16 val[n]]              its value
 //! ```
-//! Outliers are the `ceil(outlier_frac · numel)` largest |w| of the whole tensor
-//! (|w|·sqrt(importance of its column) when `QuantParams::importance` is given; ties broken
-//! by lower flat index), ordered by (row, col). In the dense part their positions were
-//! quantized as 0 with weight 0 (so they do not widen the block range); dequantization
-//! overwrites those positions with the f16 value (with GPTQ, `quantize_gptq`, the value is
-//! the weight after the error feedback of the columns before it). The sections after the dense part are
-//! not 4-byte aligned in general, so accessors hand out byte slices and decoded iterators.
+//! There are `k = ceil(outlier_frac · numel)` outliers, ordered by (row, col). In the dense
+//! part their positions were quantized as 0 with weight 0 (so they do not widen the block
+//! range); dequantization overwrites those positions with the f16 value (with GPTQ,
+//! `quantize_gptq`, the value is the weight after the error feedback of the columns before
+//! it). The sections after the dense part are not 4-byte aligned in general, so accessors
+//! hand out byte slices and decoded iterators.
+//!
+//! **Selection** (a converter choice; readers do not depend on it). A removed weight helps
+//! only by narrowing its block's range: with 4 levels (q2) one extreme value in a block of
+//! 32 wastes most of the grid, while a globally large |w| in a block that is wide anyway
+//! gains little. So each block (of the dense part's block size, within a row) is scored by
+//! an error model of its dense fit, `E = Σw · range²` over its remaining entries of positive
+//! weight (w = importance of the column, or 1; a uniform grid over the range leaves each
+//! value an error ∝ step², the step ∝ range). For `j = 1..=s` removals (`s` = 4, or 4× the
+//! block's expected share `frac·block` if larger, at most 64) the best split into the `a`
+//! smallest and `j − a` largest entries gives the gain `F(j) = E(0, 0) − min_a E(a, j − a)`;
+//! the slopes of the upper concave hull of `F` are the block's marginal gains (non-
+//! increasing, so taking a prefix of them is consistent), and the `k` largest marginal
+//! gains of the whole tensor choose how many entries each block gives up (ties: lower
+//! block index first). When the blocks have fewer candidates than `k` (very large
+//! fractions, or mostly zero-importance columns) the rest are the largest
+//! |w|·sqrt(importance) not yet taken (ties by lower flat index) — the selection used before
+//! 2026-11-30 for all of them (docs/quality.md compares the two).
 
 use super::float::{read_f16, write_f16};
 use super::{q2, q3, q4, QuantParams, QuantType};
@@ -37,7 +54,7 @@ pub fn quantize(
     cols: usize,
     params: &QuantParams<'_>,
 ) -> Result<Vec<u8>> {
-    quantize_impl(qt, data, rows, cols, params, None)
+    quantize_impl(qt, data, rows, cols, params, None, Select::Error)
 }
 
 /// [`quantize`] with GPTQ error feedback (`quant::gptq`) for the dense part: the outliers
@@ -51,7 +68,18 @@ pub fn quantize_gptq(
     params: &QuantParams<'_>,
     f: &super::gptq::GptqFactor,
 ) -> Result<Vec<u8>> {
-    quantize_impl(qt, data, rows, cols, params, Some(f))
+    quantize_impl(qt, data, rows, cols, params, Some(f), Select::Error)
+}
+
+/// How the outliers are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Select {
+    /// Global top-k of |w| (|w|·sqrt(importance)): the selection before 2026-11-30, kept
+    /// as the tests' reference.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Magnitude,
+    /// Largest block error reductions (the module docs).
+    Error,
 }
 
 fn quantize_impl(
@@ -61,6 +89,7 @@ fn quantize_impl(
     cols: usize,
     params: &QuantParams<'_>,
     gptq: Option<&super::gptq::GptqFactor>,
+    select: Select,
 ) -> Result<Vec<u8>> {
     let block = params.block_size;
     if !qt.is_outlier() {
@@ -108,39 +137,23 @@ fn quantize_impl(
         )));
     }
 
-    // Threshold = k-th largest score; take every score > t, then score == t in index order.
-    // The score is |w|, or |w|·sqrt(importance[col]) with importance (the outliers that
-    // would cost the most weighted error in the dense part).
-    let scale: Option<Vec<f32>> = params
-        .importance
-        .map(|imp| imp.iter().map(|v| v.max(0.0).sqrt()).collect());
-    let score = |i: usize, v: f32| match &scale {
-        Some(sc) => v.abs() * sc[i % cols],
-        None => v.abs(),
-    };
     let mut is_out = vec![false; numel];
-    if k > 0 {
-        let mut mags: Vec<f32> = data.iter().enumerate().map(|(i, v)| score(i, *v)).collect();
-        let pos = numel - k;
-        let (_, t, _) = mags.select_nth_unstable_by(pos, |a, b| a.total_cmp(b));
-        let t = *t;
-        drop(mags);
-        let mut taken = 0usize;
-        for (i, v) in data.iter().enumerate() {
-            if score(i, *v).total_cmp(&t).is_gt() {
-                is_out[i] = true;
-                taken += 1;
-            }
-        }
-        for (i, v) in data.iter().enumerate() {
-            if taken == k {
-                break;
-            }
-            if score(i, *v).total_cmp(&t).is_eq() && !is_out[i] {
-                is_out[i] = true;
-                taken += 1;
-            }
-        }
+    let taken = match select {
+        Select::Magnitude => 0,
+        Select::Error => select_by_error(
+            data,
+            cols,
+            block,
+            params.importance,
+            frac as f64,
+            k,
+            &mut is_out,
+        ),
+    };
+    // Magnitude, or the rest when the blocks ran out of candidates (fractions above
+    // ≈ 4/block·MAX_STEPS, or many zero-importance columns).
+    if taken < k {
+        select_by_magnitude(data, cols, params.importance, k - taken, &mut is_out);
     }
 
     let rb = qt.base().row_bytes(block, cols);
@@ -203,6 +216,360 @@ fn quantize_impl(
     }
     debug_assert_eq!(n, k);
     Ok(out)
+}
+
+/// Magnitude selection: marks the `k` entries not yet in `is_out` with the largest score
+/// |w| (|w|·sqrt(importance[col]) with importance), ties by lower flat index.
+fn select_by_magnitude(
+    data: &[f32],
+    cols: usize,
+    importance: Option<&[f32]>,
+    k: usize,
+    is_out: &mut [bool],
+) {
+    // Threshold = k-th largest score; take every score > t, then score == t in index order.
+    let scale: Option<Vec<f32>> =
+        importance.map(|imp| imp.iter().map(|v| v.max(0.0).sqrt()).collect());
+    let score = |i: usize, v: f32| match &scale {
+        Some(sc) => v.abs() * sc[i % cols],
+        None => v.abs(),
+    };
+    let sc = |i: usize| {
+        if is_out[i] {
+            f32::NEG_INFINITY
+        } else {
+            score(i, data[i])
+        }
+    };
+    let free = is_out.iter().filter(|o| !**o).count();
+    let k = k.min(free);
+    if k == 0 {
+        return;
+    }
+    let mut mags: Vec<f32> = (0..data.len()).map(sc).collect();
+    let pos = data.len() - k;
+    let (_, t, _) = mags.select_nth_unstable_by(pos, |a, b| a.total_cmp(b));
+    let t = *t;
+    drop(mags);
+    let mut new = vec![false; data.len()];
+    let mut taken = 0usize;
+    for (i, nw) in new.iter_mut().enumerate() {
+        if sc(i).total_cmp(&t).is_gt() {
+            *nw = true;
+            taken += 1;
+        }
+    }
+    for (i, nw) in new.iter_mut().enumerate() {
+        if taken == k {
+            break;
+        }
+        if sc(i).total_cmp(&t).is_eq() && !*nw {
+            *nw = true;
+            taken += 1;
+        }
+    }
+    for (o, nw) in is_out.iter_mut().zip(new) {
+        *o |= nw;
+    }
+}
+
+/// Most removal steps per block the error-gain selection considers (see [`select_by_error`]).
+const MAX_STEPS: usize = 64;
+
+/// Removal steps per block considered for an outlier fraction `frac` of blocks of `block`
+/// values: 4, or 4× the block's expected share if that is larger (capped at [`MAX_STEPS`]).
+fn steps_per_block(frac: f64, block: usize) -> usize {
+    ((4.0 * frac * block as f64).ceil() as usize).clamp(4, MAX_STEPS)
+}
+
+/// Key of a block entry in the block's total order — by value (`f32::total_cmp` order),
+/// ties by column — as one integer: order-preserving bits of the value, then the column.
+#[inline]
+fn entry_key(v: f32, col: usize) -> u64 {
+    let b = v.to_bits();
+    let ord = if b >> 31 == 1 { !b } else { b | 0x8000_0000 };
+    ((ord as u64) << 32) | col as u64
+}
+
+/// The value of an [`entry_key`].
+#[inline]
+fn key_value(k: u64) -> f32 {
+    let ord = (k >> 32) as u32;
+    f32::from_bits(if ord >> 31 == 1 {
+        ord & 0x7fff_ffff
+    } else {
+        !ord
+    })
+}
+
+/// The column of an [`entry_key`].
+#[inline]
+fn key_col(k: u64) -> usize {
+    (k & 0xffff_ffff) as usize
+}
+
+/// One block's `steps + 1` smallest and largest entries of positive weight and their total
+/// weight: the scratch of [`select_by_error`].
+struct BlockScratch {
+    /// Entries of positive weight.
+    n: usize,
+    /// Their total weight.
+    w: f64,
+    /// Entries kept in `lo` / `hi` (`min(n, steps + 1)`).
+    len: usize,
+    /// Keys of the smallest entries, ascending.
+    lo: [u64; MAX_STEPS + 1],
+    /// Keys of the largest entries, descending.
+    hi: [u64; MAX_STEPS + 1],
+    /// `lo_w[a]` = weight of `lo[..a]`.
+    lo_w: [f64; MAX_STEPS + 2],
+    /// `hi_w[b]` = weight of `hi[..b]`.
+    hi_w: [f64; MAX_STEPS + 2],
+}
+
+impl Default for BlockScratch {
+    fn default() -> Self {
+        BlockScratch {
+            n: 0,
+            w: 0.0,
+            len: 0,
+            lo: [0; MAX_STEPS + 1],
+            hi: [0; MAX_STEPS + 1],
+            lo_w: [0.0; MAX_STEPS + 2],
+            hi_w: [0.0; MAX_STEPS + 2],
+        }
+    }
+}
+
+impl BlockScratch {
+    /// Load the block `x` (columns `c0..c0 + x.len()`), keeping its `steps + 1`
+    /// (≤ `MAX_STEPS + 1`) smallest and largest finite entries whose weight
+    /// (`importance[col]` or 1) is positive.
+    fn load(&mut self, x: &[f32], c0: usize, importance: Option<&[f32]>, steps: usize) {
+        match importance {
+            Some(imp) => self.load_w::<true>(x, c0, imp, steps),
+            None => self.load_w::<false>(x, c0, &[], steps),
+        }
+    }
+
+    /// [`Self::load`] with weights `imp` (`W`) or all weights 1 (`!W`, `imp` not read).
+    #[inline(always)]
+    fn load_w<const W: bool>(&mut self, x: &[f32], c0: usize, imp: &[f32], steps: usize) {
+        let cap = (steps + 1).min(MAX_STEPS + 1);
+        let (mut n, mut wsum, mut len) = (0usize, 0f64, 0usize);
+        let (lo, hi) = (&mut self.lo, &mut self.hi);
+        let imp = if W { &imp[c0..c0 + x.len()] } else { imp };
+        for (i, v) in x.iter().enumerate() {
+            if W {
+                let w = imp[i];
+                if !(w > 0.0 && v.is_finite()) {
+                    continue;
+                }
+                wsum += w as f64;
+            } else if !v.is_finite() {
+                continue;
+            }
+            n += 1;
+            let k = entry_key(*v, c0 + i);
+            if len < cap {
+                // both lists take it: insertion into sorted prefixes
+                let mut p = len;
+                while p > 0 && lo[p - 1] > k {
+                    lo[p] = lo[p - 1];
+                    p -= 1;
+                }
+                lo[p] = k;
+                let mut p = len;
+                while p > 0 && hi[p - 1] < k {
+                    hi[p] = hi[p - 1];
+                    p -= 1;
+                }
+                hi[p] = k;
+                len += 1;
+                continue;
+            }
+            if k < lo[cap - 1] {
+                let mut p = cap - 1;
+                while p > 0 && lo[p - 1] > k {
+                    lo[p] = lo[p - 1];
+                    p -= 1;
+                }
+                lo[p] = k;
+            }
+            if k > hi[cap - 1] {
+                let mut p = cap - 1;
+                while p > 0 && hi[p - 1] < k {
+                    hi[p] = hi[p - 1];
+                    p -= 1;
+                }
+                hi[p] = k;
+            }
+        }
+        if !W {
+            wsum = n as f64;
+        }
+        (self.n, self.w, self.len) = (n, wsum, len);
+        let weight = |k: u64| if W { imp[key_col(k) - c0] as f64 } else { 1.0 };
+        let (mut a, mut b) = (0f64, 0f64);
+        self.lo_w[0] = 0.0;
+        self.hi_w[0] = 0.0;
+        for i in 0..len {
+            a += weight(self.lo[i]);
+            b += weight(self.hi[i]);
+            self.lo_w[i + 1] = a;
+            self.hi_w[i + 1] = b;
+        }
+    }
+
+    /// Error model of the block's dense fit with its `a` smallest and `b` largest entries
+    /// removed (`a, b ≤ steps`): the remaining weight times the squared range — a uniform
+    /// grid over the range leaves each value a squared error ∝ step², and the step ∝ range
+    /// (the constant factor is the same for every block of a tensor and left out).
+    fn err(&self, a: usize, b: usize) -> f64 {
+        if a + b >= self.n {
+            return 0.0;
+        }
+        // a + b < n: the a smallest and b largest are disjoint, lo[a] and hi[b] exist and
+        // are the remaining minimum and maximum.
+        let r = (key_value(self.hi[b]) - key_value(self.lo[a])) as f64;
+        (self.w - self.lo_w[a] - self.hi_w[b]).max(0.0) * r * r
+    }
+}
+
+/// Per block: the slopes of the upper concave hull of the best error reduction `F(j)`
+/// (over removing the `a` smallest and `j − a` largest entries, `j = 1..=steps`) into
+/// `slopes` (non-increasing; `−∞` for steps beyond the block's entries), and the best `a`
+/// for each `j` into `best_a` (`steps + 1` entries).
+fn block_gains(sc: &BlockScratch, steps: usize, slopes: &mut [f32], best_a: &mut [u8]) {
+    let cb = steps.min(sc.n);
+    let e0 = sc.err(0, 0);
+    let mut f = [0f64; MAX_STEPS + 1];
+    best_a.fill(0);
+    for j in 1..=cb {
+        let (mut bf, mut ba) = (f64::NEG_INFINITY, 0usize);
+        for a in 0..=j {
+            let g = e0 - sc.err(a, j - a);
+            if g > bf {
+                bf = g;
+                ba = a;
+            }
+        }
+        f[j] = bf;
+        best_a[j] = ba as u8;
+    }
+    // Upper concave hull of (j, f[j]), j = 0..=cb (monotone chain).
+    let mut hull = [0usize; MAX_STEPS + 1];
+    let mut h = 0usize;
+    for j in 0..=cb {
+        while h >= 2 {
+            let (p, q) = (hull[h - 2], hull[h - 1]);
+            // drop q if it lies on or below the segment p → j
+            if (f[q] - f[p]) * (j - p) as f64 <= (f[j] - f[p]) * (q - p) as f64 {
+                h -= 1;
+            } else {
+                break;
+            }
+        }
+        hull[h] = j;
+        h += 1;
+    }
+    for w in hull[..h].windows(2) {
+        let (p, q) = (w[0], w[1]);
+        let s = ((f[q] - f[p]) / (q - p) as f64) as f32;
+        slopes[p..q].fill(s);
+    }
+    slopes[cb..].fill(f32::NEG_INFINITY);
+}
+
+/// Error-gain outlier selection (see the module docs): marks up to `k` entries of `is_out`
+/// (all `false` on entry), among the `steps_per_block` smallest and largest entries of
+/// positive weight of each block; returns how many it marked (`k` unless the blocks have
+/// fewer candidates).
+fn select_by_error(
+    data: &[f32],
+    cols: usize,
+    block: usize,
+    importance: Option<&[f32]>,
+    frac: f64,
+    k: usize,
+    is_out: &mut [bool],
+) -> usize {
+    use rayon::prelude::*;
+    if k == 0 || cols == 0 {
+        return 0;
+    }
+    let rows = data.len() / cols;
+    let block = block.max(1);
+    let nbr = cols.div_ceil(block);
+    let steps = steps_per_block(frac, block);
+    let mut slopes = vec![0f32; rows * nbr * steps];
+    let mut best_a = vec![0u8; rows * nbr * (steps + 1)];
+    slopes
+        .par_chunks_mut(nbr * steps)
+        .zip(best_a.par_chunks_mut(nbr * (steps + 1)))
+        .enumerate()
+        .for_each_init(BlockScratch::default, |sc, (r, (sl, ba))| {
+            let row = &data[r * cols..(r + 1) * cols];
+            for b in 0..nbr {
+                let (c0, c1) = (b * block, ((b + 1) * block).min(cols));
+                sc.load(&row[c0..c1], c0, importance, steps);
+                block_gains(
+                    sc,
+                    steps,
+                    &mut sl[b * steps..(b + 1) * steps],
+                    &mut ba[b * (steps + 1)..(b + 1) * (steps + 1)],
+                );
+            }
+        });
+    // Threshold = the k-th largest finite slope: every slope above it, then slopes equal
+    // to it in block order (within a block the slopes are non-increasing, so each block
+    // takes a prefix of its steps).
+    let mut finite: Vec<f32> = slopes.iter().copied().filter(|s| s.is_finite()).collect();
+    let t = if k >= finite.len() {
+        f32::NEG_INFINITY
+    } else {
+        let pos = finite.len() - k;
+        *finite.select_nth_unstable_by(pos, |a, b| a.total_cmp(b)).1
+    };
+    drop(finite);
+    let mut count = vec![0u8; rows * nbr];
+    let mut taken = 0usize;
+    for (cnt, sl) in count.iter_mut().zip(slopes.chunks_exact(steps)) {
+        let m = sl.iter().take_while(|s| s.is_finite() && **s > t).count();
+        *cnt = m as u8;
+        taken += m;
+    }
+    for (cnt, sl) in count.iter_mut().zip(slopes.chunks_exact(steps)) {
+        while taken < k
+            && sl
+                .get(*cnt as usize)
+                .is_some_and(|s| s.is_finite() && *s == t)
+        {
+            *cnt += 1;
+            taken += 1;
+        }
+    }
+    drop(slopes);
+    is_out
+        .par_chunks_mut(cols)
+        .zip(count.par_chunks(nbr))
+        .enumerate()
+        .map_init(BlockScratch::default, |sc, (r, (flags, cnt))| {
+            let row = &data[r * cols..(r + 1) * cols];
+            let mut n = 0usize;
+            for (b, &j) in cnt.iter().enumerate().filter(|(_, j)| **j > 0) {
+                let j = j as usize;
+                let (c0, c1) = (b * block, ((b + 1) * block).min(cols));
+                sc.load(&row[c0..c1], c0, importance, steps);
+                let a = best_a[(r * nbr + b) * (steps + 1) + j] as usize;
+                for e in sc.lo[..a].iter().chain(&sc.hi[..j - a]) {
+                    flags[key_col(*e)] = true;
+                }
+                n += j;
+            }
+            n
+        })
+        .sum()
 }
 
 #[inline]
@@ -573,5 +940,213 @@ mod tests {
         assert!(quantize(QuantType::Q2Outlier, &data, 1, 40, &params(1.5)).is_err());
         assert!(quantize(QuantType::Q2, &data, 1, 40, &params(0.1)).is_err());
         assert!(OutlierView::parse(QuantType::Q2Outlier, 48, &b, 1, 40).is_err());
+    }
+
+    /// Weighted squared error of the dequantized tensor against `data`.
+    fn recon_err(b: &[u8], data: &[f32], rows: usize, cols: usize, imp: Option<&[f32]>) -> f64 {
+        let v = OutlierView::parse(QuantType::Q2Outlier, 32, b, rows, cols).unwrap();
+        let mut out = vec![0f32; cols];
+        let mut e = 0f64;
+        for r in 0..rows {
+            v.dequantize_row(r, &mut out);
+            for c in 0..cols {
+                let d = (out[c] - data[r * cols + c]) as f64;
+                e += imp.map_or(1.0, |i| i[c] as f64) * d * d;
+            }
+        }
+        e
+    }
+
+    fn q2o(data: &[f32], rows: usize, cols: usize, p: &QuantParams<'_>, s: Select) -> Vec<u8> {
+        quantize_impl(QuantType::Q2Outlier, data, rows, cols, p, None, s).unwrap()
+    }
+
+    #[test]
+    fn error_selection_prefers_the_block_range_outlier() {
+        // Block 0: 31 values evenly in [−0.5, 0.5] and 1.0 at column 7 (it alone stretches
+        // the block's range by half). Block 1: 32 values evenly in [−1.1, 1.1] (its ends are
+        // the tensor's largest |w| but removing one shrinks its range by 3%). One outlier.
+        let mut data: Vec<f32> = (0..31).map(|j| -0.5 + j as f32 / 30.0).collect();
+        data.insert(7, 1.0);
+        data.extend((0..32).map(|c| -1.1 + 2.2 * c as f32 / 31.0));
+        let p = params(1.0 / 64.0);
+        for sel in [Select::Error, Select::Magnitude] {
+            let b = q2o(&data, 1, 64, &p, sel);
+            let v = OutlierView::parse(QuantType::Q2Outlier, 32, &b, 1, 64).unwrap();
+            let got: Vec<usize> = v.outliers(0).map(|(c, _)| c).collect();
+            // magnitude: |−1.1| = |1.1|, the lower index wins
+            let want = if sel == Select::Magnitude { 32 } else { 7 };
+            assert_eq!(got, vec![want], "{sel:?}");
+        }
+        // And it is the better choice for the dense error.
+        let e_mag = recon_err(
+            &q2o(&data, 1, 64, &p, Select::Magnitude),
+            &data,
+            1,
+            64,
+            None,
+        );
+        let e_err = recon_err(&q2o(&data, 1, 64, &p, Select::Error), &data, 1, 64, None);
+        assert!(
+            e_err < 0.95 * e_mag,
+            "error-gain {e_err} vs magnitude {e_mag}"
+        );
+    }
+
+    #[test]
+    fn error_selection_takes_both_ends_when_one_is_not_enough() {
+        // Block 0: 30 values evenly in [−0.3, 0.3] with +1 at column 3 and −1 at column 20
+        // (removing one end leaves the range at 1.3 of 2); block 1: evenly in [−0.8, 0.8].
+        // Two outliers: both ends of block 0.
+        let mut data = vec![0f32; 64];
+        let mut j = 0;
+        for c in 0..32 {
+            if c != 3 && c != 20 {
+                data[c] = -0.3 + 0.6 * j as f32 / 29.0;
+                j += 1;
+            }
+            data[32 + c] = -0.8 + 1.6 * c as f32 / 31.0;
+        }
+        data[3] = 1.0;
+        data[20] = -1.0;
+        let b = q2o(&data, 1, 64, &params(2.0 / 64.0), Select::Error);
+        let v = OutlierView::parse(QuantType::Q2Outlier, 32, &b, 1, 64).unwrap();
+        let got: Vec<usize> = v.outliers(0).map(|(c, _)| c).collect();
+        assert_eq!(got, vec![3, 20]);
+    }
+
+    /// Deterministic heavy-tailed values: Gaussian-ish with a few large spikes, row scales
+    /// varying 1..8.
+    fn heavy(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
+        let mut st = seed;
+        let mut u = || {
+            st = st
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((st >> 11) as f64 / (1u64 << 53) as f64) as f32
+        };
+        let mut v = Vec::with_capacity(rows * cols);
+        for r in 0..rows {
+            let scale = 1.0 + (r % 8) as f32;
+            for _ in 0..cols {
+                let g = (u() + u() + u() + u() - 2.0) * 1.7;
+                let spike = if u() < 0.01 { 6.0 * (u() - 0.5) } else { 0.0 };
+                v.push(scale * 0.01 * (g + spike));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn error_selection_counts_layout_and_block_extremes() {
+        for &(rows, cols) in &[(3usize, 100usize), (8, 64), (1, 33), (5, 256)] {
+            let data = heavy(rows, cols, (rows * cols) as u64);
+            let imp: Vec<f32> = (0..cols)
+                .map(|c| {
+                    if c % 7 == 3 {
+                        0.0
+                    } else {
+                        0.5 + (c % 5) as f32
+                    }
+                })
+                .collect();
+            for &frac in &[0.0f32, 0.005, 0.03, 0.1, 0.5, 1.0] {
+                for imp in [None, Some(&imp[..])] {
+                    for sel in [Select::Error] {
+                        let p = QuantParams {
+                            block_size: 32,
+                            outlier_frac: frac,
+                            importance: imp,
+                        };
+                        let b = q2o(&data, rows, cols, &p, sel);
+                        let v =
+                            OutlierView::parse(QuantType::Q2Outlier, 32, &b, rows, cols).unwrap();
+                        let numel = rows * cols;
+                        let k = ((frac as f64 * numel as f64 * (1.0 - 1e-7)).ceil() as usize)
+                            .min(numel);
+                        assert_eq!(v.n_outliers(), k, "{rows}x{cols} {frac} {sel:?}");
+                        let mut out = vec![0f32; cols];
+                        let mut flags = vec![false; numel];
+                        for r in 0..rows {
+                            v.dequantize_row(r, &mut out);
+                            for (c, val) in v.outliers(r) {
+                                assert_eq!(val, half::f16::from_f32(data[r * cols + c]).to_f32());
+                                assert_eq!(out[c], val);
+                                flags[r * cols + c] = true;
+                            }
+                        }
+                        // While the per-block steps suffice (4 per block of 32 = 12.5%),
+                        // each block's outliers are its smallest and largest entries of
+                        // positive weight, and no zero-weight entry is taken.
+                        if frac > 0.1 {
+                            continue;
+                        }
+                        let w = |c: usize| imp.map_or(1.0, |i| i[c]);
+                        for r in 0..rows {
+                            for c0 in (0..cols).step_by(32) {
+                                let cs = c0..(c0 + 32).min(cols);
+                                let kept =
+                                    cs.clone().filter(|&c| !flags[r * cols + c] && w(c) > 0.0);
+                                let (lo, hi) = kept.fold((f32::MAX, f32::MIN), |(l, h), c| {
+                                    let x = data[r * cols + c];
+                                    (l.min(x), h.max(x))
+                                });
+                                for c in cs.filter(|&c| flags[r * cols + c]) {
+                                    let x = data[r * cols + c];
+                                    assert!(w(c) > 0.0, "zero-weight column {c} taken");
+                                    assert!(x <= lo || x >= hi, "{x} inside [{lo}, {hi}]");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn error_selection_lowers_dense_error_on_heavy_tailed_rows() {
+        let (rows, cols) = (64, 512);
+        let data = heavy(rows, cols, 7);
+        let imp: Vec<f32> = (0..cols).map(|c| 0.2 + ((c * 37) % 11) as f32).collect();
+        for frac in [0.005f32, 0.01, 0.02] {
+            for imp in [None, Some(&imp[..])] {
+                let p = QuantParams {
+                    block_size: 32,
+                    outlier_frac: frac,
+                    importance: imp,
+                };
+                let e: Vec<f64> = [Select::Magnitude, Select::Error]
+                    .iter()
+                    .map(|s| recon_err(&q2o(&data, rows, cols, &p, *s), &data, rows, cols, imp))
+                    .collect();
+                assert!(e[1] < 0.99 * e[0], "frac {frac}: {e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn entry_keys_order_like_total_cmp_then_column() {
+        let vals = [
+            f32::NEG_INFINITY,
+            -3.5,
+            -1e-30,
+            -0.0,
+            0.0,
+            1e-30,
+            2.0,
+            f32::MAX,
+            f32::INFINITY,
+        ];
+        for (i, &a) in vals.iter().enumerate() {
+            for (j, &b) in vals.iter().enumerate() {
+                for (ca, cb) in [(0usize, 1usize), (7, 7), (9, 2)] {
+                    let want = a.total_cmp(&b).then(ca.cmp(&cb));
+                    assert_eq!(entry_key(a, ca).cmp(&entry_key(b, cb)), want, "{i} {j}");
+                }
+            }
+            assert_eq!(key_value(entry_key(a, 5)).to_bits(), a.to_bits());
+            assert_eq!(key_col(entry_key(a, 123_456)), 123_456);
+        }
     }
 }
