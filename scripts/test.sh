@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit + integration tests (incl. the real SmolLM2 model), the C
-# ABI (CMake/ctest, examples, valgrind), and the Python package (pytest).
+# ABI (CMake/ctest, examples, valgrind), the Python package (pytest), and the NEON kernels
+# under qemu-aarch64.
 # Installs what it needs on a brand-new machine. Used by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,4 +37,6 @@ if [ -f scripts/test_py.sh ]; then
   echo "== Python package (pytest)"
   bash scripts/test_py.sh
 fi
+echo "== NEON kernels for aarch64 under qemu (skipped without the Rust aarch64 target)"
+bash scripts/test_aarch64.sh
 echo "== all test suites passed"

@@ -2,7 +2,7 @@
 //! single-token (`dot_*`) and four-token (`dot_*_x4`) kernels at 8- and 16-bit activations.
 //!
 //! `cargo run --release -p qstream-core --example kbench [ROWS COLS] [LEVEL]` (LEVEL: one of
-//! scalar, avx2, avx512, neon; default all)
+//! scalar, avx2, avx512, neon, neondot; default all)
 use qstream_core::kernels::{kernel_set, ActBits, Isa, QuantAct};
 use qstream_core::quant::{self, QuantParams, QuantType};
 use std::time::Instant;

@@ -2,7 +2,7 @@
 //!
 //! A [`KernelSet`] is a table of function pointers for one instruction-set level
 //! ([`Isa`]). [`kernels`] picks the best level the CPU supports once per process;
-//! the environment variable `QSTREAM_ISA=scalar|avx2|avx512|neon` forces a level (a level
+//! the environment variable `QSTREAM_ISA=scalar|avx2|avx512|neon|neondot` forces a level (a level
 //! the CPU lacks falls back to the best available one, never to an illegal instruction).
 //! [`kernel_set`] hands out the table of any supported level, which the tests use to run
 //! every SIMD kernel against the scalar reference.
@@ -26,11 +26,13 @@ pub enum Isa {
     Avx512,
     /// AArch64 NEON.
     Neon,
+    /// AArch64 NEON with the dot-product extension (`sdot`).
+    NeonDot,
 }
 
 impl Isa {
     /// All levels, lowest first.
-    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon];
+    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::NeonDot];
 
     /// Lowercase name as accepted by `QSTREAM_ISA`.
     pub fn name(self) -> &'static str {
@@ -39,6 +41,7 @@ impl Isa {
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
             Isa::Neon => "neon",
+            Isa::NeonDot => "neondot",
         }
     }
 
@@ -67,6 +70,10 @@ impl Isa {
             }
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDot => {
+                Isa::Neon.supported() && std::arch::is_aarch64_feature_detected!("dotprod")
+            }
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -296,6 +303,8 @@ pub fn kernel_set(isa: Isa) -> Option<&'static KernelSet> {
         Isa::Avx512 => Some(&super::x86_avx512::KERNELS),
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => Some(&super::aarch64_neon::KERNELS),
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDot => Some(&super::aarch64_neon::KERNELS_DOT),
         #[allow(unreachable_patterns)]
         _ => None,
     }

@@ -192,6 +192,7 @@ pub(super) const EXP_P: [f32; 6] = [
     0.5,
 ];
 /// [`exp_approx`]'s clamp bounds, for the SIMD levels.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(super) const EXP_BOUNDS: (f32, f32) = (EXP_LO, EXP_HI);
 
 /// SiLU `x / (1 + e⁻ˣ)` with [`exp_approx`] (relative error within 4·10⁻⁷ of
