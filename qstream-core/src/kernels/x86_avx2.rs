@@ -1549,15 +1549,23 @@ fn gemm_pack(
     if !fast {
         return gemm::pack(qt, block, bytes, rb, r0, nr, p);
     }
-    let next = &bytes[(r0 + PANEL) * rb..bytes.len().min((r0 + 2 * PANEL) * rb)];
-    for l in (0..next.len()).step_by(64) {
-        // SAFETY: a prefetch never faults; the address is inside `next`.
-        unsafe { _mm_prefetch::<_MM_HINT_T1>(next.as_ptr().add(l) as *const i8) };
-    }
+    prefetch_next_panel(bytes, rb, r0);
     let (_, bb, gpb, groups) = gemm::prepare(qt, block, rb, nr, p);
     // SAFETY: this table is only handed out after detecting AVX2/F16C; rows r0..r0+16 lie in
     // `bytes` (checked above) and `prepare` sized the panel.
     unsafe { pack_impl(qt, bb, gpb, groups, bytes[r0 * rb..].as_ptr(), rb, p) }
+}
+
+/// Ask for the panel after rows `r0 .. r0 + PANEL` of a tensor (`rb` bytes per row; usually
+/// this thread's next task) to come into L2 while this one is multiplied, so that packing it
+/// does not wait on 16 row streams from memory.
+pub(super) fn prefetch_next_panel(bytes: &[u8], rb: usize, r0: usize) {
+    let start = ((r0 + PANEL) * rb).min(bytes.len());
+    let next = &bytes[start..bytes.len().min((r0 + 2 * PANEL) * rb)];
+    for l in (0..next.len()).step_by(64) {
+        // SAFETY: a prefetch never faults; the address is inside `next`.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(next.as_ptr().add(l) as *const i8) };
+    }
 }
 
 /// # Safety

@@ -196,13 +196,7 @@ fn gemm_pack(
     if !fast {
         return gemm::pack(qt, block, bytes, rb, r0, nr, p);
     }
-    // The next panel's rows (usually this thread's next task) into L2 while this one is
-    // multiplied: the gathers would otherwise wait on 16 row streams from memory.
-    let next = &bytes[(r0 + PANEL) * rb..bytes.len().min((r0 + 2 * PANEL) * rb)];
-    for l in (0..next.len()).step_by(64) {
-        // SAFETY: a prefetch never faults; the address is inside `next`.
-        unsafe { _mm_prefetch::<_MM_HINT_T1>(next.as_ptr().add(l) as *const i8) };
-    }
+    avx2::prefetch_next_panel(bytes, rb, r0);
     let (_, bb, gpb, groups) = gemm::prepare(qt, block, rb, nr, p);
     // SAFETY: this table is only handed out after detecting AVX512F/BW/VL (and AVX2/F16C);
     // rows r0..r0+16 lie in `bytes` (checked above) and `prepare` sized the panel.
