@@ -1418,48 +1418,63 @@ unsafe fn axpys_impl(w: &[f32], vals: &[f32], out: &mut [f32]) {
     }
 }
 
-/// The packed-panel micro-kernel ([`super::gemm`]) on 256-bit vectors, for levels ≤ 15
-/// (`Q2`/`Q3`/`Q4`/`Q4Sym`): each half panel (8 rows, lane `i` = row `i`) in tiles of four
-/// tokens. `vpmaddubsw` pair sums of one group's eight chunks accumulate in i16 (at most
-/// 8·2·15·128 = 30720 in magnitude: no saturation), then one `vpmaddwd` per group makes the
-/// i32 row sums — the same integers as `vpdpbusd`. Bit-identical to `gemm::gemm_ref`.
-fn gemm(p: &Panel, a: &ActBatch<'_>, out: &mut [f32]) {
-    assert!(gemm::check(p, a, out), "gemm: shapes");
-    let lo = !a.lo.is_empty();
-    // SAFETY: this table is only handed out after detecting AVX2/FMA/F16C; the shapes were
-    // checked above.
-    unsafe {
-        match (lo, p.zero == Zero::Min) {
-            (false, true) => gemm_impl::<false, true>(p, a, out),
-            (false, false) => gemm_impl::<false, false>(p, a, out),
-            (true, true) => gemm_impl::<true, true>(p, a, out),
-            (true, false) => gemm_impl::<true, false>(p, a, out),
+/// Defines a level's safe `gemm` table entry and its token tiling (`gemm_impl`) over its
+/// `gemm_tile::<T, LO, MIN>(p, a, t0, half, out)` (tiles of four tokens, then one tile of the
+/// last `n mod 4`; `$halves` half panels: 2 for 256-bit tiles of 8 rows, 1 for 512-bit
+/// tiles of 16), so the AVX2 and AVX-512 levels share one driver.
+macro_rules! gemm_driver {
+    ($features:literal, $halves:expr) => {
+        fn gemm(p: &Panel, a: &ActBatch<'_>, out: &mut [f32]) {
+            assert!(gemm::check(p, a, out), "gemm: shapes");
+            let lo = !a.lo.is_empty();
+            // SAFETY: this table is only handed out after detecting `$features`; the shapes
+            // were checked above.
+            unsafe {
+                match (lo, p.zero == Zero::Min) {
+                    (false, true) => gemm_impl::<false, true>(p, a, out),
+                    (false, false) => gemm_impl::<false, false>(p, a, out),
+                    (true, true) => gemm_impl::<true, true>(p, a, out),
+                    (true, false) => gemm_impl::<true, false>(p, a, out),
+                }
+            }
         }
-    }
-}
 
-/// # Safety
-/// AVX2 and FMA must be available; `gemm::check(p, a, out)` must hold, and `a.lo` must be
-/// non-empty iff `LO`, `p.zero == Zero::Min` iff `MIN`.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gemm_impl<const LO: bool, const MIN: bool>(p: &Panel, a: &ActBatch<'_>, out: &mut [f32]) {
-    // SAFETY (every call): per the contract; each tile reads tokens t..t+T < a.n.
-    unsafe {
-        for half in 0..2 {
-            let mut t = 0;
-            while t + 4 <= a.n {
-                gemm_tile::<4, LO, MIN>(p, a, t, half, out);
-                t += 4;
-            }
-            match a.n - t {
-                3 => gemm_tile::<3, LO, MIN>(p, a, t, half, out),
-                2 => gemm_tile::<2, LO, MIN>(p, a, t, half, out),
-                1 => gemm_tile::<1, LO, MIN>(p, a, t, half, out),
-                _ => {}
+        /// # Safety
+        /// `$features` must be available; `gemm::check(p, a, out)` must hold, and `a.lo`
+        /// must be non-empty iff `LO`, `p.zero == Zero::Min` iff `MIN`.
+        #[target_feature(enable = $features)]
+        unsafe fn gemm_impl<const LO: bool, const MIN: bool>(
+            p: &Panel,
+            a: &ActBatch<'_>,
+            out: &mut [f32],
+        ) {
+            // SAFETY (every call): per the contract; each tile reads tokens t..t+T < a.n.
+            unsafe {
+                for half in 0..$halves {
+                    let mut t = 0;
+                    while t + 4 <= a.n {
+                        gemm_tile::<4, LO, MIN>(p, a, t, half, out);
+                        t += 4;
+                    }
+                    match a.n - t {
+                        3 => gemm_tile::<3, LO, MIN>(p, a, t, half, out),
+                        2 => gemm_tile::<2, LO, MIN>(p, a, t, half, out),
+                        1 => gemm_tile::<1, LO, MIN>(p, a, t, half, out),
+                        _ => {}
+                    }
+                }
             }
         }
-    }
+    };
 }
+pub(super) use gemm_driver;
+
+// The packed-panel micro-kernel ([`super::gemm`]) on 256-bit vectors, for levels ≤ 15
+// (`Q2`/`Q3`/`Q4`/`Q4Sym`): each half panel (8 rows, lane `i` = row `i`) in tiles of four
+// tokens. `vpmaddubsw` pair sums of one group's eight chunks accumulate in i16 (at most
+// 8·2·15·128 = 30720 in magnitude: no saturation), then one `vpmaddwd` per group makes the
+// i32 row sums — the same integers as `vpdpbusd`. Bit-identical to `gemm::gemm_ref`.
+gemm_driver!("avx2,fma", 2);
 
 /// Tokens `t0 .. t0 + T`, rows `8·half .. 8·half + 8` of [`gemm_impl`].
 ///

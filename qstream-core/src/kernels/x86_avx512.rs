@@ -66,47 +66,13 @@ super::x86_avx2::q_kernels!(
     dot_u8i8_acc
 );
 
-/// The packed-panel micro-kernel ([`super::gemm`]) on 512-bit vectors: lane `i` of each
-/// accumulator is panel row `i`; tiles of four tokens (the last `n mod 4` one tile), so each
-/// weight vector is loaded once per four tokens and each 4-byte activation broadcast feeds
-/// all 16 rows. Bit-identical to `gemm::gemm_ref`.
-fn gemm(p: &Panel, a: &ActBatch<'_>, out: &mut [f32]) {
-    assert!(gemm::check(p, a, out), "gemm: shapes");
-    let lo = !a.lo.is_empty();
-    // SAFETY: this table is only handed out after detecting AVX512F/BW/VL/VNNI (and AVX2,
-    // FMA, F16C); the shapes were checked above.
-    unsafe {
-        match (lo, p.zero == Zero::Min) {
-            (false, true) => gemm_impl::<false, true>(p, a, out),
-            (false, false) => gemm_impl::<false, false>(p, a, out),
-            (true, true) => gemm_impl::<true, true>(p, a, out),
-            (true, false) => gemm_impl::<true, false>(p, a, out),
-        }
-    }
-}
+// The packed-panel micro-kernel ([`super::gemm`]) on 512-bit vectors: lane `i` of each
+// accumulator is panel row `i`; tiles of four tokens (the last `n mod 4` one tile), so each
+// weight vector is loaded once per four tokens and each 4-byte activation broadcast feeds
+// all 16 rows. Bit-identical to `gemm::gemm_ref`.
+avx2::gemm_driver!("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni", 1);
 
-/// # Safety
-/// AVX512F/VNNI and FMA must be available; `gemm::check(p, a, out)` must hold, and
-/// `a.lo` must be non-empty iff `LO`, `p.zero == Zero::Min` iff `MIN`.
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn gemm_impl<const LO: bool, const MIN: bool>(p: &Panel, a: &ActBatch<'_>, out: &mut [f32]) {
-    let mut t = 0;
-    // SAFETY (every call): per the contract; each tile reads tokens t..t+T < a.n.
-    unsafe {
-        while t + 4 <= a.n {
-            gemm_tile::<4, LO, MIN>(p, a, t, out);
-            t += 4;
-        }
-        match a.n - t {
-            3 => gemm_tile::<3, LO, MIN>(p, a, t, out),
-            2 => gemm_tile::<2, LO, MIN>(p, a, t, out),
-            1 => gemm_tile::<1, LO, MIN>(p, a, t, out),
-            _ => {}
-        }
-    }
-}
-
-/// Tokens `t0 .. t0 + T` of [`gemm_impl`].
+/// Tokens `t0 .. t0 + T` of [`gemm_impl`] (the whole panel: `_half` is always 0).
 ///
 /// # Safety
 /// As for [`gemm_impl`], and `t0 + T ≤ a.n`.
@@ -116,6 +82,7 @@ unsafe fn gemm_tile<const T: usize, const LO: bool, const MIN: bool>(
     p: &Panel,
     a: &ActBatch<'_>,
     t0: usize,
+    _half: usize,
     out: &mut [f32],
 ) {
     let ga = a.groups;
