@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use qstream_core::convert::{self, calibrate, ConvertParams, QuantChoice};
+use qstream_core::convert::{self, calibrate, ConvertParams, OutlierAlloc, QuantChoice};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,6 +23,11 @@ pub struct Args {
     /// fraction of weights kept as FP16 by the *_outlier types
     #[arg(long, default_value_t = 0.005)]
     outlier_frac: f32,
+    /// how the *_outlier types' budget is spread: `global` (--outlier-frac of all their
+    /// weights, placed where it removes the most quantization error over all such tensors)
+    /// or `tensor` (--outlier-frac of each tensor's weights); same file size
+    #[arg(long, default_value = "global", value_parser = ["global", "tensor"])]
+    outlier_alloc: String,
     /// LZ4-compress each layer
     #[arg(long)]
     compress: bool,
@@ -110,6 +115,7 @@ pub fn run(a: Args) -> Result<()> {
         quant: QuantChoice::parse(&a.quant)?,
         block_size: a.block_size,
         outlier_frac: a.outlier_frac,
+        outlier_alloc: OutlierAlloc::parse(&a.outlier_alloc)?,
         compress: a.compress,
         n_threads: a.threads,
         rotate: match a.rotate {

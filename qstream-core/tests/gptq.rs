@@ -214,6 +214,7 @@ fn real_weights_output_error() {
             (QuantType::Q2, 32),
         ] {
             let p = QuantParams {
+                outlier_count: None,
                 block_size: block,
                 outlier_frac: 0.01,
                 importance: imp.as_deref(),

@@ -714,6 +714,7 @@ fn outlier_matmul_matches_dequantized_rows() {
                 w[rng.below((rows * cols) as u64) as usize] = 20.0 * rng.f();
             }
             let p = QuantParams {
+                outlier_count: None,
                 block_size: block,
                 outlier_frac: 0.01,
                 importance: None,

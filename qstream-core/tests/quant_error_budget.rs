@@ -241,6 +241,7 @@ fn dot_ref_matches_dequantized_dot_all_types_odd_lengths() {
                 let w: Vec<f32> = (0..n).map(|_| r.gauss()).collect();
                 let x: Vec<f32> = (0..n).map(|_| r.gauss()).collect();
                 let p = QuantParams {
+                    outlier_count: None,
                     block_size: block,
                     outlier_frac: 0.05,
                     importance: None,
@@ -351,6 +352,7 @@ fn importance_weighting_lowers_weighted_error() {
     ] {
         let werr = |importance: Option<&[f32]>| {
             let p = QuantParams {
+                outlier_count: None,
                 block_size: 64,
                 outlier_frac: 0.0,
                 importance,
@@ -387,6 +389,7 @@ fn outlier_types_beat_base_on_heavy_tails() {
             assert!(eo < 0.7 * eb, "{ot} B={block}: {eo} vs {bt} {eb}");
             // The spikes (|w| > 0.3) are reproduced to f16 precision.
             let p = QuantParams {
+                outlier_count: None,
                 block_size: block,
                 outlier_frac: 0.006,
                 importance: None,
@@ -427,6 +430,7 @@ fn outlier_view_rejects_corruption_without_panicking() {
     let qt = QuantType::Q3Outlier;
     let data = heavy_tailed(rows * cols, 8);
     let p = QuantParams {
+        outlier_count: None,
         block_size: 32,
         outlier_frac: 0.05,
         importance: None,

@@ -617,6 +617,7 @@ mod tests {
             (QuantType::Q4Outlier, 32),
         ] {
             let params = QuantParams {
+                outlier_count: None,
                 block_size: block,
                 outlier_frac: 0.01,
                 importance: Some(&imp),

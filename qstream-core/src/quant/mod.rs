@@ -201,6 +201,11 @@ pub struct QuantParams<'a> {
     pub outlier_frac: f32,
     /// Optional per-column importance (length `cols`) weighting the squared error.
     pub importance: Option<&'a [f32]>,
+    /// Exact number of outliers for an outlier type, overriding `outlier_frac` for the
+    /// count (the selection still uses `outlier_frac` for its per-block search depth): set
+    /// by a converter that spreads one budget over all tensors
+    /// ([`outlier::selection_gains`]). `None`: `ceil(outlier_frac · numel)`.
+    pub outlier_count: Option<usize>,
 }
 
 impl Default for QuantParams<'_> {
@@ -209,6 +214,7 @@ impl Default for QuantParams<'_> {
             block_size: 32,
             outlier_frac: 0.005,
             importance: None,
+            outlier_count: None,
         }
     }
 }

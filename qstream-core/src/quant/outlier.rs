@@ -10,7 +10,7 @@
 //! [u32 col[n]]              column of each outlier; strictly increasing within a row
 //! [f16 val[n]]              its value
 //! ```
-//! There are `k = ceil(outlier_frac · numel)` outliers, ordered by (row, col). In the dense
+//! There are `k` outliers (see "Across tensors" below), ordered by (row, col). In the dense
 //! part their positions were quantized as 0 with weight 0 (so they do not widen the block
 //! range); dequantization overwrites those positions with the f16 value (with GPTQ,
 //! `quantize_gptq`, the value is the weight after the error feedback of the columns before
@@ -33,6 +33,12 @@
 //! fractions, or mostly zero-importance columns) the rest are the largest
 //! |w|·sqrt(importance) not yet taken (ties by lower flat index) — the selection used before
 //! 2026-11-30 for all of them (docs/quality.md compares the two).
+//!
+//! **Across tensors** the count `k` is the caller's: `ceil(outlier_frac · numel)` by
+//! default, or [`QuantParams::outlier_count`]. The converter's default spreads the whole
+//! model's budget with [`selection_gains`] and [`allocate`]: the same marginal gains,
+//! compared between tensors (with an importance, divided by its mean), so that a tensor
+//! whose blocks have wilder extremes takes more outliers than a smooth one.
 
 use super::float::{read_f16, write_f16};
 use super::{q2, q3, q4, QuantParams, QuantType};
@@ -44,6 +50,14 @@ fn dense_bytes(qt: QuantType, block: usize, rows: usize, cols: usize) -> Option<
         return None;
     }
     qt.base().row_bytes(block, cols).checked_mul(rows)
+}
+
+/// The outlier count of a tensor of `numel` weights at fraction `frac`:
+/// `ceil(frac · numel)`.
+pub fn count_for(frac: f32, numel: usize) -> usize {
+    // `frac` is an f32 (0.05 is 0.0500000007): shave its representation error so that
+    // 0.05 × 160 gives 8 outliers, not 9.
+    (frac as f64 * numel as f64 * (1.0 - 1e-7)).ceil() as usize
 }
 
 /// Quantize a row-major `rows × cols` tensor to an outlier type `qt` (see the module docs).
@@ -128,9 +142,10 @@ fn quantize_impl(
             "outlier_frac {frac} is not in [0, 1]"
         )));
     }
-    // `frac` is an f32 (0.05 is 0.0500000007): shave its representation error so that
-    // 0.05 × 160 gives 8 outliers, not 9.
-    let k = ((frac as f64 * numel as f64 * (1.0 - 1e-7)).ceil() as usize).min(numel);
+    let k = params
+        .outlier_count
+        .unwrap_or_else(|| count_for(frac, numel))
+        .min(numel);
     if k > u32::MAX as usize {
         return Err(Error::InvalidArgument(format!(
             "{k} outliers do not fit a u32 count"
@@ -481,29 +496,40 @@ fn block_gains(sc: &BlockScratch, steps: usize, slopes: &mut [f32], best_a: &mut
     slopes[cb..].fill(f32::NEG_INFINITY);
 }
 
-/// Error-gain outlier selection (see the module docs): marks up to `k` entries of `is_out`
-/// (all `false` on entry), among the `steps_per_block` smallest and largest entries of
-/// positive weight of each block; returns how many it marked (`k` unless the blocks have
-/// fewer candidates).
-fn select_by_error(
+/// The error-gain selection's per-block marginal gains of a tensor (see the module docs).
+struct Slopes {
+    /// Removal steps considered per block.
+    steps: usize,
+    /// Blocks per row.
+    nbr: usize,
+    /// `rows × nbr × steps` slopes, non-increasing within a block (`−∞` past its entries).
+    slopes: Vec<f32>,
+    /// `rows × nbr × (steps + 1)`: the best number of smallest entries for `j` removals.
+    best_a: Vec<u8>,
+}
+
+fn block_slopes(
     data: &[f32],
     cols: usize,
     block: usize,
     importance: Option<&[f32]>,
     frac: f64,
-    k: usize,
-    is_out: &mut [bool],
-) -> usize {
+) -> Slopes {
     use rayon::prelude::*;
-    if k == 0 || cols == 0 {
-        return 0;
-    }
-    let rows = data.len() / cols;
+    let rows = data.len() / cols.max(1);
     let block = block.max(1);
     let nbr = cols.div_ceil(block);
     let steps = steps_per_block(frac, block);
     let mut slopes = vec![0f32; rows * nbr * steps];
     let mut best_a = vec![0u8; rows * nbr * (steps + 1)];
+    if cols == 0 {
+        return Slopes {
+            steps,
+            nbr,
+            slopes,
+            best_a,
+        };
+    }
     slopes
         .par_chunks_mut(nbr * steps)
         .zip(best_a.par_chunks_mut(nbr * (steps + 1)))
@@ -521,6 +547,110 @@ fn select_by_error(
                 );
             }
         });
+    Slopes {
+        steps,
+        nbr,
+        slopes,
+        best_a,
+    }
+}
+
+/// The error-gain selection's marginal gains of a whole tensor, largest first (at most
+/// `cap` of them), for spreading one outlier budget over several tensors ([`allocate`]).
+/// With an importance, the gains are divided by its mean, so that tensors whose inputs
+/// differ in scale compare as unweighted ones do (the importance still decides which
+/// entries of a tensor gain most). Quantizing the tensor with
+/// [`QuantParams::outlier_count`] `= Some(k)` (same `frac`, block size and importance)
+/// takes exactly the gains this list ranks first (ties in block order).
+pub fn selection_gains(
+    data: &[f32],
+    cols: usize,
+    block: usize,
+    importance: Option<&[f32]>,
+    frac: f32,
+    cap: usize,
+) -> Vec<f32> {
+    let s = block_slopes(data, cols, block, importance, frac as f64);
+    let mut g: Vec<f32> = s.slopes.into_iter().filter(|v| v.is_finite()).collect();
+    if cap < g.len() {
+        g.select_nth_unstable_by(cap, |a, b| b.total_cmp(a));
+        g.truncate(cap);
+    }
+    g.sort_unstable_by(|a, b| b.total_cmp(a));
+    if let Some(imp) = importance {
+        let mean = imp.iter().map(|v| v.max(0.0) as f64).sum::<f64>() / imp.len().max(1) as f64;
+        if mean > 0.0 {
+            g.iter_mut().for_each(|v| *v = (*v as f64 / mean) as f32);
+        }
+    }
+    g
+}
+
+/// Spread the total of `counts` (each tensor's own outlier count) over the tensors by
+/// their [`selection_gains`] (`gains[t]`, descending): the budget goes to the largest gains
+/// of all tensors (ties to earlier tensors). Returns the new counts, with the same sum
+/// unless the tensors have fewer gains than the budget, in which case each tensor first
+/// takes all of its gains and the rest is given back to tensors below their own count.
+pub fn allocate(gains: &[Vec<f32>], counts: &[usize]) -> Vec<usize> {
+    assert_eq!(gains.len(), counts.len(), "one gain list per tensor");
+    let total: usize = counts.iter().sum();
+    let mut all: Vec<f32> = gains.iter().flatten().copied().collect();
+    let t = if total == 0 {
+        f32::INFINITY
+    } else if total > all.len() {
+        f32::NEG_INFINITY
+    } else {
+        *all.select_nth_unstable_by(total - 1, |a, b| b.total_cmp(a))
+            .1
+    };
+    drop(all);
+    let mut out: Vec<usize> = gains
+        .iter()
+        .map(|g| g.partition_point(|v| v.total_cmp(&t).is_gt()))
+        .collect();
+    let mut left = total.saturating_sub(out.iter().sum());
+    for (c, g) in out.iter_mut().zip(gains) {
+        let ties = g.partition_point(|v| v.total_cmp(&t).is_ge()) - *c;
+        let n = ties.min(left);
+        *c += n;
+        left -= n;
+    }
+    for (c, &own) in out.iter_mut().zip(counts) {
+        if left > 0 && *c < own {
+            let n = (own - *c).min(left);
+            *c += n;
+            left -= n;
+        }
+    }
+    out
+}
+
+/// Error-gain outlier selection (see the module docs): marks up to `k` entries of `is_out`
+/// (all `false` on entry), among the `steps_per_block` smallest and largest entries of
+/// positive weight of each block; returns how many it marked (`k` unless the blocks have
+/// fewer candidates).
+fn select_by_error(
+    data: &[f32],
+    cols: usize,
+    block: usize,
+    importance: Option<&[f32]>,
+    frac: f64,
+    k: usize,
+    is_out: &mut [bool],
+) -> usize {
+    use rayon::prelude::*;
+    if k == 0 || cols == 0 {
+        return 0;
+    }
+    let Slopes {
+        steps,
+        nbr,
+        slopes,
+        best_a,
+        ..
+    } = block_slopes(data, cols, block, importance, frac);
+    let rows = data.len() / cols;
+    let block = block.max(1);
     // Threshold = the k-th largest finite slope: every slope above it, then slopes equal
     // to it in block order (within a block the slopes are non-increasing, so each block
     // takes a prefix of its steps).
@@ -868,6 +998,7 @@ mod tests {
 
     fn params(frac: f32) -> QuantParams<'static> {
         QuantParams {
+            outlier_count: None,
             block_size: 32,
             outlier_frac: frac,
             importance: None,
@@ -1054,6 +1185,7 @@ mod tests {
                 for imp in [None, Some(&imp[..])] {
                     for sel in [Select::Error] {
                         let p = QuantParams {
+                            outlier_count: None,
                             block_size: 32,
                             outlier_frac: frac,
                             importance: imp,
@@ -1112,6 +1244,7 @@ mod tests {
         for frac in [0.005f32, 0.01, 0.02] {
             for imp in [None, Some(&imp[..])] {
                 let p = QuantParams {
+                    outlier_count: None,
                     block_size: 32,
                     outlier_frac: frac,
                     importance: imp,
@@ -1123,6 +1256,102 @@ mod tests {
                 assert!(e[1] < 0.99 * e[0], "frac {frac}: {e:?}");
             }
         }
+    }
+
+    #[test]
+    fn allocate_keeps_the_total_and_follows_the_gains() {
+        // the 5 largest of all gains: 9, 8, 7 (tensor 0), 6 (tensor 1), then the tie at 5
+        // goes to the earlier tensor
+        let gains = vec![vec![9.0, 8.0, 7.0, 5.0], vec![6.0, 5.0, 1.0], vec![0.5]];
+        assert_eq!(allocate(&gains, &[2, 2, 1]), vec![4, 1, 0]);
+        assert_eq!(allocate(&gains, &[0, 0, 0]), vec![0, 0, 0]);
+        // more budget than gains: every gain, then the rest back to tensors under their count
+        assert_eq!(allocate(&gains, &[3, 3, 4]), vec![4, 3, 3]);
+        // no gains at all (e.g. all-zero importance): each tensor keeps its own count
+        assert_eq!(allocate(&[vec![], vec![]], &[2, 3]), vec![2, 3]);
+    }
+
+    #[test]
+    fn selection_gains_rank_what_outlier_count_takes() {
+        let (rows, cols) = (16, 256);
+        let data = heavy(rows, cols, 11);
+        let imp: Vec<f32> = (0..cols).map(|c| 0.5 + ((c * 13) % 7) as f32).collect();
+        for imp in [None, Some(&imp[..])] {
+            let g = selection_gains(&data, cols, 32, imp, 0.005, usize::MAX);
+            assert!(g.windows(2).all(|w| w[0] >= w[1]));
+            assert!(g.iter().all(|v| v.is_finite() && *v >= 0.0));
+            // an explicit count equal to the fraction's is the same tensor
+            let k = count_for(0.005, rows * cols);
+            let mut p = QuantParams {
+                outlier_count: None,
+                block_size: 32,
+                outlier_frac: 0.005,
+                importance: imp,
+            };
+            let a = quantize(QuantType::Q2Outlier, &data, rows, cols, &p).unwrap();
+            p.outlier_count = Some(k);
+            assert_eq!(
+                a,
+                quantize(QuantType::Q2Outlier, &data, rows, cols, &p).unwrap()
+            );
+            // and a larger count keeps what the smaller one took
+            p.outlier_count = Some(3 * k);
+            let b = quantize(QuantType::Q2Outlier, &data, rows, cols, &p).unwrap();
+            let (va, vb) = (
+                OutlierView::parse(QuantType::Q2Outlier, 32, &a, rows, cols).unwrap(),
+                OutlierView::parse(QuantType::Q2Outlier, 32, &b, rows, cols).unwrap(),
+            );
+            assert_eq!(vb.n_outliers(), 3 * k);
+            for r in 0..rows {
+                let cb: Vec<usize> = vb.outliers(r).map(|(c, _)| c).collect();
+                assert!(va.outliers(r).all(|(c, _)| cb.contains(&c)), "row {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn global_allocation_lowers_the_total_error() {
+        // a heavy-tailed tensor and a Gaussian one of the same size: the same total budget,
+        // spread by the gains, leaves less error than the same fraction of each
+        let (rows, cols) = (64, 512);
+        let a = heavy(rows, cols, 3);
+        let mut st = 5u64;
+        let b: Vec<f32> = (0..rows * cols)
+            .map(|_| {
+                st = st
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = |s: u64, k: u32| ((s >> k) & 0xffff) as f32 / 65536.0;
+                (u(st, 11) + u(st, 27) + u(st, 43) - 1.5) * 0.02
+            })
+            .collect();
+        let frac = 0.005f32;
+        let own = [count_for(frac, rows * cols); 2];
+        let gains: Vec<Vec<f32>> = [&a, &b]
+            .iter()
+            .map(|d| selection_gains(d, cols, 32, None, frac, 8 * own[0]))
+            .collect();
+        let counts = allocate(&gains, &own);
+        assert_eq!(counts.iter().sum::<usize>(), 2 * own[0]);
+        assert!(counts[0] > counts[1], "{counts:?}");
+        let total = |ks: &[usize]| -> f64 {
+            [&a, &b]
+                .iter()
+                .zip(ks)
+                .map(|(d, k)| {
+                    let p = QuantParams {
+                        outlier_count: Some(*k),
+                        block_size: 32,
+                        outlier_frac: frac,
+                        importance: None,
+                    };
+                    let q = quantize(QuantType::Q2Outlier, d, rows, cols, &p).unwrap();
+                    recon_err(&q, d, rows, cols, None)
+                })
+                .sum()
+        };
+        let (e_own, e_global) = (total(&own), total(&counts));
+        assert!(e_global < 0.99 * e_own, "{e_global} vs {e_own}");
     }
 
     #[test]
