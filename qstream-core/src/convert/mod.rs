@@ -31,19 +31,19 @@ pub enum QuantChoice {
 
 /// Mixed-precision presets, in the spirit of llama.cpp's `*_M` types: the token embedding
 /// (also the output matrix when tied) and the tensors most sensitive to quantization
-/// (`attn_v`, `ffn_down`) get more bits than the rest. Each is tuned to sit just under the
-/// whole-file size of the llama.cpp type of the same name on SmolLM2-135M (whose 576-column
-/// matrices make llama.cpp fall back from k-quants to 4/5/8-bit types); sizes and
-/// perplexities are in docs/quality.md.
+/// (`attn_v`, `ffn_down`, and on SmolLM2 above all `ffn_up`) get more bits than the rest.
+/// Each is tuned to sit just under the whole-file size of the llama.cpp type of the same
+/// name on SmolLM2-135M (whose 576-column matrices make llama.cpp fall back from k-quants
+/// to 4/5/8-bit types); sizes, perplexities and the mixes tried are in docs/quality.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
     /// embeddings/output and ffn_down q8; every other matrix q4 B=64 (≈ 6.2 bpw whole file).
     Q4M,
-    /// embeddings/output q8; attn_v, ffn_down q4 B=32; attn_q/k/output q4 B=64;
-    /// ffn_gate/ffn_up q3 B=32 (≈ 5.4 bpw).
+    /// embeddings/output q8; attn_q/k/v/output and ffn_down q4 B=32; ffn_up q4 B=64;
+    /// ffn_gate q3 B=32 (≈ 5.5 bpw, just under llama.cpp's Q3_K_M file on SmolLM2).
     Q3M,
-    /// embeddings/output q8; attn_v, ffn_down q4 B=32; attn_q/k/output q4 B=64; ffn_gate
-    /// q3 B=32; ffn_up q2_outlier B=32 (≈ 5.2 bpw, just under llama.cpp's Q2_K file on
+    /// embeddings/output q8; attn_v, ffn_down q4 B=32; ffn_up q4 B=64; attn_q/k/output
+    /// q3 B=32; ffn_gate q2_outlier B=32 (≈ 5.2 bpw, just under llama.cpp's Q2_K file on
     /// SmolLM2).
     Q2M,
     /// `<type>+e8`: every matrix of the given type (block from `--block-size`) except the
@@ -85,8 +85,9 @@ impl Preset {
             Preset::Q4M if down => (QuantType::Q8, 32),
             Preset::Q4M => (QuantType::Q4, 64),
             Preset::Q3M | Preset::Q2M if v || down => (QuantType::Q4, 32),
-            Preset::Q3M | Preset::Q2M if attn => (QuantType::Q4, 64),
-            Preset::Q2M if local == names::FFN_GATE => (QuantType::Q3, 32),
+            Preset::Q3M | Preset::Q2M if local == names::FFN_UP => (QuantType::Q4, 64),
+            Preset::Q3M if attn => (QuantType::Q4, 32),
+            Preset::Q2M if attn => (QuantType::Q3, 32),
             Preset::EmbdQ8(t) => (t, t.default_block()),
             p => p.base(),
         }
@@ -726,17 +727,18 @@ mod preset_tests {
         assert_eq!(plan(&q3m, "blk.0.attn_v", &m), Some((QuantType::Q4, 32)));
         assert_eq!(
             plan(&q3m, "blk.0.attn_output", &m),
-            Some((QuantType::Q4, 64))
+            Some((QuantType::Q4, 32))
         );
         assert_eq!(plan(&q3m, "blk.0.ffn_gate", &m), Some((QuantType::Q3, 32)));
-        assert_eq!(plan(&q3m, "blk.0.ffn_up", &m), Some((QuantType::Q3, 32)));
+        assert_eq!(plan(&q3m, "blk.0.ffn_up", &m), Some((QuantType::Q4, 64)));
         let q2m = p("q2_m", 32);
         assert_eq!(
-            plan(&q2m, "blk.0.ffn_up", &m),
+            plan(&q2m, "blk.0.ffn_gate", &m),
             Some((QuantType::Q2Outlier, 32))
         );
-        assert_eq!(plan(&q2m, "blk.0.ffn_gate", &m), Some((QuantType::Q3, 32)));
-        assert_eq!(plan(&q2m, "blk.0.attn_k", &m), Some((QuantType::Q4, 64)));
+        assert_eq!(plan(&q2m, "blk.0.ffn_up", &m), Some((QuantType::Q4, 64)));
+        assert_eq!(plan(&q2m, "blk.0.attn_k", &m), Some((QuantType::Q3, 32)));
+        assert_eq!(plan(&q2m, "blk.0.attn_v", &m), Some((QuantType::Q4, 32)));
         assert_eq!(plan(&q2m, "blk.0.ffn_down", &m), Some((QuantType::Q4, 32)));
         assert_eq!(plan(&q2m, "output", &m), Some((QuantType::Q8, 32)));
         // --tensor-type overrides by role or by global name
