@@ -702,7 +702,7 @@ fn open_err(d: &Folder) -> qstream_core::Error {
 #[test]
 fn broken_folders_fail_cleanly() {
     // sanity: an unmodified copy opens
-    HfModel::open(&Folder::llama("ok").path()).unwrap();
+    HfModel::open(Folder::llama("ok").path()).unwrap();
 
     let d = Folder::llama("noconfig");
     std::fs::remove_file(d.path().join("config.json")).unwrap();
