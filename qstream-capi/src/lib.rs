@@ -172,9 +172,11 @@ mod tests {
     #[test]
     fn panic_poisons_context() {
         // a real context on the tiny llama fixture (converted in-process)
-        let dir = std::env::temp_dir().join(format!("qs_capi_panic_{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let qsf = dir.join("tiny.qsf");
+        let dir = tempfile::Builder::new()
+            .prefix("qs_capi_panic_")
+            .tempdir()
+            .unwrap();
+        let qsf = dir.path().join("tiny.qsf");
         let src =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny/llama");
         let p = qstream_core::convert::ConvertParams {
@@ -216,7 +218,7 @@ mod tests {
             qs_context_free(c);
             qs_model_free(m);
         }
-        let _ = std::fs::remove_dir_all(&dir);
+        drop(dir);
         let _ = std::mem::size_of::<Session>();
     }
 }

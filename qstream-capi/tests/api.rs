@@ -5,7 +5,6 @@
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
 use std::ptr::{null, null_mut};
-use std::sync::OnceLock;
 
 use qstream::status::*;
 use qstream::*;
@@ -19,22 +18,28 @@ fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny/llama")
 }
 
-/// The tiny llama fixture converted to QSF (f32) once per test binary.
-fn tiny_qsf() -> &'static Path {
-    static P: OnceLock<PathBuf> = OnceLock::new();
-    P.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("qs_capi_api_{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("tiny.qsf");
-        let src = CString::new(fixture_dir().to_str().unwrap()).unwrap();
-        let dst = CString::new(out.to_str().unwrap()).unwrap();
-        let mut p = qs_convert_default_params();
-        p.quant_type = qs_quant_type::QS_QUANT_F32 as u32;
-        // SAFETY: valid NUL-terminated paths and params.
-        let st = unsafe { qs_convert(src.as_ptr(), dst.as_ptr(), &p, None, null_mut()) };
-        assert_eq!(st, OK, "{}", last_error());
-        out
-    })
+/// The tiny llama fixture converted to QSF (f32) in a temporary directory of its own; the
+/// directory and everything a test writes into it are removed on drop. Converting the tiny
+/// fixture takes milliseconds, so every test gets a fresh copy.
+struct TinyQsf {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn tiny_qsf() -> TinyQsf {
+    let dir = tempfile::Builder::new()
+        .prefix("qs_capi_api_")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("tiny.qsf");
+    let src = CString::new(fixture_dir().to_str().unwrap()).unwrap();
+    let dst = CString::new(path.to_str().unwrap()).unwrap();
+    let mut p = qs_convert_default_params();
+    p.quant_type = qs_quant_type::QS_QUANT_F32 as u32;
+    // SAFETY: valid NUL-terminated paths and params.
+    let st = unsafe { qs_convert(src.as_ptr(), dst.as_ptr(), &p, None, null_mut()) };
+    assert_eq!(st, OK, "{}", last_error());
+    TinyQsf { dir, path }
 }
 
 fn reference() -> serde_json::Value {
@@ -77,8 +82,9 @@ impl Drop for Loaded {
     }
 }
 
-fn load() -> Loaded {
-    let path = cpath(tiny_qsf());
+/// Load `qsf` with a context; `qsf` must outlive the returned handles.
+fn load(qsf: &TinyQsf) -> Loaded {
+    let path = cpath(&qsf.path);
     let mp = qs_model_default_params();
     let cp = qs_context_default_params();
     let mut m = null_mut();
@@ -127,7 +133,8 @@ fn version_and_status_names() {
 fn missing_corrupt_and_foreign_files() {
     let mp = qs_model_default_params();
     let mut m = null_mut();
-    let dir = tiny_qsf().parent().unwrap().to_path_buf();
+    let t = tiny_qsf();
+    let dir = t.dir.path();
     // SAFETY: valid arguments throughout.
     unsafe {
         let missing = cpath(&dir.join("does-not-exist.qsf"));
@@ -143,7 +150,7 @@ fn missing_corrupt_and_foreign_files() {
         );
 
         // truncated copy → a 2xx file/format code
-        let bytes = std::fs::read(tiny_qsf()).unwrap();
+        let bytes = std::fs::read(&t.path).unwrap();
         for cut in [16usize, 200, bytes.len() / 2, bytes.len() - 8] {
             let p = dir.join(format!("trunc_{cut}.qsf"));
             std::fs::write(&p, &bytes[..cut]).unwrap();
@@ -167,8 +174,9 @@ fn missing_corrupt_and_foreign_files() {
 
 #[test]
 fn null_arguments() {
-    let l = load();
-    let path = cpath(tiny_qsf());
+    let t = tiny_qsf();
+    let l = load(&t);
+    let path = cpath(&t.path);
     let mp = qs_model_default_params();
     let cp = qs_context_default_params();
     let sp = qs_sampling_default_params();
@@ -351,7 +359,8 @@ fn null_arguments() {
 
 #[test]
 fn buffers_report_needed_size() {
-    let l = load();
+    let t = tiny_qsf();
+    let l = load(&t);
     let text = "Hello world, this is a test";
     let mut n = 0usize;
     // SAFETY: valid arguments; buffers sized as passed.
@@ -472,7 +481,8 @@ fn buffers_report_needed_size() {
 
 #[test]
 fn params_struct_size_is_checked() {
-    let l = load();
+    let t = tiny_qsf();
+    let l = load(&t);
     let mut c = null_mut();
     // SAFETY: valid arguments.
     unsafe {
@@ -520,7 +530,8 @@ fn greedy_generation_matches_transformers() {
     let r = reference();
     let prompt = ids(&r, "input_ids");
     let want = ids(&r, "greedy_ids");
-    let l = load();
+    let t = tiny_qsf();
+    let l = load(&t);
     // SAFETY: valid arguments.
     unsafe {
         let mut sp = qs_sampling_default_params();
@@ -596,7 +607,8 @@ fn greedy_generation_matches_transformers() {
 
 #[test]
 fn model_metadata() {
-    let l = load();
+    let t = tiny_qsf();
+    let l = load(&t);
     // SAFETY: valid handle.
     unsafe {
         assert_eq!(
@@ -608,7 +620,7 @@ fn model_metadata() {
         assert_eq!(qs_model_n_head(l.m), 4);
         assert_eq!(qs_model_n_head_kv(l.m), 2);
         assert!(qs_model_n_params(l.m) > 0);
-        assert!(qs_model_file_size(l.m) >= std::fs::metadata(tiny_qsf()).unwrap().len() - 1);
+        assert!(qs_model_file_size(l.m) >= std::fs::metadata(&t.path).unwrap().len() - 1);
         assert_eq!(qs_model_quant_type(l.m), qs_quant_type::QS_QUANT_F32 as u32);
         assert!((qs_model_bits_per_weight(l.m) - 32.0).abs() < 0.5);
         // the model handle can go before the context
@@ -644,7 +656,8 @@ extern "C" fn cancel_from_callback(
 fn cancel_and_busy_from_callback() {
     let r = reference();
     let prompt = ids(&r, "input_ids");
-    let l = load();
+    let t = tiny_qsf();
+    let l = load(&t);
     // SAFETY: valid arguments.
     unsafe {
         let mut gp = qs_generate_default_params();

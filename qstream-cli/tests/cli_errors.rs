@@ -47,8 +47,11 @@ fn assert_fails(path: &Path, verify: bool, needle: &str) {
 
 #[test]
 fn info_reports_bad_files_in_one_line() {
-    let dir = std::env::temp_dir().join(format!("qstream-cli-errors-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("qstream-cli-errors-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path();
     let good = dir.join("good.qsf");
     let params = ConvertParams {
         quant: QuantChoice::Type(QuantType::Q4),
@@ -90,6 +93,5 @@ fn info_reports_bad_files_in_one_line() {
         "without --verify the structure is intact"
     );
     assert_fails(&p, true, "checksum");
-    assert_fails(&dir, false, "directory");
-    std::fs::remove_dir_all(&dir).ok();
+    assert_fails(dir, false, "directory");
 }

@@ -14,10 +14,12 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qstream-cli-test-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
+/// A fresh scratch directory for one test, removed when dropped.
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("qstream-cli-test-")
+        .tempdir()
+        .unwrap()
 }
 
 fn ok(cmd: &mut Command) -> String {
@@ -44,8 +46,9 @@ fn convert(src: &Path, dst: &Path, quant: &str, extra: &[&str]) {
 
 #[test]
 fn eval_matches_transformers_for_llama_family() {
+    let dir = scratch();
     for arch in ["llama", "mistral", "qwen2", "qwen3"] {
-        let qsf = tmp(&format!("{arch}-f32.qsf"));
+        let qsf = dir.path().join(format!("{arch}-f32.qsf"));
         convert(&fixture(arch), &qsf, "f32", &[]);
         let out = ok(bin()
             .arg("eval")
@@ -58,8 +61,9 @@ fn eval_matches_transformers_for_llama_family() {
 
 #[test]
 fn eval_fails_past_tolerance() {
+    let dir = scratch();
     // 2-bit weights move the logits far beyond 1e-4: eval --compare must exit non-zero
-    let qsf = tmp("llama-2bit.qsf");
+    let qsf = dir.path().join("llama-2bit.qsf");
     convert(&fixture("llama"), &qsf, "2bit", &[]);
     let out = bin()
         .arg("eval")
@@ -74,6 +78,7 @@ fn eval_fails_past_tolerance() {
 
 #[test]
 fn every_quant_type_converts_and_verifies() {
+    let dir = scratch();
     for q in [
         "f32",
         "f16",
@@ -88,7 +93,7 @@ fn every_quant_type_converts_and_verifies() {
         "4bit_outlier",
     ] {
         for extra in [&[][..], &["--compress", "--block-size", "64"][..]] {
-            let qsf = tmp(&format!("llama-{q}-{}.qsf", extra.len()));
+            let qsf = dir.path().join(format!("llama-{q}-{}.qsf", extra.len()));
             convert(&fixture("llama"), &qsf, q, extra);
             let info = ok(bin().arg("info").arg(&qsf).arg("--verify"));
             assert!(info.contains("all checksums OK"), "{q}: {info}");
@@ -100,7 +105,8 @@ fn every_quant_type_converts_and_verifies() {
 
 #[test]
 fn run_greedy_is_deterministic_and_perplexity_runs() {
-    let qsf = tmp("llama-run.qsf");
+    let dir = scratch();
+    let qsf = dir.path().join("llama-run.qsf");
     convert(&fixture("llama"), &qsf, "8bit", &[]);
     let a = ok(bin().arg("run").arg(&qsf).args([
         "-p",
@@ -138,7 +144,7 @@ fn run_greedy_is_deterministic_and_perplexity_runs() {
         "1",
     ]));
     assert_eq!(c, d, "same seed, same text on any thread count");
-    let text = tmp("ppl.txt");
+    let text = dir.path().join("ppl.txt");
     std::fs::write(&text, "This program is free software: you can redistribute it and/or modify it under the terms of the GNU General Public License as published by the Free Software Foundation, either version 3 of the License, or (at your option) any later version. ".repeat(8)).unwrap();
     let ppl_of = |threads: &str| -> f64 {
         let out = ok(bin()
@@ -170,10 +176,13 @@ fn run_greedy_is_deterministic_and_perplexity_runs() {
 
 #[test]
 fn bad_arguments_are_clear_errors() {
+    let dir = scratch();
     let out = bin()
         .args(["convert"])
         .arg(fixture("llama"))
-        .args(["-o", "/tmp/x.qsf", "--quant", "5bit"])
+        .arg("-o")
+        .arg(dir.path().join("x.qsf"))
+        .args(["--quant", "5bit"])
         .output()
         .unwrap();
     assert!(!out.status.success());

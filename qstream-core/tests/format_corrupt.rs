@@ -21,10 +21,12 @@ fn fixture() -> PathBuf {
     }
 }
 
-fn tmp_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qstream-corrupt-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh scratch directory, removed on drop.
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("qstream-corrupt-")
+        .tempdir()
+        .unwrap()
 }
 
 /// The valid file: the tiny Llama converted at q4 with LZ4 (cached per test process).
@@ -33,7 +35,8 @@ fn valid(compress: bool) -> &'static Vec<u8> {
     static LZ4: OnceLock<Vec<u8>> = OnceLock::new();
     let cell = if compress { &LZ4 } else { &PLAIN };
     cell.get_or_init(|| {
-        let out = tmp_dir().join(format!("valid-{compress}.qsf"));
+        let tmpdir = scratch();
+        let out = tmpdir.path().join(format!("valid-{compress}.qsf"));
         let params = ConvertParams {
             quant: QuantChoice::Type(QuantType::Q4),
             block_size: 32,
@@ -62,7 +65,8 @@ enum Outcome {
 /// Open `bytes` as a QSF file in mmap and read modes; panics (test failure) on a panic inside,
 /// or when the two modes disagree.
 fn qsf_outcome(bytes: &[u8], name: &str) -> Outcome {
-    let path = tmp_dir().join(name);
+    let tmpdir = scratch();
+    let path = tmpdir.path().join(name);
     std::fs::write(&path, bytes).unwrap();
     let run = |use_mmap: bool| -> Outcome {
         let r = catch_unwind(AssertUnwindSafe(|| -> Outcome {
@@ -144,7 +148,8 @@ struct Layout {
 }
 
 fn layout(bytes: &[u8]) -> Layout {
-    let path = tmp_dir().join(format!("layout-{}.qsf", bytes.len()));
+    let tmpdir = scratch();
+    let path = tmpdir.path().join(format!("layout-{}.qsf", bytes.len()));
     std::fs::write(&path, bytes).unwrap();
     let f = QsfFile::open(&path, &LoadOptions::default()).unwrap();
     f.verify().unwrap();
@@ -460,7 +465,8 @@ fn qsf_lz4_garbage() {
         // fix the stored CRC so the decompressor itself is exercised
         let crc = crc32fast::hash(&b[s..s + n]);
         put_u32(&mut b, 256 + 48 * i + 20, crc);
-        let path = tmp_dir().join("lz4.qsf");
+        let tmpdir = scratch();
+        let path = tmpdir.path().join("lz4.qsf");
         std::fs::write(&path, &b).unwrap();
         let r = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
             let f = QsfFile::open(&path, &LoadOptions::default())?;
@@ -483,9 +489,10 @@ fn qsf_lz4_garbage() {
 // ---------------------------------------------------------------------------------------
 // HuggingFace folders
 
-fn copy_fixture(name: &str) -> PathBuf {
-    let d = tmp_dir().join(name);
-    std::fs::create_dir_all(&d).unwrap();
+/// A writable copy of the fixture in a scratch directory (removed on drop).
+fn copy_fixture() -> tempfile::TempDir {
+    let tmp = scratch();
+    let d = tmp.path();
     for f in [
         "config.json",
         "model.safetensors",
@@ -502,7 +509,7 @@ fn copy_fixture(name: &str) -> PathBuf {
             std::fs::set_permissions(d.join(f), perm).unwrap();
         }
     }
-    d
+    tmp
 }
 
 /// Open an HF folder and load every tensor; `Err` if anything failed; test failure on panic.
@@ -521,8 +528,9 @@ fn hf_outcome(dir: &Path, what: &str) -> Result<()> {
 
 #[test]
 fn hf_bad_folders() {
-    let d = copy_fixture("hf-ok");
-    hf_outcome(&d, "valid").expect("the valid fixture opens");
+    let tmp = copy_fixture();
+    let d = tmp.path();
+    hf_outcome(d, "valid").expect("the valid fixture opens");
     let st = std::fs::read(d.join("model.safetensors")).unwrap();
     let cfg = std::fs::read_to_string(d.join("config.json")).unwrap();
 
@@ -540,7 +548,7 @@ fn hf_bad_folders() {
         st.len() - 1,
     ] {
         std::fs::write(d.join("model.safetensors"), &st[..cut]).unwrap();
-        let e = hf_outcome(&d, "trunc").expect_err(&format!("safetensors cut at {cut} accepted"));
+        let e = hf_outcome(d, "trunc").expect_err(&format!("safetensors cut at {cut} accepted"));
         assert!(
             matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::Io),
             "cut {cut}: {e}"
@@ -551,14 +559,14 @@ fn hf_bad_folders() {
     b[..8].copy_from_slice(&u64::MAX.to_le_bytes());
     std::fs::write(d.join("model.safetensors"), &b).unwrap();
     assert_eq!(
-        hf_outcome(&d, "hlen").unwrap_err().kind(),
+        hf_outcome(d, "hlen").unwrap_err().kind(),
         ErrorKind::Corrupt
     );
     let mut b = st.clone();
     b[8..16].copy_from_slice(b"{{{{{{{{");
     std::fs::write(d.join("model.safetensors"), &b).unwrap();
     assert_eq!(
-        hf_outcome(&d, "hjson").unwrap_err().kind(),
+        hf_outcome(d, "hjson").unwrap_err().kind(),
         ErrorKind::Corrupt
     );
     let header = std::str::from_utf8(&st[8..8 + hlen]).unwrap();
@@ -568,7 +576,7 @@ fn hf_bad_folders() {
         b[8..8 + hlen].copy_from_slice(bad.as_bytes());
         std::fs::write(d.join("model.safetensors"), &b).unwrap();
         assert_eq!(
-            hf_outcome(&d, "offsets").unwrap_err().kind(),
+            hf_outcome(d, "offsets").unwrap_err().kind(),
             ErrorKind::Corrupt
         );
     }
@@ -606,7 +614,7 @@ fn hf_bad_folders() {
     }
     for (what, text) in cases {
         std::fs::write(d.join("config.json"), text).unwrap();
-        let e = hf_outcome(&d, &what).expect_err(&format!("config {what} accepted"));
+        let e = hf_outcome(d, &what).expect_err(&format!("config {what} accepted"));
         assert!(
             matches!(
                 e.kind(),
@@ -618,8 +626,7 @@ fn hf_bad_folders() {
     std::fs::write(d.join("config.json"), &cfg).unwrap();
     // missing files
     std::fs::remove_file(d.join("model.safetensors")).unwrap();
-    assert!(hf_outcome(&d, "no weights").is_err());
-    std::fs::remove_dir_all(&d).ok();
+    assert!(hf_outcome(d, "no weights").is_err());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -628,7 +635,8 @@ fn hf_bad_folders() {
 /// Open a GGUF file and decode every tensor; test failure on panic.
 fn gguf_outcome(bytes: &[u8], what: &str) -> Result<()> {
     use qstream_core::import::ModelSource;
-    let path = tmp_dir().join("x.gguf");
+    let tmpdir = scratch();
+    let path = tmpdir.path().join("x.gguf");
     std::fs::write(&path, bytes).unwrap();
     let r = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
         let m = qstream_core::import::gguf::GgufModel::open(&path)?;

@@ -22,10 +22,12 @@ fn fixture() -> PathBuf {
     }
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qstream-legacy-test-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
+/// A fresh scratch directory, removed on drop.
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("qstream-legacy-test-")
+        .tempdir()
+        .unwrap()
 }
 
 /// The fixture's config.json in QStream terms (RoPE scaling dropped: llama3 scaling has no
@@ -300,7 +302,10 @@ fn decode_file(b: &[u8]) -> HashMap<String, Vec<f32>> {
 fn check_roundtrip(quant: V1Quant, block: usize, compress: bool, max_rel_rmse: f64) {
     let cfg = config();
     let src = tensors();
-    let path = tmp(&format!("tiny-{quant:?}-{block}-{compress}.qsf"));
+    let tmpdir = scratch();
+    let path = tmpdir
+        .path()
+        .join(format!("tiny-{quant:?}-{block}-{compress}.qsf"));
     let opts = V1Options {
         quant,
         block,
@@ -364,7 +369,6 @@ fn check_roundtrip(quant: V1Quant, block: usize, compress: bool, max_rel_rmse: f
             assert!(rel < limit, "{} {:?}: relative RMSE {rel}", s.name, quant);
         }
     }
-    std::fs::remove_file(&path).ok();
 }
 
 #[test]
@@ -390,7 +394,8 @@ fn other_types_roundtrip() {
 
 #[test]
 fn tokenizer_matches_fixture() {
-    let path = tmp("tok.qsf");
+    let tmpdir = scratch();
+    let path = tmpdir.path().join("tok.qsf");
     write_v1(
         &path,
         &config(),
@@ -422,14 +427,13 @@ fn tokenizer_matches_fixture() {
     let roles: HashMap<_, _> = f.tokenizer().special_tokens.iter().cloned().collect();
     assert_eq!(roles["bos"], "<|im_start|>");
     assert_eq!(roles["eos"], "<|im_end|>");
-    std::fs::remove_file(&path).ok();
 }
 
 fn open_err(bytes: &[u8], name: &str) -> qstream_core::Error {
-    let p = tmp(name);
+    let tmpdir = scratch();
+    let p = tmpdir.path().join(name);
     std::fs::write(&p, bytes).unwrap();
     let r = QsfFile::open(&p, &LoadOptions::default());
-    std::fs::remove_file(&p).ok();
     match r {
         Ok(_) => panic!("{name}: corrupt file opened"),
         Err(e) => e,
@@ -444,7 +448,8 @@ fn fix_header_crc(b: &mut [u8]) {
 
 #[test]
 fn rejects_bad_version1_files() {
-    let path = tmp("bad.qsf");
+    let tmpdir = scratch();
+    let path = tmpdir.path().join("bad.qsf");
     write_v1(
         &path,
         &config(),
@@ -454,7 +459,6 @@ fn rejects_bad_version1_files() {
     )
     .unwrap();
     let good = std::fs::read(&path).unwrap();
-    std::fs::remove_file(&path).ok();
 
     // header CRC mismatch is an error (the original only warned)
     let mut b = good.clone();

@@ -283,13 +283,13 @@ impl Builder {
 }
 
 fn open_bytes(tag: &str, bytes: &[u8]) -> Result<GgufFile, Error> {
-    let dir = std::env::temp_dir().join(format!("qstream-gguf-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(format!("{tag}.gguf"));
+    let dir = tempfile::Builder::new()
+        .prefix("qstream-gguf-test-")
+        .tempdir()
+        .unwrap();
+    let p = dir.path().join(format!("{tag}.gguf"));
     std::fs::write(&p, bytes).unwrap();
-    let r = GgufFile::open(&p);
-    let _ = std::fs::remove_file(&p);
-    r
+    GgufFile::open(&p)
 }
 
 #[test]
@@ -459,12 +459,13 @@ fn unsupported_arch_is_reported() {
             v
         })
         .bytes();
-    let dir = std::env::temp_dir().join(format!("qstream-gguf-arch-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join("bloom.gguf");
+    let dir = tempfile::Builder::new()
+        .prefix("qstream-gguf-arch-")
+        .tempdir()
+        .unwrap();
+    let p = dir.path().join("bloom.gguf");
     std::fs::write(&p, b).unwrap();
     let e = GgufModel::open(&p).unwrap_err();
-    let _ = std::fs::remove_file(&p);
     assert_eq!(e.kind(), ErrorKind::UnsupportedArch, "{e}");
 }
 

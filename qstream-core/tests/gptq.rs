@@ -7,7 +7,7 @@
 mod tiny_fixture;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use qstream_core::convert::{calibrate, convert, convert_with_imatrix, ConvertParams, QuantChoice};
@@ -15,10 +15,12 @@ use qstream_core::engine::{Model, ModelParams, Session, SessionParams};
 use qstream_core::format::{LoadOptions, QsfFile};
 use tiny_fixture::{dir, reference};
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qstream-gptq-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
+/// A fresh scratch directory, removed on drop.
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("qstream-gptq-")
+        .tempdir()
+        .unwrap()
 }
 
 fn weights(path: &Path) -> HashMap<String, Vec<f32>> {
@@ -53,6 +55,8 @@ fn output_error(h: &calibrate::Hessian, a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn gptq_files_are_plain_qsf_with_lower_output_error() {
+    let tmpdir = scratch();
+    let tmp = |name: &str| tmpdir.path().join(name);
     let f32_path = tmp("f32.qsf");
     let base = ConvertParams {
         quant: QuantChoice::parse("f32").unwrap(),

@@ -660,80 +660,75 @@ fn fused_and_conv1d_tensors() {
 
 // ---------------------------------------------------------------- broken folders
 
-struct TempDir(PathBuf);
+/// A scratch copy of a model folder, removed on drop.
+struct Folder(tempfile::TempDir);
 
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "qstream-hf-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
+impl Folder {
+    fn new(tag: &str) -> Folder {
+        Folder(
+            tempfile::Builder::new()
+                .prefix(&format!("qstream-hf-{tag}-"))
+                .tempdir()
+                .unwrap(),
+        )
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
     }
 
     /// A copy of tiny/llama.
-    fn llama(tag: &str) -> TempDir {
-        let d = TempDir::new(tag);
+    fn llama(tag: &str) -> Folder {
+        let d = Folder::new(tag);
         for f in std::fs::read_dir(fixtures().join("tiny/llama")).unwrap() {
             let f = f.unwrap();
-            std::fs::copy(f.path(), d.0.join(f.file_name())).unwrap();
+            std::fs::copy(f.path(), d.path().join(f.file_name())).unwrap();
         }
         d
     }
 
     fn edit_config(&self, f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
-        let p = self.0.join("config.json");
+        let p = self.path().join("config.json");
         let mut v = json(&p);
         f(v.as_object_mut().unwrap());
         std::fs::write(p, serde_json::to_string(&v).unwrap()).unwrap();
     }
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn open_err(d: &TempDir) -> qstream_core::Error {
-    HfModel::open(&d.0).expect_err("broken folder must not open")
+fn open_err(d: &Folder) -> qstream_core::Error {
+    HfModel::open(d.path()).expect_err("broken folder must not open")
 }
 
 #[test]
 fn broken_folders_fail_cleanly() {
     // sanity: an unmodified copy opens
-    HfModel::open(&TempDir::llama("ok").0).unwrap();
+    HfModel::open(Folder::llama("ok").path()).unwrap();
 
-    let d = TempDir::llama("noconfig");
-    std::fs::remove_file(d.0.join("config.json")).unwrap();
+    let d = Folder::llama("noconfig");
+    std::fs::remove_file(d.path().join("config.json")).unwrap();
     assert_eq!(open_err(&d).kind(), ErrorKind::NotFound);
 
-    let d = TempDir::llama("noweights");
-    std::fs::remove_file(d.0.join("model.safetensors")).unwrap();
+    let d = Folder::llama("noweights");
+    std::fs::remove_file(d.path().join("model.safetensors")).unwrap();
     assert_eq!(open_err(&d).kind(), ErrorKind::NotFound);
 
-    let d = TempDir::llama("notokenizer");
-    std::fs::remove_file(d.0.join("tokenizer.json")).unwrap();
+    let d = Folder::llama("notokenizer");
+    std::fs::remove_file(d.path().join("tokenizer.json")).unwrap();
     assert_eq!(open_err(&d).kind(), ErrorKind::NotFound);
 
-    let d = TempDir::llama("truncated");
-    let p = d.0.join("model.safetensors");
+    let d = Folder::llama("truncated");
+    let p = d.path().join("model.safetensors");
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() - 1000]).unwrap();
     assert_eq!(open_err(&d).kind(), ErrorKind::Corrupt);
 
-    let d = TempDir::llama("tiny-file");
-    std::fs::write(d.0.join("model.safetensors"), b"abc").unwrap();
+    let d = Folder::llama("tiny-file");
+    std::fs::write(d.path().join("model.safetensors"), b"abc").unwrap();
     assert_eq!(open_err(&d).kind(), ErrorKind::Corrupt);
 
     // header lies: a tensor's end offset grows beyond the data
-    let d = TempDir::llama("header-lies");
-    let p = d.0.join("model.safetensors");
+    let d = Folder::llama("header-lies");
+    let p = d.path().join("model.safetensors");
     let bytes = std::fs::read(&p).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
@@ -747,7 +742,7 @@ fn broken_folders_fail_cleanly() {
     assert_eq!(open_err(&d).kind(), ErrorKind::Corrupt);
 
     // tensor shape disagrees with config
-    let d = TempDir::llama("wrong-shape");
+    let d = Folder::llama("wrong-shape");
     d.edit_config(|c| {
         c.insert("intermediate_size".into(), 256.into());
     });
@@ -756,13 +751,13 @@ fn broken_folders_fail_cleanly() {
     assert!(e.to_string().contains("ffn_"), "{e}");
 
     // config claims fewer layers than the file has
-    let d = TempDir::llama("layers");
+    let d = Folder::llama("layers");
     d.edit_config(|c| {
         c.insert("num_hidden_layers".into(), 1.into());
     });
     assert_eq!(open_err(&d).kind(), ErrorKind::Corrupt);
 
-    let d = TempDir::llama("unknown-arch");
+    let d = Folder::llama("unknown-arch");
     d.edit_config(|c| {
         c.insert("model_type".into(), "frobnicator".into());
     });
@@ -770,7 +765,7 @@ fn broken_folders_fail_cleanly() {
     assert_eq!(e.kind(), ErrorKind::UnsupportedArch);
     assert!(e.to_string().contains("frobnicator"));
 
-    let d = TempDir::llama("missing-field");
+    let d = Folder::llama("missing-field");
     d.edit_config(|c| {
         c.remove("hidden_size");
     });
@@ -778,22 +773,22 @@ fn broken_folders_fail_cleanly() {
     assert_eq!(e.kind(), ErrorKind::Corrupt);
     assert!(e.to_string().contains("hidden_size"), "{e}");
 
-    let d = TempDir::llama("bad-field");
+    let d = Folder::llama("bad-field");
     d.edit_config(|c| {
         c.insert("num_attention_heads".into(), "four".into());
     });
     let e = open_err(&d);
     assert!(e.to_string().contains("num_attention_heads"), "{e}");
 
-    let d = TempDir::llama("bad-json");
-    std::fs::write(d.0.join("config.json"), "{ not json").unwrap();
+    let d = Folder::llama("bad-json");
+    std::fs::write(d.path().join("config.json"), "{ not json").unwrap();
     let e = open_err(&d);
     assert_eq!(e.kind(), ErrorKind::Corrupt);
     assert!(e.to_string().contains("config.json"), "{e}");
 
     // unknown tensors are kept under a sanitized name, not rejected
-    let d = TempDir::llama("unknown-tensor");
-    let p = d.0.join("model.safetensors");
+    let d = Folder::llama("unknown-tensor");
+    let p = d.path().join("model.safetensors");
     let bytes = std::fs::read(&p).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
@@ -816,7 +811,7 @@ fn broken_folders_fail_cleanly() {
     out.extend_from_slice(&1.5f32.to_le_bytes());
     out.extend_from_slice(&(-2.0f32).to_le_bytes());
     std::fs::write(&p, out).unwrap();
-    let m = HfModel::open(&d.0).unwrap();
+    let m = HfModel::open(d.path()).unwrap();
     assert_eq!(m.load_f32("blk.0.mystery_module").unwrap(), vec![1.5, -2.0]);
     assert!(m.load_f32("no.such.tensor").is_err());
 }
@@ -825,8 +820,8 @@ fn broken_folders_fail_cleanly() {
 fn sharded_folder_opens() {
     // Split tiny/llama into two shards with an index.
     let src = fixtures().join("tiny/llama");
-    let d = TempDir::llama("sharded");
-    std::fs::remove_file(d.0.join("model.safetensors")).unwrap();
+    let d = Folder::llama("sharded");
+    std::fs::remove_file(d.path().join("model.safetensors")).unwrap();
     let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut names: Vec<String> = st.names().into_iter().cloned().collect();
@@ -838,17 +833,17 @@ fn sharded_folder_opens() {
             .iter()
             .map(|n| (n.clone(), st.tensor(n).unwrap()))
             .collect();
-        safetensors::serialize_to_file(views, &None, &d.0.join(&file)).unwrap();
+        safetensors::serialize_to_file(views, &None, &d.path().join(&file)).unwrap();
         for n in part {
             weight_map.insert(n.clone(), file.clone().into());
         }
     }
     std::fs::write(
-        d.0.join("model.safetensors.index.json"),
+        d.path().join("model.safetensors.index.json"),
         serde_json::json!({"metadata": {}, "weight_map": weight_map}).to_string(),
     )
     .unwrap();
-    let m = HfModel::open(&d.0).unwrap();
+    let m = HfModel::open(d.path()).unwrap();
     let one = tiny("llama");
     assert_eq!(m.tensors().len(), one.tensors().len());
     for t in one.tensors() {

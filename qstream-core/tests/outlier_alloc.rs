@@ -7,28 +7,12 @@
 mod tiny_fixture;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use qstream_core::convert::{convert, ConvertParams, OutlierAlloc, QuantChoice};
 use qstream_core::format::{LoadOptions, QsfFile};
 use qstream_core::quant::outlier::{count_for, OutlierView};
 use tiny_fixture::dir;
-
-struct TmpDir(PathBuf);
-
-impl TmpDir {
-    fn new() -> Self {
-        let d = std::env::temp_dir().join(format!("qstream-oalloc-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        TmpDir(d)
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.0).ok();
-    }
-}
 
 /// Per outlier tensor: (outlier count, numel, squared error against `reference`).
 fn outliers(
@@ -56,8 +40,11 @@ fn outliers(
 
 #[test]
 fn global_allocation_keeps_the_budget_and_lowers_the_error() {
-    let tmp = TmpDir::new();
-    let f32_path = tmp.0.join("f32.qsf");
+    let tmp = tempfile::Builder::new()
+        .prefix("qstream-oalloc-")
+        .tempdir()
+        .unwrap();
+    let f32_path = tmp.path().join("f32.qsf");
     let p = |quant: &str, alloc| ConvertParams {
         quant: QuantChoice::parse(quant).unwrap(),
         outlier_frac: 0.02,
@@ -83,7 +70,7 @@ fn global_allocation_keeps_the_budget_and_lowers_the_error() {
     let mut stats = Vec::new();
     let mut sizes = Vec::new();
     for alloc in [OutlierAlloc::PerTensor, OutlierAlloc::Global] {
-        let path = tmp.0.join(format!("{alloc:?}.qsf"));
+        let path = tmp.path().join(format!("{alloc:?}.qsf"));
         convert(&dir("llama"), &path, &p("2bit_outlier", alloc), &mut |_| {
             true
         })

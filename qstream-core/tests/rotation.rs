@@ -6,8 +6,6 @@
 
 mod tiny_fixture;
 
-use std::path::PathBuf;
-
 use qstream_core::convert::{calibrate, convert, convert_with_imatrix, ConvertParams, QuantChoice};
 use qstream_core::engine::{Model, ModelParams, Session, SessionParams};
 use qstream_core::format::{LoadOptions, QsfFile};
@@ -15,10 +13,12 @@ use qstream_core::tensor::Tensor;
 use std::collections::HashMap;
 use tiny_fixture::{argmax, dir, max_abs_diff, parts, reference};
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qstream-rotation-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
+/// A fresh scratch directory, removed on drop.
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("qstream-rotation-")
+        .tempdir()
+        .unwrap()
 }
 
 /// Convert the tiny Llama with `quant`/`rotate`, return (max |logit diff| vs transformers
@@ -28,6 +28,8 @@ fn logits_error(
     rotate: usize,
     imatrix: Option<&calibrate::Imatrix>,
 ) -> (f32, usize, usize) {
+    let tmpdir = scratch();
+    let tmp = |name: &str| tmpdir.path().join(name);
     let out = tmp(&format!("{quant}-{rotate}-{}.qsf", imatrix.is_some()));
     let params = ConvertParams {
         quant: QuantChoice::parse(quant).unwrap(),
@@ -99,6 +101,8 @@ fn rotated_file_equals_its_dequantized_weights() {
         ("3bit", 64),
         ("2bit_outlier", 256),
     ] {
+        let tmpdir = scratch();
+        let tmp = |name: &str| tmpdir.path().join(name);
         let out = tmp(&format!("exact-{quant}-{rotate}.qsf"));
         let params = ConvertParams {
             quant: QuantChoice::parse(quant).unwrap(),
@@ -161,6 +165,8 @@ fn reference_ids() -> Vec<u32> {
 #[test]
 fn calibration_collects_rotated_statistics() {
     // an f32 QSF of the fixture for the calibration run
+    let tmpdir = scratch();
+    let tmp = |name: &str| tmpdir.path().join(name);
     let f32_path = tmp("calib-f32.qsf");
     let params = ConvertParams {
         quant: QuantChoice::parse("f32").unwrap(),

@@ -2,7 +2,7 @@
 //! binary, transformers' greedy references.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use qstream_core::convert::{convert, ConvertParams, QuantChoice};
@@ -27,19 +27,36 @@ pub fn gguf_path() -> Option<PathBuf> {
     }
 }
 
-pub fn out_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qstream-smollm2-test-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// The directory shared by every conversion of this test binary: converting SmolLM2 takes
+/// seconds, so each quant type is converted once per process and reused by every test. A
+/// `static` is never dropped, so the directory is removed by an `atexit` hook when the test
+/// binary exits (normally or through `std::process::exit`, which libtest uses on failure).
+fn shared_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    extern "C" fn remove_shared_dir() {
+        if let Some(d) = DIR.get() {
+            let _ = std::fs::remove_dir_all(d.path());
+        }
+    }
+    DIR.get_or_init(|| {
+        let d = tempfile::Builder::new()
+            .prefix("qstream-smollm2-test-")
+            .tempdir()
+            .expect("temporary directory");
+        // SAFETY: registers a plain `extern "C" fn()` that touches only a `static`; it runs
+        // once at process exit, after `main` returned or `exit` was called.
+        let rc = unsafe { libc::atexit(remove_shared_dir) };
+        assert_eq!(rc, 0, "atexit");
+        d
+    })
+    .path()
 }
 
 /// Convert once per test binary and cache the path.
 pub fn converted(quant: &str) -> Option<PathBuf> {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let gguf = gguf_path()?;
-    let dir = DIR.get_or_init(out_dir);
-    let out = dir.join(format!("smollm2-{quant}.qsf"));
+    let out = shared_dir().join(format!("smollm2-{quant}.qsf"));
     let _g = LOCK.lock().unwrap();
     if !out.exists() {
         let params = ConvertParams {
