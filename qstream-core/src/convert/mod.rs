@@ -744,12 +744,12 @@ mod preset_tests {
         // --tensor-type overrides by role or by global name
         let mut o = p("q2_m", 32);
         o.tensor_types = vec![
-            ("ffn_up".into(), QuantType::Q4, 64),
+            ("ffn_up".into(), QuantType::Q3, 32),
             ("blk.1.attn_q".into(), QuantType::Q8, 32),
         ];
-        assert_eq!(plan(&o, "blk.5.ffn_up", &m), Some((QuantType::Q4, 64)));
+        assert_eq!(plan(&o, "blk.5.ffn_up", &m), Some((QuantType::Q3, 32)));
         assert_eq!(plan(&o, "blk.1.attn_q", &m), Some((QuantType::Q8, 32)));
-        assert_eq!(plan(&o, "blk.2.attn_q", &m), Some((QuantType::Q4, 64)));
+        assert_eq!(plan(&o, "blk.2.attn_q", &m), Some((QuantType::Q3, 32)));
         assert_eq!(
             plan(&o, "blk.2.attn_norm", &[576]),
             Some((QuantType::F32, 1))
