@@ -31,25 +31,43 @@ EVAL = "/usr/share/common-licenses/GPL-3"
 CALIB = ["Apache-2.0", "MPL-2.0", "GFDL-1.3", "Artistic", "CC0-1.0"]
 
 LLAMA_TYPES = ["Q8_0", "Q4_1", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"]
-# name -> extra `qstream convert` args
+# name -> extra `qstream convert` args; each is measured without and with the imatrix
 QSF_TYPES = {
     "8bit": ["--quant", "8bit"],
     "4bit B32": ["--quant", "4bit", "--block-size", "32"],
     "4bit B64": ["--quant", "4bit", "--block-size", "64"],
-    "4bit B128": ["--quant", "4bit", "--block-size", "128"],
     "4bit_sym": ["--quant", "4bit_sym"],
     "3bit": ["--quant", "3bit"],
     "2bit": ["--quant", "2bit"],
     "2bit_outlier 0.5%": ["--quant", "2bit_outlier", "--outlier-frac", "0.005"],
+    "2bit_outlier 0.5% per-tensor": ["--quant", "2bit_outlier", "--outlier-frac", "0.005", "--outlier-alloc", "tensor"],
     "2bit_outlier 1%": ["--quant", "2bit_outlier", "--outlier-frac", "0.01"],
     "4bit B64+e8": ["--quant", "4bit+e8", "--block-size", "64"],
     "4bit_sym+e8": ["--quant", "4bit_sym+e8"],
     "3bit+e8": ["--quant", "3bit+e8"],
     "2bit+e8": ["--quant", "2bit+e8"],
+    "2bit_outlier 0.5%+e8": ["--quant", "2bit_outlier+e8", "--outlier-frac", "0.005"],
+    "2bit_outlier 0.5%+e8 per-tensor": ["--quant", "2bit_outlier+e8", "--outlier-frac", "0.005", "--outlier-alloc",
+                                        "tensor"],
     "2bit_outlier 1%+e8": ["--quant", "2bit_outlier+e8", "--outlier-frac", "0.01"],
     "q4_m": ["--quant", "q4_m"],
     "q3_m": ["--quant", "q3_m"],
     "q2_m": ["--quant", "q2_m"],
+}
+# GPTQ error feedback (`--gptq`): run with the imatrix and the Hessian file only
+GPTQ_TYPES = {
+    "q4_m": ["--quant", "q4_m"],
+    "q3_m": ["--quant", "q3_m"],
+    "q2_m": ["--quant", "q2_m"],
+    "4bit_sym+e8": ["--quant", "4bit_sym+e8"],
+    "3bit+e8": ["--quant", "3bit+e8"],
+    "2bit+e8": ["--quant", "2bit+e8"],
+    "2bit_outlier 0.5%+e8": ["--quant", "2bit_outlier+e8", "--outlier-frac", "0.005"],
+    "2bit_outlier 1%+e8": ["--quant", "2bit_outlier+e8", "--outlier-frac", "0.01"],
+}
+# `--extra`: rows of earlier experiments (docs/quality.md, history sections)
+EXTRA_TYPES = {
+    "4bit B128": ["--quant", "4bit", "--block-size", "128"],
     "2bit_outlier 2%+e8": ["--quant", "2bit_outlier+e8", "--outlier-frac", "0.02"],
     # incoherence rotation (randomized Hadamard on the input dimension, `--rotate`)
     "2bit rot": ["--quant", "2bit", "--rotate"],
@@ -57,25 +75,28 @@ QSF_TYPES = {
     "3bit+e8 rot": ["--quant", "3bit+e8", "--rotate"],
     "3bit+e8 rot16": ["--quant", "3bit+e8", "--rotate", "16"],
     "2bit+e8 rot": ["--quant", "2bit+e8", "--rotate"],
-    # q2_m retune candidate (see GPTQ_TYPES)
+    # the presets before 2026-11-30 (3/2-bit on ffn_up, q4 B64 attention)
+    "q3_m (old)": ["--quant", "q3_m", "--tensor-type", "ffn_up=3bit:32", "--tensor-type", "attn_q=4bit:64", "--tensor-type", "attn_k=4bit:64", "--tensor-type", "attn_output=4bit:64"],
+    "q2_m (old)": ["--quant", "q2_m", "--tensor-type", "ffn_gate=3bit:32", "--tensor-type", "ffn_up=2bit_outlier:32",
+                   "--tensor-type", "attn_q=4bit:64", "--tensor-type", "attn_k=4bit:64", "--tensor-type", "attn_output=4bit:64"],
+    # q2_m retune candidate (before 2026-11-30): the 2-bit tensor on ffn_down (as llama.cpp's Q2_K)
     "q2_m down2 gate/up q4 B64": ["--quant", "q2_m", "--tensor-type", "ffn_gate=4bit:64", "--tensor-type",
-                                  "ffn_up=4bit:64", "--tensor-type", "ffn_down=2bit_outlier:32"],
+                                  "ffn_up=4bit:64", "--tensor-type", "ffn_down=2bit_outlier:32", "--tensor-type", "attn_q=4bit:64", "--tensor-type", "attn_k=4bit:64", "--tensor-type", "attn_output=4bit:64"],
 }
-# GPTQ error feedback (`--gptq`): run with the imatrix and the Hessian file only
-GPTQ_TYPES = {
-    "q2_m": ["--quant", "q2_m"],
-    "q3_m": ["--quant", "q3_m"],
-    "3bit+e8": ["--quant", "3bit+e8"],
-    "4bit_sym+e8": ["--quant", "4bit_sym+e8"],
-    "2bit_outlier 1%+e8": ["--quant", "2bit_outlier+e8", "--outlier-frac", "0.01"],
-    "2bit+e8": ["--quant", "2bit+e8"],
-    # q2_m retune candidates: the 2-bit tensor on ffn_down (as llama.cpp's Q2_K) instead of ffn_up
-    "q2_m down2": ["--quant", "q2_m", "--tensor-type", "ffn_up=3bit:32", "--tensor-type", "ffn_down=2bit_outlier:32"],
-    "q2_m down2 1.5%": ["--quant", "q2_m", "--outlier-frac", "0.015", "--tensor-type", "ffn_up=3bit:32",
-                        "--tensor-type", "ffn_down=2bit_outlier:32"],
-    "q2_m down2 gate/up q4 B64": ["--quant", "q2_m", "--tensor-type", "ffn_gate=4bit:64", "--tensor-type", "ffn_up=4bit:64",
-                                  "--tensor-type", "ffn_down=2bit_outlier:32"],
+EXTRA_GPTQ_TYPES = {
+    "q2_m (old)": EXTRA_TYPES["q2_m (old)"],
+    "q2_m down2": ["--quant", "q2_m", "--tensor-type", "ffn_gate=3bit:32", "--tensor-type", "ffn_up=3bit:32",
+                   "--tensor-type", "ffn_down=2bit_outlier:32", "--tensor-type", "attn_q=4bit:64", "--tensor-type", "attn_k=4bit:64", "--tensor-type", "attn_output=4bit:64"],
+    "q2_m down2 gate/up q4 B64": EXTRA_TYPES["q2_m down2 gate/up q4 B64"],
 }
+# (llama.cpp type, QSF rows that may be paired with it: the issue's targets)
+PAIRINGS = [
+    ("Q4_0", ["4bit_sym", "4bit_sym+e8"]),
+    ("Q4_K_M", ["4bit B64", "4bit B64+e8", "q4_m"]),
+    ("Q3_K_M", ["3bit", "3bit+e8", "q3_m"]),
+    ("Q2_K", ["2bit_outlier 0.5%", "2bit_outlier 1%", "2bit_outlier 0.5%+e8", "2bit_outlier 1%+e8", "q2_m"]),
+]
+BEGIN, END = "<!-- quality.py: begin -->", "<!-- quality.py: end -->"
 
 
 def run(cmd, **kw):
@@ -102,6 +123,48 @@ def parse_ppl(out):
     return float(m.group(1))  # NaN is recorded (a broken file must show up in the table)
 
 
+def tables(rows, key_sfx, a):
+    """The generated part of docs/quality.md: every row, the issue's pairings, the outlier share."""
+    by = {k[:-len(key_sfx)]: v for k, v in rows}
+    mb = lambda v: f"{v['bytes'] / 1e6:.1f}"  # noqa: E731
+    bpw = lambda v: f"{v['bytes'] * 8 / N_PARAMS:.2f}"  # noqa: E731
+    chunks = a.chunks or "all"
+    out = [f"Generated by `python3 bench/quality.py{' --chunks ' + str(a.chunks) if a.chunks else ''}` "
+           f"({time.strftime('%Y-%m-%d')}; GPL-3, ctx 256, {chunks} chunks; QStream with "
+           f"`--act-bits {a.act_bits}`; convert s = wall time of `qstream convert`, {a.threads} threads).", "",
+           "| file | MB | bits/weight | perplexity | convert s |", "|---|---|---|---|---|"]
+    for name, v in by.items():
+        out.append(f"| {name} | {mb(v)} | {bpw(v)} | {v['ppl']:.2f} | {v.get('convert_s', '')} |")
+    out += ["", "**Pairings** (the issue's targets): llama.cpp's type against the best QSF file of each family "
+            "at equal or smaller size (Δ = perplexity change relative to llama.cpp's).", "",
+            "| llama.cpp | MB | ppl | QSF family | best QSF file ≤ its size | MB | ppl | Δ |", "|---|---|---|---|---|---|---|---|"]
+    for lt, cands in PAIRINGS:
+        lv = by.get("llama.cpp " + lt)
+        if not lv:
+            continue
+        for fam in ["", " +imatrix", " +imatrix +gptq"]:
+            fit = [(by[n]["ppl"], n) for c in cands for n in ["qstream " + c + fam]
+                   if n in by and by[n]["bytes"] <= lv["bytes"]]
+            if not fit:
+                continue
+            ppl, n = min(fit)
+            out.append(f"| {lt} | {mb(lv)} | {lv['ppl']:.2f} | {fam.strip() or 'uncalibrated'} | {n[8:]} | "
+                       f"{mb(by[n])} | {ppl:.2f} | {100 * (ppl / lv['ppl'] - 1):+.1f}% |")
+    f32 = by.get("llama.cpp F32")
+    if f32:
+        out += ["", f"**2bit_outlier's increase over F32 ({f32['ppl']:.2f}) as a share of plain 2bit's** "
+                "(target ≤ 50%):", "", "| 2bit_outlier file | ppl | plain 2bit file | ppl | share |", "|---|---|---|---|---|"]
+        for fam in ["", " +imatrix", " +imatrix +gptq"]:
+            for o, base in [("2bit_outlier 0.5%", "2bit"), ("2bit_outlier 0.5% per-tensor", "2bit"),
+                            ("2bit_outlier 1%", "2bit"), ("2bit_outlier 0.5%+e8", "2bit+e8"),
+                            ("2bit_outlier 0.5%+e8 per-tensor", "2bit+e8"), ("2bit_outlier 1%+e8", "2bit+e8")]:
+                ov, bv = by.get("qstream " + o + fam), by.get("qstream " + base + fam)
+                if ov and bv:
+                    share = (ov["ppl"] - f32["ppl"]) / (bv["ppl"] - f32["ppl"])
+                    out.append(f"| {o}{fam} | {ov['ppl']:.2f} | {base}{fam} | {bv['ppl']:.2f} | {100 * share:.0f}% |")
+    return "\n".join(out) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--src", default=os.path.expanduser("~/.cache/qstream/SmolLM2-135M-Instruct.Q4_1.gguf"))
@@ -115,7 +178,11 @@ def main():
                          "activation rounding; docs/quality.md was measured so)")
     ap.add_argument("--only", default="", help="comma-separated substrings of the names to run")
     ap.add_argument("--no-calib", action="store_true", help="skip the calibrated variants")
-    ap.add_argument("--plot", default=os.path.join(ROOT, "docs/quality.png"))
+    ap.add_argument("--extra", action="store_true", help="also the rows of earlier experiments (EXTRA_TYPES)")
+    ap.add_argument("--plot", default=os.path.join(ROOT, "docs/quality.png"), help="PNG to write ('' = none)")
+    ap.add_argument("--doc", default=os.path.join(ROOT, "docs/quality.md"),
+                    help=f"markdown file whose part between {BEGIN} and {END} is replaced by the tables "
+                         "('' = print only)")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     res_path = os.path.join(a.work, "results.json")
@@ -164,13 +231,16 @@ def main():
     # qstream family
     imatrix = os.path.join(a.work, "calib.imatrix")
     hessian = os.path.join(a.work, "calib.hessian")
-    variants = [("", [], QSF_TYPES)] if a.no_calib else [
-        ("", [], QSF_TYPES),
-        (" +imatrix", ["--imatrix", imatrix], QSF_TYPES),
-        (" +imatrix +gptq", ["--imatrix", imatrix, "--gptq", "--hessian", hessian], GPTQ_TYPES),
-        (" +imatrix +gptq act-order", ["--imatrix", imatrix, "--gptq", "--gptq-act-order", "--hessian", hessian],
-         GPTQ_TYPES),
+    qsf_types = dict(QSF_TYPES, **EXTRA_TYPES) if a.extra else QSF_TYPES
+    gptq_types = dict(GPTQ_TYPES, **EXTRA_GPTQ_TYPES) if a.extra else GPTQ_TYPES
+    variants = [("", [], qsf_types)] if a.no_calib else [
+        ("", [], qsf_types),
+        (" +imatrix", ["--imatrix", imatrix], qsf_types),
+        (" +imatrix +gptq", ["--imatrix", imatrix, "--gptq", "--hessian", hessian], gptq_types),
     ]
+    if a.extra and not a.no_calib:
+        variants.append((" +imatrix +gptq act-order",
+                         ["--imatrix", imatrix, "--gptq", "--gptq-act-order", "--hessian", hessian], gptq_types))
     for sfx, extra, types in variants:
         for t, args in types.items():
             name = "qstream " + t + sfx
@@ -202,10 +272,17 @@ def main():
 
     rows = [(k, v) for k, v in results.items() if k.endswith(key_sfx)]
     rows.sort(key=lambda kv: (kv[1]["family"], kv[1]["bytes"]))
-    print(f"| type | file MB | bits/weight | ppl (GPL-3, ctx 256, {a.chunks or 'all'} chunks) |")
-    print("|---|---|---|---|")
-    for k, v in rows:
-        print(f"| {k[:-len(key_sfx)]} | {v['bytes'] / 1e6:.1f} | {v['bytes'] * 8 / N_PARAMS:.2f} | {v['ppl']:.2f} |")
+    md = tables(rows, key_sfx, a)
+    print(md)
+    if a.doc:
+        doc = open(a.doc).read()
+        if BEGIN not in doc or END not in doc:
+            raise SystemExit(f"{a.doc} has no {BEGIN} ... {END} section")
+        head, rest = doc.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        with open(a.doc, "w") as f:
+            f.write(head + BEGIN + "\n" + md + END + tail)
+        print("updated:", a.doc, file=sys.stderr)
 
     if a.plot:
         import matplotlib
@@ -217,11 +294,12 @@ def main():
         f32 = [v["ppl"] for _, v in rows if v["type"] == "F32"]
         if f32:
             ax.axhline(f32[0], color="gray", linestyle="--", linewidth=0.8, label=f"F32 ({f32[0]:.2f})")
-        rows = [(k, v) for k, v in rows if v["type"] != "F32"]
+        # the per-tensor allocation rows are a comparison of one lever, not a file type to pick
+        rows = [(k, v) for k, v in rows if v["type"] != "F32" and "per-tensor" not in v["type"]]
         fams = sorted({v["family"] for _, v in rows})
         for fam, marker in zip(fams, "osD^v"):
             pts = sorted((v["bytes"] / 1e6, v["ppl"], v["type"]) for _, v in rows if v["family"] == fam)
-            pts = [p for p in pts if p[1] < 40]  # keep the axis readable (2-bit types are off-scale)
+            pts = [p for p in pts if p[1] < 120]  # uncalibrated 2-bit files (ppl in the thousands) are off-scale
             if not pts:
                 continue
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, linestyle="", label=fam)
@@ -229,7 +307,8 @@ def main():
                 ax.annotate(t, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel("file size (MB)")
         ax.set_ylabel(f"perplexity (GPL-3, ctx 256, {a.chunks or 'all'} chunks)")
-        ax.set_title("SmolLM2-135M: size vs perplexity (lower-left is better)")
+        ax.set_yscale("log")
+        ax.set_title("SmolLM2-135M: size vs perplexity (lower-left is better; ppl > 120 not shown)")
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()

@@ -414,7 +414,9 @@ typedef struct {
   uint32_t quant_type;
   // Values per block for q2/q3/q4/q4_sym: 32, 64, 128 or 256. Default 32.
   uint32_t block_size;
-  // Fraction of weights kept as FP16 by the *_OUTLIER types. Default 0.005.
+  // Fraction of the *_OUTLIER tensors' weights kept as FP16, spread over those tensors
+  // by the quantization error it removes (the CLI's `--outlier-alloc global`). Default
+  // 0.005.
   float outlier_frac;
   // LZ4-compress each layer. Default false.
   bool compress;

@@ -46,7 +46,9 @@ pub struct qs_convert_params {
     pub quant_type: u32,
     /// Values per block for q2/q3/q4/q4_sym: 32, 64, 128 or 256. Default 32.
     pub block_size: u32,
-    /// Fraction of weights kept as FP16 by the *_OUTLIER types. Default 0.005.
+    /// Fraction of the *_OUTLIER tensors' weights kept as FP16, spread over those tensors
+    /// by the quantization error it removes (the CLI's `--outlier-alloc global`). Default
+    /// 0.005.
     pub outlier_frac: f32,
     /// LZ4-compress each layer. Default false.
     pub compress: bool,

@@ -47,7 +47,8 @@ enum ProgressArg {
 /// quant: "keep", "f32", "f16", "bf16", "8bit", "4bit", "4bit_sym", "3bit", "2bit",
 /// "2bit_outlier", "3bit_outlier", "4bit_outlier", "mxfp4" (or a QSF type name such as
 /// "q4"). block_size: 32/64/128/256 for the q2/q3/q4 types. outlier_frac: fraction of
-/// weights the outlier types keep in FP16. compress: LZ4-compress layers. progress: True
+/// the outlier types' weights kept in FP16, spread over their tensors by the error it
+/// removes. compress: LZ4-compress layers. progress: True
 /// prints a progress line to stderr, False is silent, a callable gets
 /// (done, total, tensor_name) after each tensor and may return False to cancel.
 /// threads: worker threads (None = all cores). Ctrl-C cancels (the partial output is
