@@ -422,6 +422,9 @@ typedef struct {
   bool compress;
   // Worker threads; 0 = all cores. Default 0.
   uint32_t n_threads;
+  // Keep `outlier_frac` of each *_OUTLIER tensor's weights instead of spreading the
+  // budget over all of them (the CLI's `--outlier-alloc tensor`). Default false.
+  bool outlier_per_tensor;
 } qs_convert_params;
 
 // Progress callback: `done` of `total` steps, `what` a NUL-terminated description valid

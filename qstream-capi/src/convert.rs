@@ -2,7 +2,7 @@
 
 use std::ffi::{c_char, c_void};
 
-use qstream_core::convert::{self, ConvertParams, QuantChoice};
+use qstream_core::convert::{self, ConvertParams, OutlierAlloc, QuantChoice};
 use qstream_core::quant::QuantType;
 
 use crate::ffi::{self, Versioned};
@@ -54,6 +54,9 @@ pub struct qs_convert_params {
     pub compress: bool,
     /// Worker threads; 0 = all cores. Default 0.
     pub n_threads: u32,
+    /// Keep `outlier_frac` of each *_OUTLIER tensor's weights instead of spreading the
+    /// budget over all of them (the CLI's `--outlier-alloc tensor`). Default false.
+    pub outlier_per_tensor: bool,
 }
 
 // SAFETY: repr(C), starts with `struct_size: u32`, plain values.
@@ -66,6 +69,7 @@ unsafe impl Versioned for qs_convert_params {
             outlier_frac: 0.005,
             compress: false,
             n_threads: 0,
+            outlier_per_tensor: false,
         }
     }
 }
@@ -136,6 +140,11 @@ pub unsafe extern "C" fn qs_convert(
                 outlier_frac: p.outlier_frac,
                 compress: p.compress,
                 n_threads: p.n_threads as usize,
+                outlier_alloc: if p.outlier_per_tensor {
+                    OutlierAlloc::PerTensor
+                } else {
+                    OutlierAlloc::Global
+                },
                 ..Default::default()
             };
             convert::convert(&src, &dst, &cp, &mut |pr| {

@@ -681,3 +681,48 @@ fn cancel_and_busy_from_callback() {
         assert_eq!(qs_context_reset(l.c), OK);
     }
 }
+
+/// `outlier_per_tensor` selects the per-tensor outlier budget; the default spreads the same
+/// total over the tensors (the CLI's `--outlier-alloc`).
+#[test]
+fn convert_outlier_allocation() {
+    use qstream_core::format::{LoadOptions, QsfFile};
+    use qstream_core::quant::outlier::{count_for, OutlierView};
+    let dir = tempfile::Builder::new()
+        .prefix("qs_capi_outliers_")
+        .tempdir()
+        .unwrap();
+    let src = CString::new(fixture_dir().to_str().unwrap()).unwrap();
+    let mut counts = Vec::new();
+    for per_tensor in [false, true] {
+        let path = dir.path().join(format!("o{per_tensor}.qsf"));
+        let dst = CString::new(path.to_str().unwrap()).unwrap();
+        let mut p = qs_convert_default_params();
+        assert!(!p.outlier_per_tensor);
+        p.quant_type = qs_quant_type::QS_QUANT_Q2_OUTLIER as u32;
+        p.outlier_frac = 0.02;
+        p.outlier_per_tensor = per_tensor;
+        // SAFETY: valid NUL-terminated paths and params.
+        let st = unsafe { qs_convert(src.as_ptr(), dst.as_ptr(), &p, None, null_mut()) };
+        assert_eq!(st, OK, "{}", last_error());
+        let f = QsfFile::open(&path, &LoadOptions::default()).unwrap();
+        let mut per: Vec<(String, usize, usize)> = f
+            .all_tensors()
+            .unwrap()
+            .into_iter()
+            .filter(|(_, t)| t.qtype.is_outlier())
+            .map(|(name, t)| {
+                let v =
+                    OutlierView::parse(t.qtype, t.block, t.bytes(), t.rows(), t.cols()).unwrap();
+                (name, v.n_outliers(), t.numel())
+            })
+            .collect();
+        per.sort();
+        counts.push(per);
+    }
+    let (global, own) = (&counts[0], &counts[1]);
+    assert!(own.iter().all(|(_, k, n)| *k == count_for(0.02, *n)));
+    let total = |c: &[(String, usize, usize)]| c.iter().map(|x| x.1).sum::<usize>();
+    assert_eq!(total(global), total(own));
+    assert_ne!(global, own, "the default spread nothing");
+}

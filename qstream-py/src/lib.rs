@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use qstream_core::convert::{ConvertParams, Progress, QuantChoice};
+use qstream_core::convert::{ConvertParams, OutlierAlloc, Progress, QuantChoice};
 use qstream_core::format::{LoadOptions, QsfFile};
 use qstream_core::model::ModelConfig;
 
@@ -48,16 +48,17 @@ enum ProgressArg {
 /// "2bit_outlier", "3bit_outlier", "4bit_outlier", "mxfp4" (or a QSF type name such as
 /// "q4"). block_size: 32/64/128/256 for the q2/q3/q4 types. outlier_frac: fraction of
 /// the outlier types' weights kept in FP16, spread over their tensors by the error it
-/// removes. compress: LZ4-compress layers. progress: True
+/// removes ("global", the default) or of each tensor's weights (outlier_alloc="tensor").
+/// compress: LZ4-compress layers. progress: True
 /// prints a progress line to stderr, False is silent, a callable gets
 /// (done, total, tensor_name) after each tensor and may return False to cancel.
 /// threads: worker threads (None = all cores). Ctrl-C cancels (the partial output is
 /// removed). Returns a report dict.
 #[pyfunction]
 #[pyo3(
-    text_signature = "(src, dst, *, quant='4bit', block_size=32, outlier_frac=0.005, compress=False, progress=True, threads=None)"
+    text_signature = "(src, dst, *, quant='4bit', block_size=32, outlier_frac=0.005, outlier_alloc='global', compress=False, progress=True, threads=None)"
 )]
-#[pyo3(signature = (src, dst, *, quant="4bit", block_size=32, outlier_frac=0.005, compress=false, progress=ProgressIn::Flag(true), threads=None))]
+#[pyo3(signature = (src, dst, *, quant="4bit", block_size=32, outlier_frac=0.005, outlier_alloc="global", compress=false, progress=ProgressIn::Flag(true), threads=None))]
 #[allow(clippy::too_many_arguments)]
 fn convert<'py>(
     py: Python<'py>,
@@ -66,11 +67,14 @@ fn convert<'py>(
     quant: &str,
     block_size: usize,
     outlier_frac: f32,
+    outlier_alloc: &str,
     compress: bool,
     progress: ProgressIn,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let quant = QuantChoice::parse(quant).map_err(|e| Fail::Core(e).into_pyerr(py))?;
+    let outlier_alloc =
+        OutlierAlloc::parse(outlier_alloc).map_err(|e| Fail::Core(e).into_pyerr(py))?;
     if !matches!(block_size, 32 | 64 | 128 | 256) {
         return Err(Fail::Arg(format!(
             "block_size must be 32, 64, 128 or 256, got {block_size}"
@@ -98,6 +102,7 @@ fn convert<'py>(
         quant,
         block_size,
         outlier_frac,
+        outlier_alloc,
         compress,
         n_threads: threads.unwrap_or(0),
         ..Default::default()

@@ -170,3 +170,20 @@ def test_smollm2_greedy(smollm2):
     text = smollm2.generate("The capital of France is", max_tokens=8, temperature=0)
     assert "Paris" in text
     assert smollm2.info["n_vocab"] == 49152
+
+
+def test_convert_outlier_alloc(tiny_dir, tmp_path):
+    # the default spreads the outlier budget over all outlier tensors; "tensor" keeps the
+    # fraction per tensor; both keep the same total, so the files have the same size up to
+    # each tensor's 64-byte alignment
+    sizes = {}
+    for alloc in ["global", "tensor"]:
+        out = tmp_path / f"{alloc}.qsf"
+        rep = qstream.convert(tiny_dir, out, quant="2bit_outlier", outlier_frac=0.02,
+                              outlier_alloc=alloc, progress=False)
+        sizes[alloc] = out.stat().st_size
+        assert rep["types"]["q2_outlier"] > 1
+    assert abs(sizes["global"] - sizes["tensor"]) < 64 * 16
+    with pytest.raises(qstream.InvalidArgumentError):
+        qstream.convert(tiny_dir, tmp_path / "x.qsf", quant="2bit_outlier", outlier_alloc="rows",
+                        progress=False)

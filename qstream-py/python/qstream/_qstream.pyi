@@ -219,6 +219,7 @@ def convert(
     quant: str = "4bit",
     block_size: int = 32,
     outlier_frac: float = 0.005,
+    outlier_alloc: str = "global",
     compress: bool = False,
     progress: Union[bool, None, Callable[[int, int, str], Optional[bool]]] = True,
     threads: Optional[int] = None,
