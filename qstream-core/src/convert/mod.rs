@@ -179,7 +179,8 @@ pub struct ConvertParams {
     /// With `gptq`: sweep the columns in decreasing order of input energy (`diag H`), with
     /// block parameters fixed before the sweep ("act-order" with static groups).
     pub gptq_act_order: bool,
-    /// How the outlier types' budget (`outlier_frac` of each tensor's weights) is spread.
+    /// How the outlier types' budget (`outlier_frac` of their weights) is spread over
+    /// their tensors.
     pub outlier_alloc: OutlierAlloc,
 }
 
