@@ -4,8 +4,9 @@
 //! `cargo run --release -p qstream-core --example gemmbench [ROWS COLS N]`
 use qstream_core::kernels::gemm::{self, Panel, PANEL};
 use qstream_core::kernels::{kernel_set, ActBits, Isa, QuantAct};
-use qstream_core::quant::{self, QuantParams, QuantType};
 use std::time::Instant;
+
+mod common;
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -15,20 +16,9 @@ fn main() {
     let rows = args.first().copied().unwrap_or(1536);
     let cols = args.get(1).copied().unwrap_or(576);
     let n = args.get(2).copied().unwrap_or(128);
-    let w: Vec<f32> = (0..rows * cols)
-        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
-        .collect();
-    let x: Vec<f32> = (0..n * cols)
-        .map(|i| ((i * 31) % 100) as f32 / 100.0 - 0.5)
-        .collect();
-    for qt in [
-        QuantType::Q4,
-        QuantType::Q4Sym,
-        QuantType::Q8,
-        QuantType::Q2,
-    ] {
-        let b = quant::quantize(qt, &w, rows, cols, &QuantParams::default()).unwrap();
-        let rb = qt.row_bytes(32, cols);
+    let x = common::activations(n, cols);
+    for qt in common::TYPES {
+        let (b, rb) = common::weights(qt, rows, cols);
         for isa in Isa::ALL {
             let Some(k) = kernel_set(isa) else { continue };
             let Some(f) = k.gemm else { continue };

@@ -4,8 +4,10 @@
 //! `cargo run --release -p qstream-core --example kbench [ROWS COLS] [LEVEL]` (LEVEL: one of
 //! scalar, avx2, avx512, neon, neondot; default all)
 use qstream_core::kernels::{kernel_set, ActBits, Isa, QuantAct};
-use qstream_core::quant::{self, QuantParams, QuantType};
+use qstream_core::quant::QuantType;
 use std::time::Instant;
+
+mod common;
 
 fn main() {
     let raw: Vec<String> = std::env::args().skip(1).collect();
@@ -15,20 +17,9 @@ fn main() {
         args.first().copied().unwrap_or(1536),
         args.get(1).copied().unwrap_or(576),
     );
-    let w: Vec<f32> = (0..rows * cols)
-        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
-        .collect();
-    let x: Vec<f32> = (0..4 * cols)
-        .map(|i| ((i * 31) % 100) as f32 / 100.0 - 0.5)
-        .collect();
-    for qt in [
-        QuantType::Q4,
-        QuantType::Q4Sym,
-        QuantType::Q8,
-        QuantType::Q2,
-    ] {
-        let b = quant::quantize(qt, &w, rows, cols, &QuantParams::default()).unwrap();
-        let rb = qt.row_bytes(32, cols);
+    let x = common::activations(4, cols);
+    for qt in common::TYPES {
+        let (b, rb) = common::weights(qt, rows, cols);
         for isa in Isa::ALL {
             let Some(k) = kernel_set(isa) else { continue };
             if only.is_some_and(|o| o != isa) {
