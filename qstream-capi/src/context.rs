@@ -250,6 +250,7 @@ pub unsafe extern "C" fn qs_context_new(
                 n_ctx: p.n_ctx as usize,
                 kv_type,
                 n_threads: p.n_threads as usize,
+                ..Default::default()
             },
         )?;
         if p.n_batch > 0 {

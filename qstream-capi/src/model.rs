@@ -174,6 +174,7 @@ pub unsafe extern "C" fn qs_model_load(
                 n_threads: p.n_threads as usize,
                 ram_budget: (p.ram_budget_bytes > 0).then_some(p.ram_budget_bytes),
                 verify_checksums: p.check_crc,
+                ..Default::default()
             };
             let what = format!("load {}", path.display());
             if !progress(p.progress_cb, p.progress_userdata, 0, 1, &what) {

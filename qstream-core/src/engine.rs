@@ -19,8 +19,9 @@ use std::time::Instant;
 
 use crate::chat::ChatMessage;
 use crate::import::TokenizerData;
+use crate::kernels::{ActBits, Settings};
 use crate::kv::{KvCache, KvType};
-use crate::model::{self, Architecture, LogitsFor, ModelConfig, Scratch};
+use crate::model::{self, Architecture, LogitsFor, ModelConfig, ObserverHandle, RunCtx, Scratch};
 use crate::quant::QuantType;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tensor::Tensor;
@@ -41,6 +42,12 @@ pub struct ModelParams {
     pub ram_budget: Option<u64>,
     /// Verify every checksum while loading.
     pub verify_checksums: bool,
+    /// Activation precision of this model's integer kernels; `None` = the process default
+    /// (`kernels::set_act_bits`, `QSTREAM_ACT_BITS`). A session's setting wins over it.
+    pub act_bits: Option<ActBits>,
+    /// Run every mat-mul on the exact f32 reference path; `None` = the process default
+    /// (`kernels::dispatch::set_exact`, `QSTREAM_EXACT`). A session's setting wins over it.
+    pub exact: Option<bool>,
 }
 
 impl Default for ModelParams {
@@ -50,6 +57,8 @@ impl Default for ModelParams {
             n_threads: 0,
             ram_budget: None,
             verify_checksums: false,
+            act_bits: None,
+            exact: None,
         }
     }
 }
@@ -83,6 +92,9 @@ pub struct Model {
     /// per-token matmul workers (same thread count as `pool`)
     spin: crate::kernels::pool::SpinPool,
     info: ModelInfo,
+    /// numerics overrides from `ModelParams`
+    act_bits: Option<ActBits>,
+    exact: Option<bool>,
 }
 
 fn thread_count(n: usize) -> usize {
@@ -182,6 +194,8 @@ impl Model {
             pool: build_pool(params.n_threads)?,
             spin: build_spin(params.n_threads)?,
             info,
+            act_bits: params.act_bits,
+            exact: params.exact,
         }))
     }
 
@@ -198,6 +212,11 @@ impl Model {
     /// Summary (architecture, sizes, storage types).
     pub fn info(&self) -> ModelInfo {
         self.info.clone()
+    }
+
+    /// The kernel settings this model's sessions run with unless they override them.
+    pub fn kernel_settings(&self) -> Settings {
+        Settings::with(self.act_bits, self.exact)
     }
 
     /// Threads in the model's pool.
@@ -225,6 +244,13 @@ pub struct SessionParams {
     pub kv_type: KvType,
     /// Threads for this session's forward passes; 0 = the model's pool.
     pub n_threads: usize,
+    /// Activation precision for this session; `None` = the model's (`ModelParams::act_bits`).
+    pub act_bits: Option<ActBits>,
+    /// Exact f32 reference path for this session; `None` = the model's (`ModelParams::exact`).
+    pub exact: Option<bool>,
+    /// Sees every mat-mul input and layer output of this session's forward passes
+    /// (calibration, traces).
+    pub observer: Option<ObserverHandle>,
 }
 
 /// Stops a running [`Session::generate`] from any thread.
@@ -319,6 +345,9 @@ pub struct Session {
     /// tokens per forward call (≤ scratch.max_batch)
     batch: usize,
     cancel: Arc<AtomicBool>,
+    act_bits: Option<ActBits>,
+    exact: Option<bool>,
+    observer: Option<ObserverHandle>,
 }
 
 // Sessions move between threads (one at a time); models are shared.
@@ -363,6 +392,9 @@ impl Session {
             n_ctx,
             batch: MAX_BATCH.min(n_ctx),
             cancel: Arc::new(AtomicBool::new(false)),
+            act_bits: params.act_bits,
+            exact: params.exact,
+            observer: params.observer.clone(),
         })
     }
 
@@ -401,8 +433,17 @@ impl Session {
             logits,
             history,
             batch,
+            act_bits,
+            exact,
+            observer,
             ..
         } = self;
+        // session settings win over the model's, which win over the process defaults
+        let ctx = RunCtx {
+            kernels: Settings::with(act_bits.or(model.act_bits), exact.or(model.exact)),
+            observer: observer.as_ref().map(|o| &*o.0),
+        };
+        let ctx = &ctx;
         let (pool, spin) = match pool {
             Some((p, s)) => (&*p, &*s),
             None => (&model.pool, &model.spin),
@@ -417,9 +458,11 @@ impl Session {
                     match all.as_deref_mut() {
                         Some(out) => {
                             let out = &mut out[done * n_vocab..(done + chunk.len()) * n_vocab];
-                            arch.forward(chunk, pos, kv, scratch, LogitsFor::All, out)?;
+                            arch.forward(ctx, chunk, pos, kv, scratch, LogitsFor::All, out)?;
                         }
-                        None => arch.forward(chunk, pos, kv, scratch, LogitsFor::Last, logits)?,
+                        None => {
+                            arch.forward(ctx, chunk, pos, kv, scratch, LogitsFor::Last, logits)?
+                        }
                     }
                     history.extend_from_slice(chunk);
                     done += chunk.len();

@@ -90,17 +90,38 @@ fn erf(x: f64) -> f64 {
     }
 }
 
-/// Gated MLP activation in place: `gate[i] = act(gate[i]) · up[i]`.
-pub fn gated_act(gate: &mut [f32], up: &[f32], act: crate::model::config::Activation) {
+/// The scalar function of an activation.
+pub fn act_fn(act: crate::model::config::Activation) -> fn(f32) -> f32 {
     use crate::model::config::Activation;
-    let f: fn(f32) -> f32 = match act {
+    match act {
         Activation::Silu => silu,
         Activation::Gelu => gelu,
         Activation::GeluTanh => gelu_tanh,
         Activation::Relu => |x| x.max(0.0),
-    };
+    }
+}
+
+/// Gated MLP activation in place: `gate[i] = act(gate[i]) · up[i]`.
+pub fn gated_act(gate: &mut [f32], up: &[f32], act: crate::model::config::Activation) {
+    let f = act_fn(act);
     for (g, u) in gate.iter_mut().zip(up) {
         *g = f(*g) * u;
+    }
+}
+
+/// Activation in place: `x[i] = act(x[i])` (plain MLPs).
+pub fn activate(x: &mut [f32], act: crate::model::config::Activation) {
+    let f = act_fn(act);
+    for v in x.iter_mut() {
+        *v = f(*v);
+    }
+}
+
+/// Soft-capping in place: `x = cap · tanh(x / cap)` (Gemma 2's attention and final logits).
+pub fn softcap(x: &mut [f32], cap: f32) {
+    let inv = 1.0 / cap;
+    for v in x.iter_mut() {
+        *v = cap * (*v * inv).tanh();
     }
 }
 
@@ -115,8 +136,15 @@ pub fn add_inplace(x: &mut [f32], y: &[f32]) {
 /// Precomputed rotary-embedding tables for positions `0..n_ctx`.
 ///
 /// `cos[pos · half + i]`, `sin[..]` for the `half = dim / 2` frequencies; frequency scaling
-/// (linear, llama3, yarn) is folded in. Neox pairs dimension `i` with `i + dim/2`;
-/// Interleaved pairs `2i` with `2i + 1`.
+/// (linear, llama3, yarn, longrope) is folded in. Neox pairs dimension `i` with `i + dim/2`;
+/// Interleaved pairs `2i` with `2i + 1`; only the first `dim` values of a head rotate
+/// (partial rotary: Phi, GPT-J).
+///
+/// Longrope (Phi-3): positions below `original_max_position_embeddings` use the short
+/// factors, later positions the long ones (transformers switches the whole inverse-frequency
+/// vector once the sequence passes that length, which gives the same values for every
+/// position decoded one by one); cos/sin are scaled by
+/// `sqrt(1 + ln(s)/ln(orig))` with `s = n_ctx_train / orig` (1 when `s ≤ 1`).
 pub struct RopeTable {
     cos: Vec<f32>,
     sin: Vec<f32>,
@@ -126,14 +154,26 @@ pub struct RopeTable {
 }
 
 impl RopeTable {
-    /// Build the tables for `n_ctx` positions.
-    pub fn new(cfg: &RopeConfig, n_ctx: usize) -> Result<RopeTable> {
+    /// Build the tables for `n_ctx` positions of a model trained for `n_ctx_train`.
+    pub fn new(cfg: &RopeConfig, n_ctx: usize, n_ctx_train: usize) -> Result<RopeTable> {
         let dim = cfg.dim;
         if dim == 0 || !dim.is_multiple_of(2) {
             return Err(Error::corrupt(format!("rope dim {dim}")));
         }
         let half = dim / 2;
         let inv_freq = inv_freq(cfg)?;
+        // longrope: the long factors from `orig` on
+        let long = match &cfg.scaling {
+            Some(RopeScaling::LongRope {
+                long_factor,
+                original_max_position_embeddings,
+                ..
+            }) => Some((
+                longrope_inv_freq(cfg, long_factor)?,
+                *original_max_position_embeddings,
+            )),
+            _ => None,
+        };
         let mscale = match &cfg.scaling {
             Some(RopeScaling::Yarn {
                 factor,
@@ -141,12 +181,27 @@ impl RopeTable {
                 mscale_all_dim,
                 ..
             }) => yarn_attention_factor(*factor, *mscale, *mscale_all_dim),
+            Some(RopeScaling::LongRope {
+                original_max_position_embeddings: orig,
+                ..
+            }) => {
+                let s = n_ctx_train as f64 / (*orig).max(1) as f64;
+                if s <= 1.0 || *orig <= 1 {
+                    1.0
+                } else {
+                    (1.0 + s.ln() / (*orig as f64).ln()).sqrt() as f32
+                }
+            }
             _ => 1.0,
         };
         let mut cos = vec![0f32; n_ctx * half];
         let mut sin = vec![0f32; n_ctx * half];
         for pos in 0..n_ctx {
-            for (i, f) in inv_freq.iter().enumerate() {
+            let freqs = match &long {
+                Some((lf, orig)) if pos >= *orig => lf,
+                _ => &inv_freq,
+            };
+            for (i, f) in freqs.iter().enumerate() {
                 // As transformers: the angle is an f32 product, cos/sin of that f32.
                 let angle = (pos as f32 * f) as f64;
                 cos[pos * half + i] = (angle.cos() as f32) * mscale;
@@ -266,10 +321,25 @@ fn inv_freq(cfg: &RopeConfig) -> Result<Vec<f32>> {
                 })
                 .collect()
         }
-        Some(RopeScaling::LongRope { .. }) => {
-            return Err(Error::UnsupportedArch("longrope scaling".into()));
+        Some(RopeScaling::LongRope { short_factor, .. }) => {
+            return longrope_inv_freq(cfg, short_factor);
         }
     })
+}
+
+/// Longrope inverse frequencies `1 / (factor_i · theta^(2i/dim))` (transformers' order).
+fn longrope_inv_freq(cfg: &RopeConfig, factors: &[f32]) -> Result<Vec<f32>> {
+    let dim = cfg.dim;
+    if factors.len() != dim / 2 {
+        return Err(Error::corrupt(format!(
+            "longrope: {} factors for {} rotary frequencies",
+            factors.len(),
+            dim / 2
+        )));
+    }
+    Ok((0..dim / 2)
+        .map(|i| 1.0 / (factors[i] * cfg.theta.powf((2 * i) as f32 / dim as f32)))
+        .collect())
 }
 
 fn yarn_attention_factor(factor: f32, mscale: Option<f32>, mscale_all_dim: Option<f32>) -> f32 {
@@ -310,6 +380,23 @@ pub fn attention(
     att: &mut [f32],
     out: &mut [f32],
 ) {
+    attention_capped(q, kv, kv_head, pos, window, scale, None, att, out)
+}
+
+/// [`attention`] with the scaled scores soft-capped (`cap · tanh(s / cap)`, Gemma 2) before
+/// the softmax when `softcap` is given.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_capped(
+    q: &[f32],
+    kv: &KvLayer<'_>,
+    kv_head: usize,
+    pos: usize,
+    window: Option<usize>,
+    scale: f32,
+    softcap_at: Option<f32>,
+    att: &mut [f32],
+    out: &mut [f32],
+) {
     let start = first_visible(pos, window);
     let scores = &mut att[..pos + 1 - start];
     if let Some((keys, vals)) = kv.head_f32(kv_head, start, scores.len()) {
@@ -319,12 +406,18 @@ pub fn attention(
         for s in scores.iter_mut() {
             *s *= scale;
         }
+        if let Some(c) = softcap_at {
+            softcap(scores, c);
+        }
         softmax(scores);
         out.fill(0.0);
         (k.axpys)(scores, vals, out);
         return;
     }
     kv.scores(kv_head, start, q, scale, scores);
+    if let Some(c) = softcap_at {
+        softcap(scores, c);
+    }
     softmax(scores);
     kv.weighted_values(kv_head, start, scores, out);
 }
@@ -371,7 +464,7 @@ mod tests {
             style: RopeStyle::Neox,
             scaling: None,
         };
-        let t = RopeTable::new(&cfg, 4).unwrap();
+        let t = RopeTable::new(&cfg, 4, 4).unwrap();
         let mut x = [1.0f32, 0.0, 0.0, 1.0];
         t.apply(&mut x, 1);
         // pair (0,2) angle 1, pair (1,3) angle 1/100
@@ -384,6 +477,7 @@ mod tests {
                 style: RopeStyle::Interleaved,
                 ..cfg
             },
+            4,
             4,
         )
         .unwrap();

@@ -210,6 +210,31 @@ impl Tensor {
             .filter(|d| d.matches(self.qtype, self.block, rows, cols))
     }
 
+    /// Rows `r0..r1` of a matrix as a tensor named `name` over the same storage (zero copy,
+    /// same type, block and rotation): how a fused projection (`attn_qkv`) is split into its
+    /// parts. `None` for outlier types (their rows are not contiguous byte runs), vectors,
+    /// or a range past the rows or the bytes.
+    pub fn rows_view(&self, name: &str, r0: usize, r1: usize) -> Option<Tensor> {
+        if self.qtype.is_outlier() || self.shape.len() != 2 || r0 > r1 || r1 > self.shape[0] {
+            return None;
+        }
+        let rb = self.qtype.row_bytes(self.block, self.cols());
+        if rb.checked_mul(self.shape[0]) != Some(self.len) {
+            return None;
+        }
+        Some(Tensor {
+            name: name.to_string(),
+            qtype: self.qtype,
+            block: self.block,
+            shape: vec![r1 - r0, self.cols()],
+            rotation: self.rotation,
+            storage: Arc::clone(&self.storage),
+            offset: self.offset + r0 * rb,
+            len: (r1 - r0) * rb,
+            deltas: Arc::default(),
+        })
+    }
+
     /// True when the bytes live in the memory-mapped file.
     pub fn is_mapped(&self) -> bool {
         matches!(*self.storage, Storage::Mmap(_))

@@ -916,8 +916,9 @@ fn exp_and_silu_approx_bounds() {
 /// `matmul_multi_prep` gives exactly what computing the rows and then `matmul_multi`
 /// gives, for integer (fused path), float (computed, then passed on) and rotated parts,
 /// at the process's activation precision (not switched here: other tests run matmuls
-/// concurrently; `fused_producers_are_bit_identical` covers both); non-SiLU gates fall
-/// back to `nn::gated_act`.
+/// concurrently; `fused_producers_are_bit_identical` covers both); non-SiLU gates, the
+/// LayerNorm and the plain MLP activation compute their rows with `nn` and quantize them in
+/// the same call.
 #[test]
 fn matmul_multi_prep_equals_prep_then_matmul() {
     use qstream_core::kernels::Prep;
@@ -961,6 +962,26 @@ fn matmul_multi_prep_equals_prep_then_matmul() {
                     up: &up,
                     act: Activation::GeluTanh,
                 },
+                Prep::LayerNorm {
+                    x: &x,
+                    w: &nw,
+                    b: Some(&up[..cols]),
+                    eps: 1e-5,
+                },
+                Prep::LayerNorm {
+                    x: &x,
+                    w: &nw,
+                    b: None,
+                    eps: 1e-5,
+                },
+                Prep::Act {
+                    b: Some(&nw),
+                    act: Activation::GeluTanh,
+                },
+                Prep::Act {
+                    b: None,
+                    act: Activation::Gelu,
+                },
             ] {
                 let mut want_x = x.clone();
                 let k = kernels::kernels();
@@ -976,6 +997,19 @@ fn matmul_multi_prep_equals_prep_then_matmul() {
                         } => (k.silu_mul_act)(r, &up[t * cols..(t + 1) * cols], None),
                         Prep::Gated { up, act } => {
                             qstream_core::nn::gated_act(r, &up[t * cols..(t + 1) * cols], act)
+                        }
+                        Prep::LayerNorm { x, w, b, eps } => qstream_core::nn::layer_norm(
+                            r,
+                            &x[t * cols..(t + 1) * cols],
+                            w,
+                            b,
+                            eps,
+                        ),
+                        Prep::Act { b, act } => {
+                            if let Some(b) = b {
+                                qstream_core::nn::add_inplace(r, b);
+                            }
+                            qstream_core::nn::activate(r, act)
                         }
                     }
                 }

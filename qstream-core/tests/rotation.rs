@@ -91,10 +91,10 @@ fn rotated_fixture_matches_transformers_within_the_quantization_bound() {
 /// the same weights dequantized (and turned back) into an f32 model. Both run the exact
 /// reference path (f32 activations), so only the summation order and the f32 rotation of the
 /// input differ; the fast path's 8-bit activation rounding would hide a wrong rotation.
-/// (The switch is process-wide; this file's other tests hold on either path.)
+/// (Exact mode is a per-model setting here: the other tests of this file, running in
+/// parallel, keep the fast path.)
 #[test]
 fn rotated_file_equals_its_dequantized_weights() {
-    qstream_core::kernels::dispatch::set_exact(true);
     for (quant, rotate) in [
         ("4bit", 0),
         ("4bit", 256),
@@ -129,6 +129,7 @@ fn rotated_file_equals_its_dequantized_weights() {
             deq,
             &ModelParams {
                 n_threads: 2,
+                exact: Some(true),
                 ..Default::default()
             },
         )
@@ -137,6 +138,7 @@ fn rotated_file_equals_its_dequantized_weights() {
             &out,
             &ModelParams {
                 n_threads: 2,
+                exact: Some(true),
                 ..Default::default()
             },
         )

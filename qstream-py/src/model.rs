@@ -305,6 +305,7 @@ impl PyModel {
             n_threads: threads.unwrap_or(0),
             ram_budget: budget,
             verify_checksums: verify,
+            ..Default::default()
         };
         let p = path.clone();
         let model = detached(py, move || Ok(Model::load(&p, &params)?))?;

@@ -1,9 +1,9 @@
 //! Calibration: per-input-channel mean squared activations of every weight matrix
 //! (llama.cpp's "importance matrix"), used to weight the quantizers' squared error.
 //!
-//! [`collect`] runs a model over a text in chunks of `ctx` tokens with an activation
-//! observer installed in the mat-mul entry point ([`observe`], called by
-//! `kernels::matmul_multi`), and accumulates `Σ x_c²` and the row count for every matrix
+//! [`collect`] runs a model over a text in chunks of `ctx` tokens in a session with an
+//! activation observer (`model::ActivationObserver`, which the model layer calls with the
+//! input of every mat-mul), and accumulates `Σ x_c²` and the row count for every matrix
 //! by its canonical tensor name. [`Imatrix::importance`] gives `mean x_c²` per column.
 //!
 //! For tensors a conversion stores rotated (`--rotate`, `quant::rotate`), the importance
@@ -33,12 +33,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 
 use crate::engine::{Model, ModelParams, Session, SessionParams};
+use crate::model::{ActivationObserver, ObserverHandle};
 use crate::quant::gptq::{self, GptqFactor};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -442,25 +442,17 @@ impl Imatrix {
     }
 }
 
-static ACTIVE: AtomicBool = AtomicBool::new(false);
-static SINK: Mutex<Option<(Imatrix, Option<HessAcc>)>> = Mutex::new(None);
-/// Serializes calibration runs (one observer at a time, process-wide).
-static RUN: Mutex<()> = Mutex::new(());
-
-/// Activation observer hook, called by the mat-mul entry point with the input rows
-/// (`n × cols`) of every matrix. A relaxed atomic load when no calibration is running.
-#[inline]
-pub fn observe(ws: &[&Tensor], xs: &[f32], n: usize) {
-    if !ACTIVE.load(Ordering::Relaxed) {
-        return;
-    }
-    observe_slow(ws, xs, n);
+/// The calibration observer: accumulates the statistics of every mat-mul input of the
+/// session it is installed in (`SessionParams::observer`). Owned by that session, so
+/// calibrations (and other models) in the same process do not see each other.
+struct Collector {
+    sink: Mutex<(Imatrix, Option<HessAcc>)>,
 }
 
-#[cold]
-fn observe_slow(ws: &[&Tensor], xs: &[f32], n: usize) {
-    let Ok(mut g) = SINK.lock() else { return };
-    if let Some((im, hess)) = g.as_mut() {
+impl ActivationObserver for Collector {
+    fn observe(&self, ws: &[&Tensor], xs: &[f32], n: usize) {
+        let Ok(mut g) = self.sink.lock() else { return };
+        let (im, hess) = &mut *g;
         for w in ws {
             im.add(&w.name, xs, n, w.cols());
             im.add_rotated(&w.name, xs, n, w.cols());
@@ -493,9 +485,6 @@ pub fn collect_with(
     n_threads: usize,
     hessians: bool,
 ) -> Result<Imatrix> {
-    let _run = RUN
-        .lock()
-        .map_err(|_| Error::Internal("calibration lock poisoned".into()))?;
     let model = Model::load(
         model,
         &ModelParams {
@@ -515,32 +504,28 @@ pub fn collect_with(
             tokens.len()
         )));
     }
+    let collector = Arc::new(Collector {
+        sink: Mutex::new((Imatrix::default(), hessians.then(HessAcc::default))),
+    });
     let mut session = Session::new(
         model,
         &SessionParams {
             n_ctx: ctx,
+            observer: Some(ObserverHandle(collector.clone())),
             ..Default::default()
         },
     )?;
-    *SINK
-        .lock()
-        .map_err(|_| Error::Internal("imatrix lock poisoned".into()))? =
-        Some((Imatrix::default(), hessians.then(HessAcc::default)));
-    ACTIVE.store(true, Ordering::SeqCst);
-    let res = (|| -> Result<()> {
-        for c in 0..n_chunks {
-            session.reset();
-            session.decode(&tokens[c * ctx..(c + 1) * ctx])?;
-        }
-        Ok(())
-    })();
-    ACTIVE.store(false, Ordering::SeqCst);
-    let (mut im, hess) = SINK
-        .lock()
-        .map_err(|_| Error::Internal("imatrix lock poisoned".into()))?
-        .take()
-        .unwrap_or_default();
-    res?;
+    for c in 0..n_chunks {
+        session.reset();
+        session.decode(&tokens[c * ctx..(c + 1) * ctx])?;
+    }
+    drop(session);
+    let (mut im, hess) = std::mem::take(
+        &mut *collector
+            .sink
+            .lock()
+            .map_err(|_| Error::Internal("imatrix lock poisoned".into()))?,
+    );
     if let Some(h) = hess {
         im.hessians = h.finish();
     }

@@ -8,7 +8,8 @@
 //!   quantized once per call in groups of 32 (`dispatch::ActRow`), and the dot products run
 //!   in the integer domain: `Σ_groups d_w·d_x·Σ q_w·q_x (+ m_w·d_x·Σ q_x)` (MXFP4: `q_w` =
 //!   2·E2M1 ∈ −12..=12, `d_w` = half the E8M0 scale). The activation precision
-//!   ([`ActBits`], process-wide: [`set_act_bits`] or `QSTREAM_ACT_BITS=8|16`):
+//!   ([`ActBits`]; per call in [`Settings`], which a model or session sets, with process
+//!   defaults [`set_act_bits`] or `QSTREAM_ACT_BITS=8|16`):
 //!   - **16 bits (default)**: `q_x = 256·hi + lo`, step `amax/32512`, both planes i8, so the
 //!     same u8×i8 instructions run twice per group (`256·Σ q_w·hi + Σ q_w·lo`, exact in
 //!     i32). On SmolLM2 the next-token argmax agrees with the exact f32 path on 99.9 % of
@@ -30,7 +31,8 @@
 //!   is exact, and the activation rounding is that of the replaced dense value, as at every
 //!   other position (so the tests' bound `Σ |w|·d_x/2` holds). One float term per outlier: no
 //!   lookup of the quantized activation.
-//! * `QSTREAM_EXACT=1`: every dense type uses the exact scalar reference
+//! * Exact mode (`Settings::exact`; process default `QSTREAM_EXACT=1`): every dense type
+//!   uses the exact scalar reference
 //!   `quant::dot_row_ref` (the pre-SIMD path), e.g. for debugging.
 //!
 //! * **Prompt batches** of at least [`GEMM_MIN_TOKENS`] tokens over dense quantized weights
@@ -43,11 +45,16 @@
 //! * **Fused producers** ([`matmul_multi_prep`]): the forward passes hand the RMSNorm before
 //!   a projection and the SiLU(gate)·up before the down projection to the matmul, which
 //!   computes each 32-value group in registers, stores the f32 values (float weights,
-//!   outlier fixes and calibration read them) and quantizes the group in the same pass —
+//!   outlier fixes and activation observers read them) and quantizes the group in the same pass —
 //!   the planes and scales are bit-identical to quantizing the stored values afterwards.
 //!   RMSNorm sums `x²` in 8 lanes (`scalar::sum_sq`); SiLU uses a Cephes-polynomial `exp`
 //!   (`scalar::exp_approx`, within 2·10⁻⁷ relative of `f32::exp`; SiLU within 4·10⁻⁷ of
 //!   `nn::silu`), the same bits at every level, whether or not the parts quantize.
+//!   The LayerNorm (`Prep::LayerNorm`), the other gated activations (GELU, exact or tanh)
+//!   and the plain MLP's `act(up + b)` (`Prep::Act`) compute a row in f32 (`nn`) and
+//!   quantize it with the level's quantizer inside the same call: one pass over `d` values
+//!   each, next to the `d × rows` of the mat-mul (LayerNorm families pay no second
+//!   activation pass).
 //!
 //! The kernel level (scalar / AVX2 / AVX-512 VNNI / NEON) is chosen once at run time
 //! ([`dispatch::kernels`], `QSTREAM_ISA` forces one). For a given level, the value computed
@@ -91,6 +98,45 @@ pub use dispatch::{
     act_bits, kernel_set, kernels, set_act_bits, ActBatch, ActBits, ActRow, ActRowMut, Isa,
     KernelSet,
 };
+
+/// Numerics settings of one mat-mul call, passed down from the model or session that runs
+/// it (`engine::ModelParams` / `engine::SessionParams`), so two models in one process can
+/// differ. [`Settings::process`] gives the process-wide defaults ([`set_act_bits`] /
+/// `QSTREAM_ACT_BITS`, [`dispatch::set_exact`] / `QSTREAM_EXACT`) that the plain entry points
+/// ([`matmul`], [`matmul_multi`], [`matmul_multi_prep`]) use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// activation precision of the integer kernels
+    pub act_bits: ActBits,
+    /// every dense type takes the exact f32 reference path (`quant::dot_row_ref`)
+    pub exact: bool,
+}
+
+impl Settings {
+    /// The process-wide defaults (read at each call: a later `set_act_bits` applies).
+    #[inline]
+    pub fn process() -> Settings {
+        Settings {
+            act_bits: dispatch::act_bits(),
+            exact: dispatch::exact(),
+        }
+    }
+
+    /// The process defaults with `act_bits` / `exact` overridden where given.
+    pub fn with(act_bits: Option<ActBits>, exact: Option<bool>) -> Settings {
+        let p = Settings::process();
+        Settings {
+            act_bits: act_bits.unwrap_or(p.act_bits),
+            exact: exact.unwrap_or(p.exact),
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings::process()
+    }
+}
 
 /// Check once (at bind time) that `w`'s bytes can be used by the kernels.
 pub fn validate(w: &Tensor) -> crate::Result<()> {
@@ -308,8 +354,8 @@ enum Kind {
 }
 
 /// The kernel of a dense type (outlier types: of their base type's dense part).
-fn kind(k: &KernelSet, qt: QuantType) -> Kind {
-    if dispatch::exact() {
+fn kind(k: &KernelSet, qt: QuantType, exact: bool) -> Kind {
+    if exact {
         return Kind::Ref;
     }
     match qt {
@@ -357,10 +403,26 @@ pub fn matmul(w: &Tensor, xs: &[f32], n: usize, out: &mut [f32]) {
     matmul_multi(&[w], &mut [out], xs, n)
 }
 
+/// [`matmul`] with explicit [`Settings`].
+pub fn matmul_in(set: &Settings, w: &Tensor, xs: &[f32], n: usize, out: &mut [f32]) {
+    matmul_multi_in(set, &[w], &mut [out], xs, n)
+}
+
 /// [`matmul`] for several matrices with the same `cols` and the same input `xs`
 /// (`ws.len() ≤ MAX_PARTS`; `outs[i]` is `n × ws[i].rows()`), in one parallel region
 /// with one activation quantization.
 pub fn matmul_multi(ws: &[&Tensor], outs: &mut [&mut [f32]], xs: &[f32], n: usize) {
+    matmul_multi_in(&Settings::process(), ws, outs, xs, n)
+}
+
+/// [`matmul_multi`] with explicit [`Settings`].
+pub fn matmul_multi_in(
+    set: &Settings,
+    ws: &[&Tensor],
+    outs: &mut [&mut [f32]],
+    xs: &[f32],
+    n: usize,
+) {
     assert!(
         ws.len() == outs.len() && ws.len() <= MAX_PARTS,
         "matmul_multi: parts"
@@ -374,13 +436,11 @@ pub fn matmul_multi(ws: &[&Tensor], outs: &mut [&mut [f32]], xs: &[f32], n: usiz
         assert_eq!(w.cols(), cols, "matmul {}: cols", w.name);
         assert_eq!(o.len(), n * w.rows(), "matmul {}: output length", w.name);
     }
-    // calibration (`convert --calibrate`): no-op unless a calibration run is active
-    crate::convert::calibrate::observe(ws, xs, n);
     let g = ws[0].rotation;
     if ws.iter().any(|w| w.rotation != g) {
         // parts rotated differently (not written by the converter, but legal): one by one
         for (w, o) in ws.iter().zip(outs.iter_mut()) {
-            matmul_multi(&[*w], &mut [&mut **o], xs, n);
+            matmul_multi_in(set, &[*w], &mut [&mut **o], xs, n);
         }
         return;
     }
@@ -389,7 +449,7 @@ pub fn matmul_multi(ws: &[&Tensor], outs: &mut [&mut [f32]], xs: &[f32], n: usiz
         let run = |xr: &mut Vec<f32>, outs: &mut [&mut [f32]]| {
             xr.resize(xs.len(), 0.0);
             crate::quant::rotate::rotate_rows(xs, cols, g, xr);
-            matmul_parts(ws, outs, xr, n, cols, None);
+            matmul_parts(set, ws, outs, xr, n, cols, None);
         };
         ROT.with(|cell| match cell.try_borrow_mut() {
             Ok(mut xr) => run(&mut xr, outs),
@@ -398,7 +458,7 @@ pub fn matmul_multi(ws: &[&Tensor], outs: &mut [&mut [f32]], xs: &[f32], n: usiz
         });
         return;
     }
-    matmul_parts(ws, outs, xs, n, cols, None);
+    matmul_parts(set, ws, outs, xs, n, cols, None);
 }
 
 /// How [`matmul_multi_prep`] computes its input rows (each `cols` values) in place.
@@ -414,19 +474,39 @@ pub enum Prep<'a> {
         /// added to the mean square
         eps: f32,
     },
+    /// LayerNorm: row `t` = `w ⊙ (x_t − mean) / sqrt(var + eps) + b` (`nn::layer_norm`),
+    /// then quantized by the level's `quantize_act` / `quantize_act16` in the same call.
+    LayerNorm {
+        /// the input rows
+        x: &'a [f32],
+        /// the norm's weight (`cols`)
+        w: &'a [f32],
+        /// the norm's bias (`cols`), if any
+        b: Option<&'a [f32]>,
+        /// added to the variance
+        eps: f32,
+    },
     /// Gated MLP: row `t` (holding the gate) = `act(gate) ⊙ up_t` for row `t` of `up`
-    /// (SiLU by [`KernelSet::silu_mul_act`], other activations by `nn::gated_act`).
+    /// (SiLU by [`KernelSet::silu_mul_act`], other activations by `nn::gated_act`, then
+    /// quantized in the same call).
     Gated {
         /// the up projection (`n × cols`)
         up: &'a [f32],
         /// the activation
         act: crate::model::config::Activation,
     },
+    /// Plain MLP: row `t` (holding the up projection) = `act(row + b)` in place
+    /// (`nn::activate`), then quantized in the same call.
+    Act {
+        /// the up projection's bias (`cols`), if any
+        b: Option<&'a [f32]>,
+        /// the activation
+        act: crate::model::config::Activation,
+    },
 }
 
 impl Prep<'_> {
-    /// Compute row `t` into `row` and, when given, quantize it into `act` (only where
-    /// [`Prep::fuses`]).
+    /// Compute row `t` into `row` and, when given, quantize it into `act` in the same pass.
     fn row(&self, k: &KernelSet, t: usize, row: &mut [f32], act: Option<ActRowMut<'_>>) {
         use crate::model::config::Activation;
         let cols = row.len();
@@ -438,18 +518,34 @@ impl Prep<'_> {
                 act: Activation::Silu,
             } => (k.silu_mul_act)(row, &up[span], act),
             Prep::Gated { up, act: a } => {
-                debug_assert!(act.is_none(), "no fused kernel for {a:?}");
                 crate::nn::gated_act(row, &up[span], a);
+                quantize_any(k, row, act);
+            }
+            Prep::LayerNorm { x, w, b, eps } => {
+                crate::nn::layer_norm(row, &x[span], w, b, eps);
+                quantize_any(k, row, act);
+            }
+            Prep::Act { b, act: a } => {
+                if let Some(b) = b {
+                    crate::nn::add_inplace(row, b);
+                }
+                crate::nn::activate(row, a);
+                quantize_any(k, row, act);
             }
         }
     }
+}
 
-    /// Whether [`Prep::row`] quantizes (the kind has a fused kernel).
-    fn fuses(&self) -> bool {
-        !matches!(
-            self,
-            Prep::Gated { act, .. } if *act != crate::model::config::Activation::Silu
-        )
+/// Quantize `row` into `act` (when given) as `quantize_act16` (non-empty `act.lo`) or
+/// `quantize_act` of level `k`.
+#[inline]
+fn quantize_any(k: &KernelSet, row: &[f32], act: Option<ActRowMut<'_>>) {
+    if let Some(a) = act {
+        if a.lo.is_empty() {
+            (k.quantize_act)(row, a)
+        } else {
+            (k.quantize_act16)(row, a)
+        }
     }
 }
 
@@ -464,12 +560,23 @@ pub fn matmul_multi_prep(
     n: usize,
     prep: Prep<'_>,
 ) {
+    matmul_multi_prep_in(&Settings::process(), ws, outs, xs, n, prep)
+}
+
+/// [`matmul_multi_prep`] with explicit [`Settings`].
+pub fn matmul_multi_prep_in(
+    set: &Settings,
+    ws: &[&Tensor],
+    outs: &mut [&mut [f32]],
+    xs: &mut [f32],
+    n: usize,
+    prep: Prep<'_>,
+) {
     let k = kernels();
     let cols = ws.first().map_or(0, |w| w.cols());
-    let fusable =
-        prep.fuses() && cols > 0 && xs.len() == n * cols && ws.iter().all(|w| w.rotation == 0);
+    let fusable = cols > 0 && xs.len() == n * cols && ws.iter().all(|w| w.rotation == 0);
     if fusable && n > 0 {
-        if let Some(groups) = act_groups(k, ws, cols) {
+        if let Some(groups) = act_groups(k, ws, cols, set.exact) {
             assert!(
                 ws.len() == outs.len() && ws.len() <= MAX_PARTS,
                 "matmul_multi: parts"
@@ -478,12 +585,10 @@ pub fn matmul_multi_prep(
                 assert_eq!(w.cols(), cols, "matmul {}: cols", w.name);
                 assert_eq!(o.len(), n * w.rows(), "matmul {}: output length", w.name);
             }
-            let bits = dispatch::act_bits();
+            let bits = set.act_bits;
             let mut run = |act: &mut QuantAct, outs: &mut [&mut [f32]]| {
                 act.prepare(k, xs, n, cols, groups, bits, &prep);
-                // calibration (`convert --calibrate`): no-op unless a calibration run is active
-                crate::convert::calibrate::observe(ws, xs, n);
-                matmul_parts(ws, outs, xs, n, cols, Some(act));
+                matmul_parts(set, ws, outs, xs, n, cols, Some(act));
             };
             ACT.with(|cell| match cell.try_borrow_mut() {
                 Ok(mut act) => run(&mut act, outs),
@@ -498,12 +603,12 @@ pub fn matmul_multi_prep(
             prep.row(k, t, row, None);
         }
     }
-    matmul_multi(ws, outs, xs, n);
+    matmul_multi_in(set, ws, outs, xs, n);
 }
 
 /// The activation groups per row the parts' integer kernels read (`None` when no part has
 /// one: float weights, exact mode).
-fn act_groups(k: &KernelSet, ws: &[&Tensor], cols: usize) -> Option<usize> {
+fn act_groups(k: &KernelSet, ws: &[&Tensor], cols: usize, exact: bool) -> Option<usize> {
     let mut groups = None;
     for w in ws {
         let qt = if w.qtype.is_outlier() {
@@ -511,7 +616,7 @@ fn act_groups(k: &KernelSet, ws: &[&Tensor], cols: usize) -> Option<usize> {
         } else {
             w.qtype
         };
-        if let Kind::Q(..) = kind(k, qt) {
+        if let Kind::Q(..) = kind(k, qt, exact) {
             let g = cols.div_ceil(w.block) * w.block / 32;
             groups = Some(groups.map_or(g, |h: usize| h.max(g)));
         }
@@ -522,6 +627,7 @@ fn act_groups(k: &KernelSet, ws: &[&Tensor], cols: usize) -> Option<usize> {
 /// `matmul_multi` after the shape checks (`ready`: the activation, already quantized by
 /// [`matmul_multi_prep`] for the groups these parts read).
 fn matmul_parts(
+    set: &Settings,
     ws: &[&Tensor],
     outs: &mut [&mut [f32]],
     xs: &[f32],
@@ -568,7 +674,7 @@ fn matmul_parts(
         };
         let rb = qt.row_bytes(w.block, cols);
         assert!(bytes.len() >= rb * rows, "matmul {}: tensor bytes", w.name);
-        let kind = kind(k, qt);
+        let kind = kind(k, qt, set.exact);
         if let Kind::Q(..) = kind {
             groups = groups.max(cols.div_ceil(w.block) * w.block / 32);
         }
@@ -627,14 +733,14 @@ fn matmul_parts(
     }
     ACT.with(|cell| match cell.try_borrow_mut() {
         Ok(mut act) => {
-            act.quantize(k, xs, n, cols, groups, dispatch::act_bits());
+            act.quantize(k, xs, n, cols, groups, set.act_bits);
             run(&act);
         }
         Err(_) => {
             // Re-entered on this thread (rayon ran another forward pass here while this
             // one waits): use a private buffer.
             let mut act = QuantAct::new();
-            act.quantize(k, xs, n, cols, groups, dispatch::act_bits());
+            act.quantize(k, xs, n, cols, groups, set.act_bits);
             run(&act);
         }
     });

@@ -1,17 +1,34 @@
-//! Model architectures over shared building blocks ([`crate::nn`]).
+//! Model architectures over shared building blocks.
 //!
-//! An architecture binds its weights from canonical tensor names (validating every shape
-//! against the [`ModelConfig`]) and implements [`Architecture::forward`]. [`build`] is the
-//! ONE registry: a new architecture is one file plus one line there.
+//! - [`blocks`]: norms (RMSNorm, RMSNorm `1 + w`, LayerNorm ± bias), attention (GQA/MQA,
+//!   q/k norms per head or over the projection, biases, soft-capping, sliding windows,
+//!   query scaling, fused or split q/k/v), MLPs (gated or plain, any activation, biases).
+//!   Rotary tables (interleaved / NeoX, partial, linear / llama3 / yarn / longrope) live in
+//!   [`crate::nn::RopeTable`].
+//! - [`decoder`]: the ONE forward pass. A [`decoder::FamilySpec`] says how the blocks compose
+//!   (a [`decoder::LayerSpec`] per layer: wiring pre-norm / sandwich / post-norm / parallel,
+//!   attention options, MLP kind, residual scale) and which global extras apply (embedding
+//!   scale, learned positions, logit scale and soft-cap).
+//! - [`families`]: one short file per family that reads the [`ModelConfig`] into a
+//!   `FamilySpec`; [`spec`] is the ONE registry: a new family is one file plus one line.
+//!
+//! Settings that may differ per model or per session (activation bits, exact mode, an
+//! activation observer such as calibration) travel in a [`RunCtx`] passed to every forward
+//! pass, never through process-wide statics.
 
+pub mod blocks;
 pub mod config;
-pub mod llama;
+pub mod decoder;
+pub mod families;
 pub mod names;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub use config::{Arch, ModelConfig};
+pub use decoder::{FamilySpec, LayerSpec};
 
+use crate::kernels::Settings;
 use crate::kv::KvCache;
 use crate::nn::RopeTable;
 use crate::tensor::Tensor;
@@ -26,6 +43,59 @@ pub enum LogitsFor {
     All,
 }
 
+/// Sees the input rows of every weight matrix a forward pass multiplies (calibration:
+/// `convert::calibrate`), and, optionally, the hidden state after each layer (traces).
+///
+/// The model layer calls it; the kernels know nothing of it. Implementations must be cheap
+/// or run only in tools (they are called once per mat-mul per forward call, not per row).
+pub trait ActivationObserver: Send + Sync {
+    /// `xs` (`n × cols`) is the input of every matrix in `ws` (they share it).
+    fn observe(&self, ws: &[&Tensor], xs: &[f32], n: usize);
+
+    /// The residual stream (`n × n_embd`, positions `pos..pos + n`) after layer `layer`.
+    fn layer_output(&self, layer: usize, pos: usize, hidden: &[f32], n: usize) {
+        let _ = (layer, pos, hidden, n);
+    }
+}
+
+/// Per-call context of a forward pass: the kernel settings of the model/session that runs
+/// it and its observer, if any.
+#[derive(Clone, Copy, Default)]
+pub struct RunCtx<'a> {
+    /// numerics of the mat-muls (activation bits, exact mode)
+    pub kernels: Settings,
+    /// activation observer (calibration, traces)
+    pub observer: Option<&'a dyn ActivationObserver>,
+}
+
+impl RunCtx<'_> {
+    /// Report the input of `ws` to the observer, if any.
+    #[inline]
+    pub fn observe(&self, ws: &[&Tensor], xs: &[f32], n: usize) {
+        if let Some(o) = self.observer {
+            o.observe(ws, xs, n);
+        }
+    }
+
+    /// Report layer `layer`'s output to the observer, if any.
+    #[inline]
+    pub fn layer_output(&self, layer: usize, pos: usize, hidden: &[f32], n: usize) {
+        if let Some(o) = self.observer {
+            o.layer_output(layer, pos, hidden, n);
+        }
+    }
+}
+
+/// A shareable observer handle (for `engine::SessionParams`).
+#[derive(Clone)]
+pub struct ObserverHandle(pub Arc<dyn ActivationObserver>);
+
+impl std::fmt::Debug for ObserverHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ObserverHandle(..)")
+    }
+}
+
 /// A bound, ready-to-run architecture (weights + forward pass).
 pub trait Architecture: Send + Sync {
     /// Run `tokens` (positions `pos..pos + tokens.len()`) through the model: their keys and
@@ -33,8 +103,10 @@ pub trait Architecture: Send + Sync {
     ///
     /// The caller guarantees `tokens.len() ≤ scratch.max_batch`, `pos + tokens.len() ≤
     /// kv.n_ctx()` and every id `< n_vocab`.
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
+        ctx: &RunCtx<'_>,
         tokens: &[u32],
         pos: usize,
         kv: &mut KvCache,
@@ -44,18 +116,39 @@ pub trait Architecture: Send + Sync {
     ) -> Result<()>;
 }
 
-/// Bind `tensors` for `config.arch` — the architecture registry.
+/// The family description of `config.arch` — the architecture registry (one line each).
+pub fn spec(config: &ModelConfig) -> Result<FamilySpec> {
+    use families as f;
+    match config.arch {
+        Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Qwen3 => f::llama::spec(config),
+        Arch::Phi => f::phi::spec(config),
+        Arch::Phi3 => f::phi3::spec(config),
+        Arch::Gemma => f::gemma::spec(config),
+        Arch::Gemma2 => f::gemma2::spec(config),
+        Arch::Gemma3 => f::gemma3::spec(config),
+        Arch::Gpt2 => f::gpt2::spec(config),
+        Arch::Gptj => f::gptj::spec(config),
+        Arch::Olmo2 => f::olmo2::spec(config),
+        Arch::Starcoder2 => f::starcoder2::spec(config),
+        Arch::Granite => f::granite::spec(config),
+        other => Err(Error::UnsupportedArch(other.name().to_string())),
+    }
+}
+
+/// Bind `tensors` for `config.arch`.
 pub fn build(
     config: &ModelConfig,
     tensors: &HashMap<String, Tensor>,
 ) -> Result<Box<dyn Architecture>> {
     config.validate()?;
-    match config.arch {
-        Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Qwen3 => {
-            Ok(Box::new(llama::Llama::bind(config, tensors)?))
-        }
-        other => Err(Error::UnsupportedArch(other.name().to_string())),
+    if config.moe.is_some() {
+        return Err(Error::UnsupportedArch(format!(
+            "{} with mixture of experts",
+            config.arch.name()
+        )));
     }
+    let spec = spec(config)?;
+    Ok(Box::new(decoder::Decoder::bind(config, spec, tensors)?))
 }
 
 /// Per-session activation buffers, sized once for a batch of up to `max_batch` tokens
@@ -83,8 +176,12 @@ pub struct Scratch {
     pub hb: Vec<f32>,
     /// MLP hidden `[max_batch][n_ff]` (up)
     pub hb2: Vec<f32>,
-    /// rotary tables for `0..n_ctx` (None when the model has no RoPE)
-    pub rope: Option<RopeTable>,
+    /// fused q/k/v output of tensors that cannot be split (outlier types); grown on first
+    /// use, then reused
+    pub qkv: Vec<f32>,
+    /// rotary tables for `0..n_ctx`, one per distinct RoPE of the family (Gemma 3: global
+    /// and local); empty when the model has no RoPE
+    pub ropes: Vec<RopeTable>,
 }
 
 impl Scratch {
@@ -102,6 +199,15 @@ impl Scratch {
             v.resize(n, 0.0);
             Ok(v)
         };
+        // the family's rotary tables (unknown families: the config's one, if any)
+        let rope_cfgs = match spec(config) {
+            Ok(s) => s.ropes,
+            Err(_) => config.rope.iter().cloned().collect(),
+        };
+        let ropes = rope_cfgs
+            .iter()
+            .map(|r| RopeTable::new(r, n_ctx, config.n_ctx_train))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Scratch {
             max_batch,
             x: z(max_batch * config.n_embd)?,
@@ -114,10 +220,8 @@ impl Scratch {
             att: z(config.n_head * n_ctx)?,
             hb: z(max_batch * n_ff)?,
             hb2: z(max_batch * n_ff)?,
-            rope: match &config.rope {
-                Some(r) => Some(RopeTable::new(r, n_ctx)?),
-                None => None,
-            },
+            qkv: Vec::new(),
+            ropes,
         })
     }
 }

@@ -29,6 +29,10 @@ pub const FFN_NORM: &str = "ffn_norm";
 pub const FFN_GATE: &str = "ffn_gate";
 pub const FFN_UP: &str = "ffn_up";
 pub const FFN_DOWN: &str = "ffn_down";
+/// norm of the attention output before the residual add (Gemma 2/3, OLMo 2)
+pub const POST_ATTN_NORM: &str = "post_attention_norm";
+/// norm of the MLP output before the residual add (Gemma 2/3, OLMo 2)
+pub const POST_FFW_NORM: &str = "post_ffw_norm";
 
 /// Split a global name `blk.{i}.{rest}` into `(i, rest)`.
 pub fn split_layer(name: &str) -> Option<(usize, &str)> {
