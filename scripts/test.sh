@@ -13,6 +13,9 @@ echo "== fetching the default model (cached in ~/.cache/qstream)"
 QSTREAM_SMOLLM2_GGUF=$(bash scripts/fetch_model.sh)
 export QSTREAM_SMOLLM2_GGUF
 
+echo "== python packages the GGUF family tests need (tests/make_gguf.py: gguf, numpy, safetensors)"
+python3 -c 'import gguf, numpy, safetensors' 2>/dev/null || python3 -m pip install --quiet gguf numpy safetensors
+
 mkdir -p build
 echo "== cargo test (release)"
 # (the grep only filters what is shown; cargo's own status decides)

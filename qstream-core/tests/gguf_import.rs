@@ -6,7 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use qstream_core::import::gguf::{canonical_shape, ggml_type_name, GgufFile, GgufModel, MetaValue};
+use qstream_core::import::gguf::{
+    canonical_shape, ggml_type_name, GgufFile, GgufModel, MetaValue, Transform,
+};
 use qstream_core::import::ModelSource;
 use qstream_core::model::config::{Arch, RopeStyle};
 use qstream_core::quant::{self, QuantType};
@@ -61,6 +63,33 @@ fn canon(name: &str) -> &str {
     name.strip_suffix(".weight").unwrap_or(name)
 }
 
+/// Apply the importer's row transform to stored rows (`data` holds `rows` equal rows):
+/// `LlamaModel.permute` reversed — within each head of `head_dim` rows, canonical row
+/// `h·n_rot/2 + j` is stored row `2j + h`.
+fn canonical_rows<T: Copy>(data: &[T], rows: usize, t: Transform) -> Vec<T> {
+    let Transform::Unpermute {
+        head_dim, n_rot, ..
+    } = t
+    else {
+        assert_eq!(t, Transform::None);
+        return data.to_vec();
+    };
+    let w = data.len() / rows;
+    let mut out = Vec::with_capacity(data.len());
+    for r in 0..rows {
+        let (head, i) = (r / head_dim, r % head_dim);
+        let half = n_rot / 2;
+        let src = if i < n_rot {
+            2 * (i % half) + i / half
+        } else {
+            i
+        };
+        let s = head * head_dim + src;
+        out.extend_from_slice(&data[s * w..(s + 1) * w]);
+    }
+    out
+}
+
 fn assert_bits_eq(name: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{name}: length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
@@ -79,7 +108,9 @@ fn dequantize_every_type_matches_gguf_py_bit_exactly() {
     let mut types_seen = std::collections::BTreeSet::new();
     for r in &refs {
         let got = m.load_f32(canon(&r.name)).unwrap();
-        assert_bits_eq(&r.name, &got, &r.values);
+        let rows = canonical_shape(&r.ne)[0];
+        let want = canonical_rows(&r.values, rows, m.transform(canon(&r.name)).unwrap());
+        assert_bits_eq(&r.name, &got, &want);
         types_seen.insert(r.ty.clone());
         // Source type and canonical shape.
         let st = m
@@ -155,12 +186,18 @@ fn native_tensors_are_the_file_bytes_and_decode_like_ggml() {
             (Some((qt, block)), Some(n)) => {
                 assert_eq!((n.qtype, n.block), (qt, block), "{name}");
                 let info = m.tensor_info(name).unwrap();
-                assert_eq!(n.bytes, m.file().tensor_bytes(info), "{name}: bytes copied");
-                // QSF's own decoder of those bytes gives ggml's values.
                 let cols = r.ne[0] as usize;
                 let rows = r.values.len() / cols;
+                let tr = m.transform(name).unwrap();
+                let canon_rows = canonical_shape(&r.ne)[0];
+                assert_eq!(
+                    n.bytes,
+                    canonical_rows(m.file().tensor_bytes(info), canon_rows, tr),
+                    "{name}: bytes copied (rows moved as {tr:?})"
+                );
+                // QSF's own decoder of those bytes gives ggml's values.
                 let ours = quant::dequantize(qt, block, &n.bytes, rows, cols).unwrap();
-                assert_bits_eq(name, &ours, &r.values);
+                assert_bits_eq(name, &ours, &canonical_rows(&r.values, canon_rows, tr));
             }
             (e, n) => panic!(
                 "{name} ({}): expected {e:?}, got {:?}",
@@ -183,8 +220,18 @@ fn config_and_metadata_of_test_file() {
     let rope = c.rope.as_ref().unwrap();
     assert_eq!(
         (rope.theta, rope.dim, rope.style),
-        (10000.0, 16, RopeStyle::Interleaved)
+        (10000.0, 16, RopeStyle::Neox)
     );
+    // llama q/k rows are un-permuted (LlamaModel.permute reversed), the rest as stored.
+    assert_eq!(
+        m.transform("blk.0.attn_q").unwrap(),
+        Transform::Unpermute {
+            n_head: 4,
+            head_dim: 16,
+            n_rot: 16
+        }
+    );
+    assert_eq!(m.transform("blk.0.attn_v").unwrap(), Transform::None);
     assert!(c.tie_embeddings, "no output.weight");
     assert!(c.qkv_bias);
     assert!(!c.qk_norm);
@@ -492,7 +539,7 @@ fn smollm2_config_and_tensors() {
     let rope = c.rope.as_ref().unwrap();
     assert_eq!(
         (rope.theta, rope.dim, rope.style),
-        (100000.0, 64, RopeStyle::Interleaved)
+        (100000.0, 64, RopeStyle::Neox)
     );
     assert!(rope.scaling.is_none());
     assert!(c.tie_embeddings && !c.qkv_bias && !c.qk_norm);

@@ -5,32 +5,92 @@
 //! - [`dequant`]: ggml block formats → f32, bit-identical to ggml / `gguf.quants`.
 //! - [`vocab`]: the GGUF vocabulary → a HuggingFace `tokenizer.json` equal to the one
 //!   transformers builds from the same file.
+//! - [`config`]: `{arch}.*` metadata → [`ModelConfig`] for every dense family llama.cpp
+//!   names (llama, mistral, qwen2, qwen3, phi2, phi3, gemma, gemma2, gemma3, gpt2, gptj,
+//!   olmo2, starcoder2, granite).
 //!
-//! Names: GGUF `blk.N.attn_q.weight` → canonical `blk.N.attn_q` (`.weight` dropped, `.bias`
-//! kept). Shapes: GGUF `ne[0]` is the contiguous axis, so a 2-D tensor `ne = [cols, rows]`
-//! becomes `[rows, cols]`; higher-rank tensors (stacked MoE experts) fold every outer
-//! dimension into the rows: `[ne[1]·ne[2]·…, ne[0]]`. Vectors stay `[n]`.
+//! The canonical model equals what the HuggingFace importer makes of the same weights:
 //!
-//! RoPE: llama.cpp's converter permutes the rows of Llama/Mistral `attn_q`/`attn_k` so its
-//! "NORM" rope (rotating adjacent pairs `2i, 2i+1`) reproduces HF's rotate-half. The weights
-//! are kept as stored and the config says [`RopeStyle::Interleaved`]; Qwen2/Qwen3 files are
-//! not permuted and use NEOX ([`RopeStyle::Neox`]).
+//! - Names: GGUF `blk.N.attn_q.weight` → canonical `blk.N.attn_q` (`.weight` dropped, `.bias`
+//!   kept); `position_embd` → `pos_embd`.
+//! - Shapes: GGUF `ne[0]` is the contiguous axis, so a 2-D tensor `ne = [cols, rows]` becomes
+//!   `[rows, cols]`; higher-rank tensors (stacked MoE experts) fold every outer dimension into
+//!   the rows: `[ne[1]·ne[2]·…, ne[0]]`. Vectors stay `[n]`.
+//! - What llama.cpp's converter changed is undone ([`Transform`]): the q/k row permutation of
+//!   llama / mistral / granite (`LlamaModel.permute`, for its adjacent-pair "NORM" RoPE) is
+//!   reversed so every family but GPT-J rotates halves ([`RopeStyle::Neox`]) like HF; gemma's
+//!   RMSNorm scales, stored as `1 + w`, get the 1 taken off (exact in f32 for the usual
+//!   `|w| ≤ 1`: Sterbenz); phi3's fused `ffn_up` (gate rows, then up rows) is split into
+//!   `ffn_gate` / `ffn_up`.
+//! - Tensors that are configuration, not weights, move into the config: `rope_freqs`
+//!   (llama3 scaling), `rope_factors_long` / `rope_factors_short` (phi3 longrope); an `output`
+//!   byte-identical to `token_embd` (a tied head written twice) is dropped.
+//!
+//! [`RopeStyle::Neox`]: crate::model::config::RopeStyle::Neox
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use crate::import::{ModelSource, NativeTensor, SourceTensor, TokenizerData};
-use crate::model::config::{
-    Activation, Arch, ModelConfig, MoeConfig, NormType, RopeConfig, RopeScaling, RopeStyle,
-};
+use crate::model::config::{Arch, ModelConfig};
 use crate::quant::QuantType;
 use crate::{Error, Result};
 
+pub mod config;
 pub mod dequant;
 pub mod parse;
 mod vocab;
 
 pub use parse::{ggml_type_block, ggml_type_name, GgufFile, MetaValue, TensorInfo};
+
+/// How a canonical tensor is derived from the GGUF tensor it comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transform {
+    /// As stored.
+    None,
+    /// Undo `LlamaModel.permute`: within each of the `n_head` heads of `head_dim` rows, GGUF
+    /// row `2j + h` (`j < n_rot/2`, `h ∈ {0, 1}`) is canonical row `h·n_rot/2 + j`; rows past
+    /// `n_rot` stay.
+    Unpermute {
+        n_head: usize,
+        head_dim: usize,
+        n_rot: usize,
+    },
+    /// Subtract 1 from every value (gemma norms).
+    MinusOne,
+    /// Rows `start .. start + len` of the stored matrix.
+    Rows { start: usize, len: usize },
+}
+
+impl Transform {
+    /// Canonical row `r` comes from stored row `source_row(r)`.
+    fn source_row(self, r: usize) -> usize {
+        match self {
+            Transform::Unpermute {
+                head_dim, n_rot, ..
+            } => {
+                let (head, i) = (r / head_dim, r % head_dim);
+                let half = n_rot / 2;
+                let src = if i < n_rot {
+                    let (h, j) = (i / half, i % half);
+                    2 * j + h
+                } else {
+                    i
+                };
+                head * head_dim + src
+            }
+            Transform::Rows { start, .. } => start + r,
+            Transform::None | Transform::MinusOne => r,
+        }
+    }
+}
+
+/// One canonical tensor: which GGUF tensor, and how.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    info: usize,
+    transform: Transform,
+}
 
 /// A GGUF model file opened as a [`ModelSource`]. Tensor data stays in the mapped file and
 /// is decoded on demand.
@@ -39,8 +99,8 @@ pub struct GgufModel {
     config: ModelConfig,
     tokenizer: TokenizerData,
     tensors: Vec<SourceTensor>,
-    /// canonical name → index into `file.tensor_infos()`
-    index: HashMap<String, usize>,
+    /// canonical name → source
+    index: HashMap<String, Entry>,
 }
 
 impl std::fmt::Debug for GgufModel {
@@ -54,7 +114,11 @@ impl std::fmt::Debug for GgufModel {
 
 /// Canonical QSF name of GGUF tensor `name`.
 pub fn canonical_name(name: &str) -> &str {
-    name.strip_suffix(".weight").unwrap_or(name)
+    let n = name.strip_suffix(".weight").unwrap_or(name);
+    match n {
+        "position_embd" => "pos_embd",
+        n => n,
+    }
 }
 
 /// Canonical shape of GGUF dims `ne`.
@@ -66,32 +130,145 @@ pub fn canonical_shape(ne: &[u64]) -> Vec<usize> {
     }
 }
 
+/// Tensors whose values the config holds.
+const CONFIG_TENSORS: &[&str] = &["rope_freqs", "rope_factors_long", "rope_factors_short"];
+
+fn decode(file: &GgufFile, info: &TensorInfo, name: &str) -> Result<Vec<f32>> {
+    let mut out = vec![0f32; info.numel];
+    dequant::dequantize(info.ggml_type, file.tensor_bytes(info), &mut out).map_err(
+        |e| match e {
+            Error::UnsupportedQuant(m) => Error::UnsupportedQuant(format!("tensor {name}: {m}")),
+            Error::Corrupt(m) => Error::Corrupt(format!("tensor {name}: {m}")),
+            e => e,
+        },
+    )?;
+    Ok(out)
+}
+
 impl GgufModel {
     /// Map, parse and validate `path`, and derive the config and tokenizer.
     ///
     /// Errors: [`Error::NotFound`]/[`Error::Io`], [`Error::BadMagic`] (not GGUF),
     /// [`Error::UnsupportedVersion`] (not v2/v3), [`Error::Corrupt`] (any structural
     /// problem), [`Error::UnsupportedQuant`] (unknown ggml type id),
-    /// [`Error::UnsupportedArch`] (architecture other than llama/mistral/qwen2/qwen3).
+    /// [`Error::UnsupportedArch`] (an architecture outside [`config::SUPPORTED`]).
     pub fn open(path: &Path) -> Result<GgufModel> {
         let file = GgufFile::open(path)?;
-        let mut tensors = Vec::with_capacity(file.tensor_infos().len());
-        let mut index = HashMap::with_capacity(file.tensor_infos().len());
+        let arch_name = file
+            .get("general.architecture")
+            .and_then(MetaValue::as_str)
+            .ok_or_else(|| Error::corrupt("GGUF: no general.architecture"))?
+            .to_owned();
+        let arch = config::arch_of(&arch_name)?;
+
+        // Stored tensors under canonical names.
+        let mut raw: HashMap<String, usize> = HashMap::with_capacity(file.tensor_infos().len());
+        let mut shapes: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, t) in file.tensor_infos().iter().enumerate() {
             let name = canonical_name(&t.name).to_owned();
-            if index.insert(name.clone(), i).is_some() {
+            if raw.insert(name.clone(), i).is_some() {
                 return Err(Error::corrupt(format!(
                     "GGUF: two tensors map to the name {name}"
                 )));
             }
-            tensors.push(SourceTensor {
-                name,
-                shape: canonical_shape(&t.ne),
-                source_type: ggml_type_name(t.ggml_type).to_owned(),
-            });
+            shapes.insert(name, canonical_shape(&t.ne));
         }
+        // A tied head written out twice.
+        if let (Some(&o), Some(&e)) = (raw.get("output"), raw.get("token_embd")) {
+            let (io, ie) = (&file.tensor_infos()[o], &file.tensor_infos()[e]);
+            if io.ne == ie.ne
+                && io.ggml_type == ie.ggml_type
+                && file.tensor_bytes(io) == file.tensor_bytes(ie)
+            {
+                raw.remove("output");
+                shapes.remove("output");
+            }
+        }
+        // phi3: ffn_up holds the gate rows, then the up rows.
+        let fused_gate_up = arch == Arch::Phi3 && !shapes.contains_key("blk.0.ffn_gate");
+
         let vocab = vocab::Vocab::read(&file)?;
-        let config = build_config(&file, &index, vocab.as_ref())?;
+        let load = |n: &str| -> Result<Vec<f32>> {
+            let &i = raw
+                .get(n)
+                .ok_or_else(|| Error::corrupt(format!("GGUF: no tensor {n}")))?;
+            decode(&file, &file.tensor_infos()[i], n)
+        };
+        let facts = config::TensorFacts {
+            shapes: &shapes,
+            load: &load,
+        };
+        let config = config::build(&file, &arch_name, &facts, vocab.as_ref())?;
+
+        // Canonical tensors, in file order.
+        let permute = config::permutes_qk(config.arch);
+        let n_rot = config.rope.as_ref().map_or(0, |r| r.dim);
+        let mut tensors = Vec::with_capacity(raw.len() + config.n_layer);
+        let mut index = HashMap::with_capacity(raw.len() + config.n_layer);
+        for (i, t) in file.tensor_infos().iter().enumerate() {
+            let name = canonical_name(&t.name);
+            if raw.get(name) != Some(&i) || CONFIG_TENSORS.contains(&name) {
+                continue;
+            }
+            let shape = canonical_shape(&t.ne);
+            let rest = crate::model::names::split_layer(name).map(|(_, r)| r);
+            let mut add = |canon: String, shape: Vec<usize>, transform: Transform| {
+                tensors.push(SourceTensor {
+                    name: canon.clone(),
+                    shape,
+                    source_type: ggml_type_name(t.ggml_type).to_owned(),
+                });
+                index.insert(canon, Entry { info: i, transform });
+            };
+            let qk_heads = match rest {
+                Some("attn_q" | "attn_q.bias") => Some(config.n_head),
+                Some("attn_k" | "attn_k.bias") => Some(config.n_head_kv),
+                _ => None,
+            };
+            if let (true, Some(n_head)) = (permute, qk_heads) {
+                let hd = config.head_dim;
+                if shape.first() != Some(&(n_head * hd)) || n_rot == 0 || n_rot > hd {
+                    return Err(Error::corrupt(format!(
+                        "GGUF: {} has shape {shape:?}, expected {n_head}×{hd} rows",
+                        t.name
+                    )));
+                }
+                add(
+                    name.to_owned(),
+                    shape,
+                    Transform::Unpermute {
+                        n_head,
+                        head_dim: hd,
+                        n_rot,
+                    },
+                );
+            } else if fused_gate_up && rest == Some("ffn_up") {
+                let ff = config.n_ff;
+                if shape.len() != 2 || shape[0] != 2 * ff {
+                    return Err(Error::corrupt(format!(
+                        "GGUF: phi3 {} has shape {shape:?}, expected {} fused gate+up rows",
+                        t.name,
+                        2 * ff
+                    )));
+                }
+                let layer = name.strip_suffix("ffn_up").unwrap_or(name);
+                add(
+                    format!("{layer}ffn_gate"),
+                    vec![ff, shape[1]],
+                    Transform::Rows { start: 0, len: ff },
+                );
+                add(
+                    name.to_owned(),
+                    vec![ff, shape[1]],
+                    Transform::Rows { start: ff, len: ff },
+                );
+            } else if config::norms_plus_one(config.arch) && t.name.ends_with("norm.weight") {
+                add(name.to_owned(), shape, Transform::MinusOne);
+            } else {
+                add(name.to_owned(), shape, Transform::None);
+            }
+        }
+
         let tokenizer = match &vocab {
             Some(v) => TokenizerData {
                 tokenizer_json: v.tokenizer_json()?,
@@ -134,13 +311,45 @@ impl GgufModel {
         &self.file
     }
 
-    /// The GGUF tensor info behind canonical name `name`.
-    pub fn tensor_info(&self, name: &str) -> Result<&TensorInfo> {
+    fn entry(&self, name: &str) -> Result<Entry> {
         self.index
             .get(name)
-            .map(|&i| &self.file.tensor_infos()[i])
+            .copied()
             .ok_or_else(|| Error::InvalidArgument(format!("GGUF has no tensor {name}")))
     }
+
+    /// The GGUF tensor info behind canonical name `name`.
+    pub fn tensor_info(&self, name: &str) -> Result<&TensorInfo> {
+        Ok(&self.file.tensor_infos()[self.entry(name)?.info])
+    }
+
+    /// How canonical tensor `name` is derived from its GGUF tensor.
+    pub fn transform(&self, name: &str) -> Result<Transform> {
+        Ok(self.entry(name)?.transform)
+    }
+}
+
+/// Rows of `data` (`rows` equal rows) picked by `t`: canonical row `r` = stored row
+/// `t.source_row(r)`.
+fn pick_rows<T: Copy>(data: &[T], rows: usize, out_rows: usize, t: Transform) -> Result<Vec<T>> {
+    if rows == 0 || !data.len().is_multiple_of(rows) {
+        return Err(Error::corrupt(format!(
+            "GGUF: {} elements do not split into {rows} rows",
+            data.len()
+        )));
+    }
+    let w = data.len() / rows;
+    let mut out = Vec::with_capacity(out_rows * w);
+    for r in 0..out_rows {
+        let s = t.source_row(r);
+        if s >= rows {
+            return Err(Error::corrupt(format!(
+                "GGUF: row {s} of a {rows}-row tensor"
+            )));
+        }
+        out.extend_from_slice(&data[s * w..(s + 1) * w]);
+    }
+    Ok(out)
 }
 
 impl ModelSource for GgufModel {
@@ -157,23 +366,23 @@ impl ModelSource for GgufModel {
     }
 
     fn load_f32(&self, name: &str) -> Result<Vec<f32>> {
-        let info = self.tensor_info(name)?;
-        let mut out = vec![0f32; info.numel];
-        dequant::dequantize(info.ggml_type, self.file.tensor_bytes(info), &mut out).map_err(
-            |e| match e {
-                Error::UnsupportedQuant(m) => {
-                    Error::UnsupportedQuant(format!("tensor {name}: {m}"))
-                }
-                Error::Corrupt(m) => Error::Corrupt(format!("tensor {name}: {m}")),
-                e => e,
-            },
-        )?;
+        let e = self.entry(name)?;
+        let info = &self.file.tensor_infos()[e.info];
+        let mut out = decode(&self.file, info, name)?;
+        let rows = canonical_shape(&info.ne).first().copied().unwrap_or(1);
+        match e.transform {
+            Transform::None => {}
+            Transform::MinusOne => out.iter_mut().for_each(|x| *x -= 1.0),
+            t @ Transform::Unpermute { .. } => out = pick_rows(&out, rows, rows, t)?,
+            t @ Transform::Rows { len, .. } => out = pick_rows(&out, rows, len, t)?,
+        }
         Ok(out)
     }
 
     fn load_native(&self, name: &str) -> Result<Option<NativeTensor>> {
         use parse::ggml_type as t;
-        let info = self.tensor_info(name)?;
+        let e = self.entry(name)?;
+        let info = &self.file.tensor_infos()[e.info];
         let (qtype, block) = match info.ggml_type {
             t::F32 => (QuantType::F32, 1),
             t::F16 => (QuantType::F16, 1),
@@ -186,176 +395,28 @@ impl ModelSource for GgufModel {
             t::MXFP4 => (QuantType::Mxfp4, 32),
             _ => return Ok(None),
         };
+        let stored = self.file.tensor_bytes(info);
+        let rows = canonical_shape(&info.ne).first().copied().unwrap_or(1);
+        // Rows are whole blocks in every ggml type, so row moves keep the encoding.
+        let bytes = match e.transform {
+            Transform::None => stored.to_vec(),
+            Transform::MinusOne if qtype == QuantType::F32 => self
+                .load_f32(name)?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            Transform::MinusOne => return Ok(None),
+            tr @ Transform::Unpermute { .. } => row_bytes(stored, rows, rows, tr)?,
+            tr @ Transform::Rows { len, .. } => row_bytes(stored, rows, len, tr)?,
+        };
         Ok(Some(NativeTensor {
             qtype,
             block,
-            bytes: self.file.tensor_bytes(info).to_vec(),
+            bytes,
         }))
     }
 }
 
-/// Hyper-parameters from `{arch}.*` metadata and the tensor list.
-fn build_config(
-    f: &GgufFile,
-    index: &HashMap<String, usize>,
-    vocab: Option<&vocab::Vocab>,
-) -> Result<ModelConfig> {
-    let arch_name = f
-        .get("general.architecture")
-        .and_then(MetaValue::as_str)
-        .ok_or_else(|| Error::corrupt("GGUF: no general.architecture"))?;
-    let mut arch = match arch_name {
-        "llama" => Arch::Llama,
-        "mistral" => Arch::Mistral,
-        "qwen2" => Arch::Qwen2,
-        "qwen3" => Arch::Qwen3,
-        other => {
-            return Err(Error::UnsupportedArch(format!(
-                "GGUF architecture {other:?} (supported: llama, mistral, qwen2, qwen3)"
-            )))
-        }
-    };
-    let key = |k: &str| format!("{arch_name}.{k}");
-    let uint = |k: &str| -> Result<Option<usize>> {
-        match f.get(&key(k)) {
-            None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .filter(|&x| x <= u32::MAX as u64)
-                .map(|x| Some(x as usize))
-                .ok_or_else(|| Error::corrupt(format!("GGUF: {} = {v:?}", key(k)))),
-        }
-    };
-    let need = |k: &str| -> Result<usize> {
-        uint(k)?.ok_or_else(|| Error::corrupt(format!("GGUF: missing {}", key(k))))
-    };
-    let float = |k: &str| -> Result<Option<f32>> {
-        match f.get(&key(k)) {
-            None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(|x| Some(x as f32))
-                .ok_or_else(|| Error::corrupt(format!("GGUF: {} = {v:?}", key(k)))),
-        }
-    };
-    let n_layer = need("block_count")?;
-    let n_embd = need("embedding_length")?;
-    let n_ff = need("feed_forward_length")?;
-    let n_head = need("attention.head_count")?;
-    let n_head_kv = uint("attention.head_count_kv")?.unwrap_or(n_head);
-    if n_head == 0 {
-        return Err(Error::corrupt("GGUF: attention.head_count is 0"));
-    }
-    let head_dim = uint("attention.key_length")?.unwrap_or(n_embd / n_head);
-    let n_vocab = match uint("vocab_size")? {
-        Some(v) => v,
-        None => vocab
-            .map(|v| v.tokens.len())
-            .or_else(|| {
-                index
-                    .get("token_embd")
-                    .map(|&i| canonical_shape(&f.tensor_infos()[i].ne)[0])
-            })
-            .unwrap_or(0),
-    };
-    let scaling = match f.get(&key("rope.scaling.type")).and_then(MetaValue::as_str) {
-        None | Some("none") => None,
-        Some(kind) => {
-            let factor = float("rope.scaling.factor")?.unwrap_or(1.0);
-            let orig = uint("rope.scaling.original_context_length")?;
-            match kind {
-                "linear" => Some(RopeScaling::Linear { factor }),
-                "yarn" => Some(RopeScaling::Yarn {
-                    factor,
-                    original_max_position_embeddings: orig.ok_or_else(|| {
-                        Error::corrupt("GGUF: yarn rope scaling without original_context_length")
-                    })?,
-                    beta_fast: float("rope.scaling.yarn_beta_fast")?.unwrap_or(32.0),
-                    beta_slow: float("rope.scaling.yarn_beta_slow")?.unwrap_or(1.0),
-                    mscale: None,
-                    mscale_all_dim: None,
-                    truncate: None,
-                }),
-                other => {
-                    return Err(Error::UnsupportedArch(format!(
-                        "GGUF rope scaling type {other:?}"
-                    )))
-                }
-            }
-        }
-    };
-    let style = match arch {
-        Arch::Llama | Arch::Mistral => RopeStyle::Interleaved,
-        _ => RopeStyle::Neox,
-    };
-    let rope = RopeConfig {
-        theta: float("rope.freq_base")?.unwrap_or(10000.0),
-        dim: uint("rope.dimension_count")?.unwrap_or(head_dim),
-        style,
-        scaling,
-    };
-    // Mixtral-style llama files carry expert counts.
-    let n_expert = uint("expert_count")?.unwrap_or(0);
-    let moe = if n_expert > 0 {
-        if arch == Arch::Llama || arch == Arch::Mistral {
-            arch = Arch::Mixtral;
-        }
-        Some(MoeConfig {
-            n_expert,
-            n_expert_used: uint("expert_used_count")?.unwrap_or(2),
-            expert_ff: uint("expert_feed_forward_length")?.unwrap_or(n_ff),
-            norm_topk_prob: true,
-            n_shared_expert: 0,
-            shared_expert_ff: 0,
-        })
-    } else {
-        None
-    };
-    let has = |n: &str| index.contains_key(n);
-    let (mut bos, mut eos_ids, mut pad, mut add_bos) = (None, Vec::new(), None, false);
-    if let Some(v) = vocab {
-        bos = v.bos;
-        pad = v.pad;
-        add_bos = v.add_bos;
-        let extra = ["<|im_end|>", "<|eot_id|>", "<end_of_turn>"]
-            .into_iter()
-            .filter_map(|t| v.find(t));
-        for id in [v.eos, v.eot].into_iter().flatten().chain(extra) {
-            if !eos_ids.contains(&id) {
-                eos_ids.push(id);
-            }
-        }
-    }
-    let mut extra = serde_json::Map::new();
-    if let Some(ft) = f.get("general.file_type").and_then(MetaValue::as_u64) {
-        extra.insert("gguf_file_type".into(), ft.into());
-    }
-    let config = ModelConfig {
-        arch,
-        n_layer,
-        n_embd,
-        n_head,
-        n_head_kv,
-        head_dim,
-        n_ff,
-        n_vocab,
-        n_ctx_train: uint("context_length")?.unwrap_or(4096),
-        norm: NormType::RmsNorm,
-        norm_eps: float("attention.layer_norm_rms_epsilon")?.unwrap_or(1e-5),
-        act: Activation::Silu,
-        gated_mlp: true,
-        rope: Some(rope),
-        tie_embeddings: !has("output"),
-        qkv_bias: has("blk.0.attn_q.bias"),
-        qk_norm: has("blk.0.attn_q_norm"),
-        sliding_window: uint("attention.sliding_window")?.filter(|&w| w > 0),
-        moe,
-        bos_token_id: bos,
-        eos_token_ids: eos_ids,
-        pad_token_id: pad,
-        add_bos,
-        extra,
-    };
-    config.validate()?;
-    Ok(config)
+fn row_bytes(stored: &[u8], rows: usize, out_rows: usize, t: Transform) -> Result<Vec<u8>> {
+    pick_rows(stored, rows, out_rows, t)
 }
