@@ -24,6 +24,32 @@ pub enum qs_kv_type {
     QS_KV_F32 = 0,
     /// IEEE half precision (half the memory).
     QS_KV_F16 = 1,
+    /// bfloat16.
+    QS_KV_BF16 = 2,
+    /// Symmetric 8-bit blocks of 32 values (8.5 bits per value).
+    QS_KV_Q8 = 3,
+    /// Asymmetric 4-bit blocks of 32 (5 bits per value).
+    QS_KV_Q4 = 4,
+    /// Asymmetric 3-bit blocks of 32 (4 bits per value).
+    QS_KV_Q3 = 5,
+    /// Asymmetric 2-bit blocks of 32 (3 bits per value).
+    QS_KV_Q2 = 6,
+    /// Logarithmic 8-bit code (sign + 7-bit inverse magnitude, IntLLM's QINS; 8.5 bits).
+    QS_KV_QINS8 = 7,
+    /// `QS_KV_Q8` after a randomized Hadamard rotation along head_dim.
+    QS_KV_Q8H = 8,
+    /// `QS_KV_Q4` after a randomized Hadamard rotation along head_dim.
+    QS_KV_Q4H = 9,
+    /// `QS_KV_Q3` after a randomized Hadamard rotation along head_dim.
+    QS_KV_Q3H = 10,
+    /// `QS_KV_Q2` after a randomized Hadamard rotation along head_dim.
+    QS_KV_Q2H = 11,
+}
+
+/// The core type of a `QS_KV_*` code (`what` names the field in the error).
+pub(crate) fn kv_type_of(code: u32, what: &str) -> Result<KvType, Fail> {
+    KvType::from_code(code)
+        .ok_or_else(|| Fail::invalid(format!("{what} {code} is not a QS_KV_* value")))
 }
 
 /// Options for `qs_context_new`. Get one from `qs_context_default_params()`.
@@ -41,6 +67,10 @@ pub struct qs_context_params {
     pub n_threads: u32,
     /// KV cache element type, a `QS_KV_*` value. Default `QS_KV_F32`.
     pub kv_type: u32,
+    /// Element type of the cached keys, a `QS_KV_*` value; -1 = `kv_type`. Default -1.
+    pub type_k: i32,
+    /// Element type of the cached values, a `QS_KV_*` value; -1 = `kv_type`. Default -1.
+    pub type_v: i32,
 }
 
 // SAFETY: repr(C), starts with `struct_size: u32`, plain integers.
@@ -52,6 +82,8 @@ unsafe impl Versioned for qs_context_params {
             n_batch: 0,
             n_threads: 0,
             kv_type: qs_kv_type::QS_KV_F32 as u32,
+            type_k: -1,
+            type_v: -1,
         }
     }
 }
@@ -235,20 +267,21 @@ pub unsafe extern "C" fn qs_context_new(
         // SAFETY: argument contracts documented above.
         let p = unsafe { ffi::params(params, "params") }?;
         let out = unsafe { ffi::out(out_ctx, "out_ctx") }?;
-        let kv_type = match p.kv_type {
-            0 => KvType::F32,
-            1 => KvType::F16,
-            k => {
-                return Err(Fail::invalid(format!(
-                    "params->kv_type {k} is not a QS_KV_* value"
-                )))
-            }
+        let kv_type = kv_type_of(p.kv_type, "params->kv_type")?;
+        let pick = |t: i32, what: &str| match t {
+            -1 => Ok(None),
+            t if t >= 0 => kv_type_of(t as u32, what).map(Some),
+            t => Err(Fail::invalid(format!("{what} {t} is not -1 or a QS_KV_* value"))),
         };
+        let type_k = pick(p.type_k, "params->type_k")?;
+        let type_v = pick(p.type_v, "params->type_v")?;
         let mut session = Session::new(
             m.model.clone(),
             &SessionParams {
                 n_ctx: p.n_ctx as usize,
                 kv_type,
+                type_k,
+                type_v,
                 n_threads: p.n_threads as usize,
                 ..Default::default()
             },

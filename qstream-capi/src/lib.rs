@@ -7,9 +7,10 @@
 //!
 //! Layout: [`status`] (codes, last error, panic boundary), [`ffi`] (argument helpers),
 //! [`log`], [`model`] (loading, getters, tokenizer, chat template), [`context`] (contexts,
-//! samplers, generation), [`convert`].
+//! samplers, generation), [`convert`], [`attention`] (the standalone KV cache + attention).
 #![allow(clippy::missing_safety_doc)]
 
+pub mod attention;
 pub mod context;
 pub mod convert;
 pub mod ffi;
@@ -19,6 +20,7 @@ pub mod status;
 
 use std::ffi::{c_char, c_void};
 
+pub use attention::*;
 pub use context::*;
 pub use convert::*;
 pub use log::{qs_log_cb, qs_log_level, qs_log_level_value, qs_log_record};

@@ -240,8 +240,12 @@ impl Model {
 pub struct SessionParams {
     /// Context size in tokens; 0 = the model's training context capped at 4096.
     pub n_ctx: usize,
-    /// KV cache element type.
+    /// KV cache element type of K and V (unless `type_k` / `type_v` override it).
     pub kv_type: KvType,
+    /// Element type of the cached keys; `None` = `kv_type`.
+    pub type_k: Option<KvType>,
+    /// Element type of the cached values; `None` = `kv_type`.
+    pub type_v: Option<KvType>,
     /// Threads for this session's forward passes; 0 = the model's pool.
     pub n_threads: usize,
     /// Activation precision for this session; `None` = the model's (`ModelParams::act_bits`).
@@ -371,7 +375,14 @@ impl Session {
         } else {
             params.n_ctx
         };
-        let kv = KvCache::new(params.kv_type, c.n_layer, c.n_head_kv, c.head_dim, n_ctx)?;
+        let kv = KvCache::new(
+            params.type_k.unwrap_or(params.kv_type),
+            params.type_v.unwrap_or(params.kv_type),
+            c.n_layer,
+            c.n_head_kv,
+            c.head_dim,
+            n_ctx,
+        )?;
         let scratch = Scratch::new(c, MAX_BATCH.min(n_ctx), n_ctx)?;
         let pool = if params.n_threads > 0 && params.n_threads != model.n_threads() {
             Some((build_pool(params.n_threads)?, build_spin(params.n_threads)?))
