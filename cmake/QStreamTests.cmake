@@ -40,6 +40,14 @@ set_tests_properties(qs_errors PROPERTIES FIXTURES_SETUP workdir)
 set_tests_properties(qs_errors_run PROPERTIES FIXTURES_REQUIRED "tiny_model;workdir"
   PASS_REGULAR_EXPRESSION "errors: all checks passed")
 
+# 2b. the examples' C++ wrapper: a throwing callback reaches the caller, not the library
+add_executable(qs_test_wrapper "${PROJECT_SOURCE_DIR}/qstream-capi/tests/c/wrapper.cpp")
+target_include_directories(qs_test_wrapper PRIVATE "${PROJECT_SOURCE_DIR}/examples-c")
+target_link_libraries(qs_test_wrapper PRIVATE QStream::qstream)
+add_test(NAME qs_wrapper_run COMMAND qs_test_wrapper "${QS_TINY}")
+set_tests_properties(qs_wrapper_run PROPERTIES FIXTURES_REQUIRED tiny_model
+  PASS_REGULAR_EXPRESSION "wrapper: all checks passed")
+
 # 3. examples against the converted model
 add_test(NAME qs_example_simple COMMAND qs_simple "${QS_TINY}" "Hello world" 16)
 set_tests_properties(qs_example_simple PROPERTIES FIXTURES_REQUIRED tiny_model

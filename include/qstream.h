@@ -68,7 +68,10 @@
  *
  * Params structs. Created by qs_*_default_params(); the first field, uint32_t struct_size,
  * is set to the size the header knows, so fields can be appended without breaking old
- * callers. Comments give each field's default and units (0 usually means "from the model").
+ * callers. Only the sizes of published versions of a struct are accepted (any other value,
+ * e.g. one ending inside a field, is INVALID_ARGUMENT). Every argument of a call is checked
+ * before it does any work. Comments give each field's default and units (0 usually means
+ * "from the model").
  * Enum-valued fields and arguments are uint32_t and validated (unknown → INVALID_ARGUMENT).
  *
  * Static strings (qs_version, qs_status_str, qs_model_arch, qs_quant_type_name) live for the
@@ -78,8 +81,9 @@
  * thread (the model is immutable). Many contexts may share one model, each used by one
  * thread at a time (a concurrent second call on the same context returns QS_STATUS_BUSY).
  * qs_context_cancel may be called from any thread at any time while the context is alive.
- * A qs_sampler is used by one thread at a time. qs_log_set is global and must not race with
- * running calls. The last error message is per thread.
+ * A qs_sampler is used by one thread at a time (a concurrent second call returns
+ * QS_STATUS_BUSY). qs_log_set is global and thread-safe; the log callback runs with no
+ * library lock held. The last error message is per thread.
  *
  * Callbacks receive userdata first, must not unwind (no C++ exceptions, no longjmp) and
  * must not call functions on the context that is running them (except qs_context_cancel).
@@ -221,26 +225,6 @@ enum qs_kv_type
   QS_KV_F32 = 0,
   // IEEE half precision (half the memory).
   QS_KV_F16 = 1,
-  // bfloat16.
-  QS_KV_BF16 = 2,
-  // Symmetric 8-bit blocks of 32 values (8.5 bits per value).
-  QS_KV_Q8 = 3,
-  // Asymmetric 4-bit blocks of 32 (5 bits per value).
-  QS_KV_Q4 = 4,
-  // Asymmetric 3-bit blocks of 32 (4 bits per value).
-  QS_KV_Q3 = 5,
-  // Asymmetric 2-bit blocks of 32 (3 bits per value).
-  QS_KV_Q2 = 6,
-  // Logarithmic 8-bit code (sign + 7-bit inverse magnitude, IntLLM's QINS; 8.5 bits).
-  QS_KV_QINS8 = 7,
-  // `QS_KV_Q8` after a randomized Hadamard rotation along head_dim.
-  QS_KV_Q8H = 8,
-  // `QS_KV_Q4` after a randomized Hadamard rotation along head_dim.
-  QS_KV_Q4H = 9,
-  // `QS_KV_Q3` after a randomized Hadamard rotation along head_dim.
-  QS_KV_Q3H = 10,
-  // `QS_KV_Q2` after a randomized Hadamard rotation along head_dim.
-  QS_KV_Q2H = 11,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -307,9 +291,31 @@ typedef uint32_t qs_quant_type;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
-// A standalone KV cache + attention object (opaque). One thread at a time: a call that
-// finds it in use by another thread returns `QS_STATUS_BUSY`.
-typedef struct qs_attn_cache qs_attn_cache;
+// Mixed-precision presets for `qs_convert_params.preset` (the CLI's `--quant q4_m` etc.).
+enum qs_preset
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // No preset: every weight matrix gets `quant_type`.
+  QS_PRESET_NONE = 0,
+  // `q4_m`: embeddings/output and ffn_down q8, every other matrix q4 B=64.
+  QS_PRESET_Q4_M = 1,
+  // `q3_m`: embeddings/output q8, attention and ffn_down q4, ffn_up q4 B=64, ffn_gate q3.
+  QS_PRESET_Q3_M = 2,
+  // `q2_m`: as q3_m with attn_q/k/output q3 and ffn_gate q2_outlier.
+  QS_PRESET_Q2_M = 3,
+  // `<type>+e8`: every matrix `quant_type` (a quantized type) except the token
+  // embedding and output matrix, kept at q8.
+  QS_PRESET_EMBD_Q8 = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum qs_preset qs_preset;
+#else
+typedef uint32_t qs_preset;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
 
 // One conversation (opaque): KV cache, last logits. One thread at a time; many contexts
 // may share a model. Holds its own reference to the model.
@@ -319,7 +325,8 @@ typedef struct qs_context qs_context;
 // `const qs_model *` may be called from any thread concurrently.
 typedef struct qs_model qs_model;
 
-// A sampler (opaque): sampling settings + seeded PRNG. One thread at a time.
+// A sampler (opaque): sampling settings + seeded PRNG. One thread at a time: a
+// concurrent second call on the same sampler returns `QS_STATUS_BUSY`.
 typedef struct qs_sampler qs_sampler;
 
 // Return type of every fallible function: one of the `QS_STATUS_*` values
@@ -346,27 +353,6 @@ typedef struct {
 
 // Log callback: `userdata` first, then the record (valid only during the call).
 typedef void (*qs_log_cb)(void *userdata, const qs_log_record *record);
-
-// Options for `qs_attn_cache_new`. Get one from `qs_attn_cache_default_params()` and set
-// at least `head_dim`, `n_kv_heads`, `n_q_heads` and `capacity`.
-typedef struct {
-  // `sizeof(qs_attn_cache_params)`; set by `qs_attn_cache_default_params()`.
-  uint32_t struct_size;
-  // Values per head vector (a multiple of 32, at most 512, for the quantized types).
-  // Default 0 (must be set).
-  uint32_t head_dim;
-  // Key/value heads. Default 0 (must be set).
-  uint32_t n_kv_heads;
-  // Query heads, a multiple of `n_kv_heads`; query head `h` reads KV head
-  // `h / (n_q_heads / n_kv_heads)`. Default 0 (must be set).
-  uint32_t n_q_heads;
-  // Positions the cache holds (allocated up front). Default 0 (must be set).
-  uint32_t capacity;
-  // Element type of the keys, a `QS_KV_*` value. Default `QS_KV_F32`.
-  uint32_t type_k;
-  // Element type of the values, a `QS_KV_*` value. Default `QS_KV_F32`.
-  uint32_t type_v;
-} qs_attn_cache_params;
 
 // Sampling options. Get one from `qs_sampling_default_params()` (temperature 0.7,
 // top-k 40, top-p 0.9, seed 42); set `temperature = 0` for greedy decoding.
@@ -405,10 +391,6 @@ typedef struct {
   uint32_t n_threads;
   // KV cache element type, a `QS_KV_*` value. Default `QS_KV_F32`.
   uint32_t kv_type;
-  // Element type of the cached keys, a `QS_KV_*` value; -1 = `kv_type`. Default -1.
-  int32_t type_k;
-  // Element type of the cached values, a `QS_KV_*` value; -1 = `kv_type`. Default -1.
-  int32_t type_v;
 } qs_context_params;
 
 // A token id.
@@ -455,7 +437,22 @@ typedef struct {
   double gen_secs;
 } qs_generate_result;
 
+// One per-role type override (`qs_convert_params.tensor_types`; the CLI's
+// `--tensor-type ROLE=TYPE[:BLOCK]`).
+typedef struct {
+  // NUL-terminated role: an in-layer name (`attn_v`, `ffn_down`, ...) or a global name
+  // (`token_embd`, `output`, `blk.3.ffn_up`).
+  const char *role;
+  // A `QS_QUANT_*` value (not `QS_QUANT_KEEP`).
+  uint32_t quant_type;
+  // Values per block; 0 = `block_size` when valid for the type, else the type's default.
+  uint32_t block_size;
+} qs_tensor_type;
+
 // Options for `qs_convert`. Get one from `qs_convert_default_params()`.
+//
+// Published versions (`struct_size`): 24 bytes (up to `n_threads`), 28 (up to
+// `outlier_per_tensor`), and the full struct (presets, rotation, overrides, calibration).
 typedef struct {
   // `sizeof(qs_convert_params)`; set by `qs_convert_default_params()`.
   uint32_t struct_size;
@@ -463,9 +460,9 @@ typedef struct {
   uint32_t quant_type;
   // Values per block for q2/q3/q4/q4_sym: 32, 64, 128 or 256. Default 32.
   uint32_t block_size;
-  // Fraction of the *_OUTLIER tensors' weights kept as FP16, spread over those tensors
-  // by the quantization error it removes (the CLI's `--outlier-alloc global`). Default
-  // 0.005.
+  // Fraction of the *_OUTLIER tensors' weights kept as FP16, in [0, 0.5), spread over
+  // those tensors by the quantization error it removes (the CLI's `--outlier-alloc
+  // global`). Default 0.005.
   float outlier_frac;
   // LZ4-compress each layer. Default false.
   bool compress;
@@ -474,6 +471,39 @@ typedef struct {
   // Keep `outlier_frac` of each *_OUTLIER tensor's weights instead of spreading the
   // budget over all of them (the CLI's `--outlier-alloc tensor`). Default false.
   bool outlier_per_tensor;
+  // A `QS_PRESET_*` value; anything but `QS_PRESET_NONE` replaces `quant_type`'s plan
+  // (`QS_PRESET_EMBD_Q8` uses `quant_type` for the other matrices). Default
+  // `QS_PRESET_NONE`.
+  uint32_t preset;
+  // Incoherence rotation of the matrices quantized below 8 bits (the CLI's `--rotate
+  // N`): 0 = off, else the largest group size, a power of two ≥ 2. Default 0.
+  uint32_t rotate;
+  // `n_tensor_types` per-role overrides, applied before the preset/type; NULL when
+  // `n_tensor_types` is 0. Default none.
+  const qs_tensor_type *tensor_types;
+  size_t n_tensor_types;
+  // NUL-terminated path of a UTF-8 calibration text (the CLI's `--calibrate`): the source
+  // is converted to q8 in a temporary file and run over it, and each matrix's
+  // quantization error is weighted by its inputs' mean squared activations. NULL = none.
+  // Default NULL.
+  const char *calibration_path;
+  // NUL-terminated path of an activation statistics file (`--imatrix`): written after
+  // calibrating on `calibration_path`, read without it. NULL = none. Default NULL.
+  const char *imatrix_path;
+  // GPTQ error feedback for the q2/q3/q4/q4_sym matrices (`--gptq`): needs
+  // `calibration_path` or `hessian_path`; not with `rotate`. Default false.
+  bool gptq;
+  // With `gptq`: columns in decreasing order of input energy (`--gptq-act-order`).
+  // Default false.
+  bool gptq_act_order;
+  // NUL-terminated path of an input second-moment file for `gptq` (`--hessian`): written
+  // after calibrating with `gptq`, read without `calibration_path`. NULL = none.
+  // Default NULL.
+  const char *hessian_path;
+  // Calibration chunk length in tokens (≥ 4). Default 256.
+  uint32_t calib_ctx;
+  // Calibrate on at most this many chunks; 0 = all. Default 32.
+  uint32_t calib_chunks;
 } qs_convert_params;
 
 // Progress callback: `done` of `total` steps, `what` a NUL-terminated description valid
@@ -541,8 +571,11 @@ QS_API const char *qs_last_error_message(void);
 QS_API void qs_clear_last_error(void);
 
 // Route log messages at `min_level` (a `QS_LOG_*` value) or above to `cb` (NULL =
-// stderr, the default, with `QS_LOG_WARN`). Global: must not race with running calls;
-// `cb` must not call `qs_log_set`. `QS_STATUS_INVALID_ARGUMENT` for an unknown level.
+// stderr, the default, with `QS_LOG_WARN`). Global and thread-safe: returns once
+// callbacks running on other threads have returned, so the old `userdata` may then be
+// freed. `cb` runs with no library lock held and may call any function, `qs_log_set`
+// included (messages logged by calls made inside `cb` are dropped).
+// `QS_STATUS_INVALID_ARGUMENT` for an unknown level.
 QS_API qs_status qs_log_set(qs_log_cb cb, void *userdata, qs_log_level min_level);
 
 // Set the activation precision of the integer kernels for the whole process: 16 (the
@@ -554,74 +587,6 @@ QS_API qs_status qs_set_act_bits(uint32_t bits);
 
 // The activation precision in use (8 or 16; see `qs_set_act_bits`).
 QS_API uint32_t qs_act_bits(void);
-
-// Defaults for `qs_attn_cache_new` (sizes 0, K and V `QS_KV_F32`).
-QS_API qs_attn_cache_params qs_attn_cache_default_params(void);
-
-// Create an empty cache of `capacity` positions, K and V each in its own `QS_KV_*` type.
-// Free it with `qs_attn_cache_free`. `QS_STATUS_INVALID_ARGUMENT` for a zero size,
-// `n_q_heads` not a multiple of `n_kv_heads`, an unknown type, or a `head_dim` a
-// quantized type cannot take; `QS_STATUS_OUT_OF_MEMORY` when it cannot be allocated.
-//
-// # Safety
-// `params` valid (see `struct_size`); `out_cache` writable.
-QS_API qs_status qs_attn_cache_new(const qs_attn_cache_params *params, qs_attn_cache **out_cache);
-
-// Free a cache (NULL is a no-op). Must not race with another call on it.
-//
-// # Safety
-// `cache` NULL or a handle from `qs_attn_cache_new`, not used afterwards.
-QS_API void qs_attn_cache_free(qs_attn_cache *cache);
-
-// Append the keys and values of `n_tokens` positions. `k` and `v` are row-major float
-// arrays `[n_tokens][n_kv_heads][head_dim]`, read during the call only (the cache keeps
-// its own, possibly quantized, copy). `QS_STATUS_INVALID_ARGUMENT` (nothing appended)
-// when they do not fit in the remaining capacity.
-//
-// # Safety
-// `cache` live; `k` and `v` each hold `n_tokens · n_kv_heads · head_dim` floats.
-QS_API
-qs_status qs_attn_cache_append(const qs_attn_cache *cache,
-                               const float *k,
-                               const float *v,
-                               size_t n_tokens);
-
-// Attention of `n_tokens` queries against the cache. `q` and `out` are row-major float
-// arrays `[n_tokens][n_q_heads][head_dim]` (the caller owns both; they must not overlap).
-// The queries are the last `n_tokens` cached positions (append their K/V first): with
-// `causal`, query `i` sees positions `0 ..= len − n_tokens + i`; without, every cached
-// position. `scale` multiplies the scores; 0 means `1/sqrt(head_dim)`. Softmax is f32;
-// quantized K/V are read in the integer domain without a dequantized copy.
-// `QS_STATUS_INVALID_ARGUMENT` when `n_tokens` exceeds the cached positions.
-//
-// # Safety
-// `cache` live; `q` holds and `out` has room for `n_tokens · n_q_heads · head_dim` floats.
-QS_API
-qs_status qs_attn_cache_attend(const qs_attn_cache *cache,
-                               const float *q,
-                               size_t n_tokens,
-                               bool causal,
-                               float scale,
-                               float *out);
-
-// Keep the first `n_tokens` positions and drop the rest (`n_tokens` ≤ the cached count).
-//
-// # Safety
-// `cache` live.
-QS_API qs_status qs_attn_cache_truncate(const qs_attn_cache *cache, size_t n_tokens);
-
-// Cached positions (0 for NULL or a cache in use by another thread).
-//
-// # Safety
-// `cache` NULL or live.
-QS_API size_t qs_attn_cache_len(const qs_attn_cache *cache);
-
-// Bytes the cache holds for K and V (its full capacity; 0 for NULL or a cache in use by
-// another thread).
-//
-// # Safety
-// `cache` NULL or live.
-QS_API size_t qs_attn_cache_memory_bytes(const qs_attn_cache *cache);
 
 // Default sampling options (see the field comments).
 QS_API qs_sampling_params qs_sampling_default_params(void);
@@ -710,7 +675,8 @@ QS_API qs_status qs_sampler_new(const qs_sampling_params *params, qs_sampler **o
 
 // Sample the next token from `ctx`'s last logits (penalties look at the context's
 // tokens). `QS_STATUS_INVALID_ARGUMENT` before the first decode. Does not decode the
-// token: pass it to `qs_context_decode` to continue.
+// token: pass it to `qs_context_decode` to continue. `QS_STATUS_BUSY` when the sampler or
+// the context is in use by another call.
 //
 // # Safety
 // `sampler`, `ctx` live; `out_token` writable.
@@ -763,8 +729,11 @@ QS_API qs_convert_params qs_convert_default_params(void);
 QS_API const char *qs_quant_type_name(uint32_t quant_type);
 
 // Convert `src` (a GGUF file or a HuggingFace model folder, NUL-terminated path) to the
-// QSF file `dst`. `progress_cb` (may be NULL) is called after each tensor with the tensor
-// name; returning false cancels (`QS_STATUS_CANCELLED`, no output file is left).
+// QSF file `dst`, as `qstream convert` does (presets, overrides, rotation, calibration and
+// GPTQ per `params`; every field is checked before any work). With
+// `params->calibration_path` the source is first converted to q8 in a temporary file and
+// run over the text. `progress_cb` (may be NULL) is called after each tensor with the
+// tensor name; returning false cancels (`QS_STATUS_CANCELLED`, no output file is left).
 //
 // # Safety
 // Paths NUL-terminated; `params` valid.

@@ -75,6 +75,11 @@ pub struct qs_context_params {
 
 // SAFETY: repr(C), starts with `struct_size: u32`, plain integers.
 unsafe impl Versioned for qs_context_params {
+    /// One published version (the first release).
+    fn sizes() -> &'static [usize] {
+        &[std::mem::size_of::<qs_context_params>()]
+    }
+
     fn default_value() -> Self {
         qs_context_params {
             struct_size: std::mem::size_of::<qs_context_params>() as u32,
@@ -118,6 +123,11 @@ pub struct qs_sampling_params {
 
 // SAFETY: repr(C), starts with `struct_size: u32`, plain numbers.
 unsafe impl Versioned for qs_sampling_params {
+    /// One published version (the first release).
+    fn sizes() -> &'static [usize] {
+        &[std::mem::size_of::<qs_sampling_params>()]
+    }
+
     fn default_value() -> Self {
         let d = SamplingParams::default();
         qs_sampling_params {
@@ -467,11 +477,66 @@ pub unsafe extern "C" fn qs_context_model(
     )
 }
 
-/// A sampler (opaque): sampling settings + seeded PRNG. One thread at a time.
+/// A sampler (opaque): sampling settings + seeded PRNG. One thread at a time: a
+/// concurrent second call on the same sampler returns `QS_STATUS_BUSY`.
 #[allow(non_camel_case_types)]
 pub struct qs_sampler {
-    sampler: Sampler,
-    poisoned: bool,
+    poisoned: AtomicBool,
+    /// set while a call uses `sampler`; a second concurrent call gets `QS_STATUS_BUSY`
+    busy: AtomicBool,
+    sampler: UnsafeCell<Sampler>,
+}
+
+// SAFETY: `sampler` is only accessed by the call that acquired `busy`; the flags are
+// atomic (`Sampler` is Send).
+unsafe impl Sync for qs_sampler {}
+
+/// Run `f` with exclusive access to a sampler; a panic inside `f` poisons it. Returns
+/// `None` (with the failure recorded) when the sampler is NULL, poisoned or busy.
+fn with_sampler<T>(
+    func: &str,
+    sampler: *const qs_sampler,
+    f: impl FnOnce(&mut Sampler) -> T,
+) -> Result<T, qs_status> {
+    // SAFETY: NULL or a live handle from qs_sampler_new (caller contract).
+    let Some(s) = (unsafe { sampler.as_ref() }) else {
+        return Err(finish(func, Err(Fail::null("sampler"))));
+    };
+    if s.poisoned.load(Ordering::SeqCst) {
+        return Err(finish(
+            func,
+            Err(Fail::new(
+                QS_STATUS_PANIC,
+                "sampler is poisoned by an earlier panic",
+            )),
+        ));
+    }
+    if s.busy
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        return Err(finish(
+            func,
+            Err(Fail::new(
+                QS_STATUS_BUSY,
+                "sampler is in use by another call (one thread at a time)",
+            )),
+        ));
+    }
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: `busy` was acquired above, so this is the only reference to `sampler`.
+        f(unsafe { &mut *s.sampler.get() })
+    }));
+    if r.is_err() {
+        s.poisoned.store(true, Ordering::SeqCst);
+    }
+    s.busy.store(false, Ordering::Release);
+    r.map_err(|p| {
+        let msg = format!("{func}: panic: {}", panic_message(p.as_ref()));
+        crate::log::log(crate::log::LogLevel::Error, "qstream::capi", &msg);
+        set_last_error(&msg);
+        QS_STATUS_PANIC as qs_status
+    })
 }
 
 /// Create a sampler from `params`.
@@ -491,8 +556,9 @@ pub unsafe extern "C" fn qs_sampler_new(
             let p = unsafe { ffi::params(params, "params") }?.to_core()?;
             let out = unsafe { ffi::out(out_sampler, "out_sampler") }?;
             *out = Box::into_raw(Box::new(qs_sampler {
-                sampler: Sampler::new(&p),
-                poisoned: false,
+                poisoned: AtomicBool::new(false),
+                busy: AtomicBool::new(false),
+                sampler: UnsafeCell::new(Sampler::new(&p)),
             }));
             Ok(())
         },
@@ -501,7 +567,8 @@ pub unsafe extern "C" fn qs_sampler_new(
 
 /// Sample the next token from `ctx`'s last logits (penalties look at the context's
 /// tokens). `QS_STATUS_INVALID_ARGUMENT` before the first decode. Does not decode the
-/// token: pass it to `qs_context_decode` to continue.
+/// token: pass it to `qs_context_decode` to continue. `QS_STATUS_BUSY` when the sampler or
+/// the context is in use by another call.
 ///
 /// # Safety
 /// `sampler`, `ctx` live; `out_token` writable.
@@ -511,33 +578,32 @@ pub unsafe extern "C" fn qs_sampler_sample(
     ctx: *mut qs_context,
     out_token: *mut qs_token,
 ) -> qs_status {
-    // SAFETY: NULL or live, used by one thread at a time (caller contract).
-    let Some(s) = (unsafe { sampler.as_mut() }) else {
-        return finish("qs_sampler_sample", Err(Fail::null("sampler")));
-    };
-    if s.poisoned {
-        return finish(
-            "qs_sampler_sample",
-            Err(Fail::new(QS_STATUS_PANIC, "sampler is poisoned")),
-        );
-    }
-    let mut reached = false;
-    let mut done = false;
-    let st = with_ctx("qs_sampler_sample", ctx, |c| {
-        let out = unsafe { ffi::out(out_token, "out_token") }?;
-        if c.session.n_past() == 0 {
-            return Err(Fail::invalid("no logits yet: decode a prompt first"));
-        }
-        reached = true;
-        *out = s.sampler.sample(c.session.logits(), c.session.tokens());
-        done = true;
-        Ok(())
+    let r = with_sampler("qs_sampler_sample", sampler, |s| {
+        let (mut reached, mut done) = (false, false);
+        let st = with_ctx("qs_sampler_sample", ctx, |c| {
+            // SAFETY: argument contract.
+            let out = unsafe { ffi::out(out_token, "out_token") }?;
+            if c.session.n_past() == 0 {
+                return Err(Fail::invalid("no logits yet: decode a prompt first"));
+            }
+            reached = true;
+            *out = s.sample(c.session.logits(), c.session.tokens());
+            done = true;
+            Ok(())
+        });
+        (st, reached && !done)
     });
-    if reached && !done {
-        // the sampler panicked mid-update
-        s.poisoned = true;
+    match r {
+        Ok((st, panicked)) => {
+            if panicked {
+                // the sampler panicked mid-update (the context's boundary caught it)
+                // SAFETY: non-null (with_sampler checked it) and live.
+                unsafe { &*sampler }.poisoned.store(true, Ordering::SeqCst);
+            }
+            st
+        }
+        Err(st) => st,
     }
-    st
 }
 
 /// Free a sampler (NULL is a no-op).
@@ -597,6 +663,11 @@ pub struct qs_generate_params {
 
 // SAFETY: repr(C), starts with `struct_size: u32`; pointers are validated when used.
 unsafe impl Versioned for qs_generate_params {
+    /// One published version (the first release).
+    fn sizes() -> &'static [usize] {
+        &[std::mem::size_of::<qs_generate_params>()]
+    }
+
     fn default_value() -> Self {
         qs_generate_params {
             struct_size: std::mem::size_of::<qs_generate_params>() as u32,
@@ -637,6 +708,11 @@ pub struct qs_generate_result {
 
 // SAFETY: repr(C), starts with `struct_size: u32`, plain numbers.
 unsafe impl Versioned for qs_generate_result {
+    /// One published version (the first release).
+    fn sizes() -> &'static [usize] {
+        &[std::mem::size_of::<qs_generate_result>()]
+    }
+
     fn default_value() -> Self {
         qs_generate_result {
             struct_size: std::mem::size_of::<qs_generate_result>() as u32,
@@ -663,14 +739,22 @@ pub type qs_piece_cb = Option<
     ) -> bool,
 >;
 
-fn run_generate(
-    c: &mut CtxInner,
-    prompt: &[u32],
-    p: &qs_generate_params,
-    cb: qs_piece_cb,
-    userdata: *mut c_void,
+/// Every argument of a generation call, checked before any work.
+struct Prepared {
+    gp: GenerateParams,
+}
+
+/// Validate the generation params (and the sampling params and stop strings they point
+/// to) and the output struct, before anything is tokenized, decoded or streamed.
+///
+/// # Safety
+/// `params` and `out` follow `qs_generate`'s contract.
+unsafe fn prepare(
+    params: *const qs_generate_params,
     out: *mut qs_generate_result,
-) -> CResult {
+) -> CResult<(qs_generate_params, Prepared)> {
+    // SAFETY: argument contracts.
+    let p = unsafe { ffi::params(params, "params") }?;
     let sampling = if p.sampling.is_null() {
         SamplingParams::default()
     } else {
@@ -686,14 +770,27 @@ fn run_generate(
         stop_strings
             .push(unsafe { ffi::cstr(s, &format!("params->stop_strings[{i}]")) }?.to_string());
     }
+    // SAFETY: NULL or a struct starting with its size (caller contract).
+    unsafe { ffi::check_out(out, "out_result") }?;
     let gp = GenerateParams {
         max_tokens: p.max_tokens as usize,
         sampling,
         stop_strings,
         stop_on_eos: p.stop_on_eos,
     };
+    Ok((p, Prepared { gp }))
+}
+
+fn run_generate(
+    c: &mut CtxInner,
+    prompt: &[u32],
+    prep: &Prepared,
+    cb: qs_piece_cb,
+    userdata: *mut c_void,
+    out: *mut qs_generate_result,
+) -> CResult {
     let CtxInner { session, piece } = c;
-    let r = session.generate(prompt, &gp, &mut |t| match cb {
+    let r = session.generate(prompt, &prep.gp, &mut |t| match cb {
         None => true,
         Some(cb) => {
             piece.clear();
@@ -719,7 +816,8 @@ fn run_generate(
         prompt_secs: r.prompt_secs,
         gen_secs: r.gen_secs,
     };
-    // SAFETY: NULL or a writable result struct (caller contract).
+    // SAFETY: NULL or a writable result struct (caller contract), its size checked by
+    // `prepare`.
     unsafe { ffi::write_versioned(out, res, "out_result") }
 }
 
@@ -742,16 +840,16 @@ pub unsafe extern "C" fn qs_generate(
     out_result: *mut qs_generate_result,
 ) -> qs_status {
     with_ctx("qs_generate", ctx, |c| {
-        // SAFETY: argument contracts.
+        // SAFETY: argument contracts; every argument is checked before any work.
         let text = unsafe { ffi::text(prompt, prompt_len, "prompt") }?;
-        let p = unsafe { ffi::params(params, "params") }?;
+        let (p, prep) = unsafe { prepare(params, out_result) }?;
         let ids = if text.is_empty() {
             Vec::new()
         } else {
             let add = p.add_special && c.session.n_past() == 0;
             c.session.model().tokenizer().encode(text, add)?
         };
-        run_generate(c, &ids, &p, cb, userdata, out_result)
+        run_generate(c, &ids, &prep, cb, userdata, out_result)
     })
 }
 
@@ -770,11 +868,17 @@ pub unsafe extern "C" fn qs_generate_tokens(
     out_result: *mut qs_generate_result,
 ) -> qs_status {
     with_ctx("qs_generate_tokens", ctx, |c| {
-        // SAFETY: argument contracts.
+        // SAFETY: argument contracts; every argument is checked before any work.
         let ids = unsafe { ffi::slice(tokens, n_tokens, "tokens") }?;
-        let p = unsafe { ffi::params(params, "params") }?;
-        run_generate(c, ids, &p, cb, userdata, out_result)
+        let (_, prep) = unsafe { prepare(params, out_result) }?;
+        run_generate(c, ids, &prep, cb, userdata, out_result)
     })
+}
+
+/// Test hook: run `f` while holding `sampler` (as a call in progress does).
+#[cfg(test)]
+pub(crate) fn test_with_sampler(sampler: *mut qs_sampler, f: impl FnOnce()) -> qs_status {
+    with_sampler("qs_test_sampler", sampler, |_| f()).map_or_else(|st| st, |()| 0)
 }
 
 #[cfg(test)]

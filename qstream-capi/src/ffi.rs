@@ -102,14 +102,34 @@ pub unsafe fn out<'a, T>(p: *mut T, what: &str) -> CResult<&'a mut T> {
 ///
 /// # Safety
 /// Implementors are `#[repr(C)]`, start with a `u32` size field and are valid for any
-/// prefix copied over a default value.
+/// prefix of a published version ([`Versioned::sizes`]) copied over a default value.
 pub unsafe trait Versioned: Copy {
     /// The library's default value (its `struct_size` is `size_of::<Self>()`).
     fn default_value() -> Self;
+
+    /// `sizeof` of every published version of the struct, oldest first; the last is
+    /// `size_of::<Self>()`. A `struct_size` is accepted only when it is one of these, so a
+    /// size that ends inside a field (half a pointer, half a function pointer) is refused.
+    fn sizes() -> &'static [usize];
+}
+
+/// Check a caller's `struct_size` against the published versions of `T`.
+fn check_size<T: Versioned>(size: usize, what: &str) -> CResult {
+    let sizes = T::sizes();
+    debug_assert_eq!(sizes.last(), Some(&std::mem::size_of::<T>()));
+    if sizes.contains(&size) {
+        return Ok(());
+    }
+    let list: Vec<String> = sizes.iter().map(|s| s.to_string()).collect();
+    Err(Fail::invalid(format!(
+        "{what}->struct_size is {size}, this library accepts {} (the sizes of the published \
+         versions; initialise the struct with the matching *_default_params())",
+        list.join(" or ")
+    )))
 }
 
 /// Read a caller's params struct: the first `struct_size` bytes over the defaults, so
-/// older callers (smaller struct) get defaults for the newer fields.
+/// older callers (an earlier published version) get defaults for the newer fields.
 ///
 /// # Safety
 /// `p` must be NULL or point to at least `struct_size` readable bytes (`struct_size` being
@@ -120,47 +140,55 @@ pub unsafe fn params<T: Versioned>(p: *const T, what: &str) -> CResult<T> {
     }
     // SAFETY: every params struct starts with a u32 `struct_size`.
     let size = unsafe { p.cast::<u32>().read_unaligned() } as usize;
-    let full = std::mem::size_of::<T>();
-    if size < 4 || size > full {
-        return Err(Fail::invalid(format!(
-            "{what}->struct_size is {size}, this library expects 4..={full} \
-             (initialise params with the matching *_default_params())"
-        )));
-    }
+    check_size::<T>(size, what)?;
     let mut v = T::default_value();
     // SAFETY: `size` bytes are readable at `p` (caller) and writable in `v` (size ≤ full);
-    // a prefix of a repr(C) struct over a valid value keeps every field valid.
+    // `size` is the size of a published version, so the copy ends on a field boundary and
+    // every field is either the caller's or the default.
     unsafe {
         std::ptr::copy_nonoverlapping(p.cast::<u8>(), (&mut v as *mut T).cast::<u8>(), size);
     }
     Ok(v)
 }
 
+/// Check a caller's versioned output struct before any work: NULL is allowed (nothing will
+/// be written), otherwise its `struct_size` must be a published size. Returns the size.
+///
+/// # Safety
+/// `p` must be NULL or point to a readable struct whose first field is its size.
+pub unsafe fn check_out<T: Versioned>(p: *mut T, what: &str) -> CResult<usize> {
+    if p.is_null() {
+        return Ok(0);
+    }
+    // SAFETY: `p` is non-null and starts with a u32 size field.
+    let size = unsafe { p.cast::<u32>().read_unaligned() } as usize;
+    check_size::<T>(size, what)?;
+    Ok(size)
+}
+
 /// Write `value` into a caller's versioned output struct (only the first `struct_size`
-/// bytes the caller declared). NULL `p` is allowed (nothing is written).
+/// bytes the caller declared, a published size). NULL `p` is allowed (nothing is written).
+/// Call [`check_out`] before doing any work so that a bad size fails the call up front.
 ///
 /// # Safety
 /// `p` must be NULL or point to a writable struct whose first field is its size.
 pub unsafe fn write_versioned<T: Versioned>(p: *mut T, mut value: T, what: &str) -> CResult {
+    // SAFETY: caller contract.
+    let size = unsafe { check_out(p, what) }?;
     if p.is_null() {
         return Ok(());
     }
-    // SAFETY: `p` is non-null and starts with a u32 size field.
-    let size = unsafe { p.cast::<u32>().read_unaligned() } as usize;
-    let full = std::mem::size_of::<T>();
-    if size < 4 {
-        return Err(Fail::invalid(format!("{what}->struct_size is {size}")));
-    }
-    let n = size.min(full);
     // SAFETY: `value` is a u32-prefixed repr(C) struct; keep the caller's size field.
     unsafe {
         (&mut value as *mut T)
             .cast::<u32>()
             .write_unaligned(size as u32)
     };
-    // SAFETY: `n` bytes are writable at `p` (≤ the caller's declared size) and readable in
-    // `value`.
-    unsafe { std::ptr::copy_nonoverlapping((&value as *const T).cast::<u8>(), p.cast::<u8>(), n) };
+    // SAFETY: `size` (a published size ≤ size_of::<T>()) bytes are writable at `p` and
+    // readable in `value`.
+    unsafe {
+        std::ptr::copy_nonoverlapping((&value as *const T).cast::<u8>(), p.cast::<u8>(), size)
+    };
     Ok(())
 }
 

@@ -60,7 +60,8 @@ pub extern "C" fn qs_status_str(status: qs_status) -> *const c_char {
 /// or `qs_clear_last_error`. Successful calls do not clear it.
 #[no_mangle]
 pub extern "C" fn qs_last_error_message() -> *const c_char {
-    status::last_error_ptr()
+    // no finish(): a failure here must not replace the message being asked for
+    std::panic::catch_unwind(status::last_error_ptr).unwrap_or(c"".as_ptr())
 }
 
 /// Clear the calling thread's last error message.
@@ -70,24 +71,30 @@ pub extern "C" fn qs_clear_last_error() {
 }
 
 /// Route log messages at `min_level` (a `QS_LOG_*` value) or above to `cb` (NULL =
-/// stderr, the default, with `QS_LOG_WARN`). Global: must not race with running calls;
-/// `cb` must not call `qs_log_set`. `QS_STATUS_INVALID_ARGUMENT` for an unknown level.
+/// stderr, the default, with `QS_LOG_WARN`). Global and thread-safe: returns once
+/// callbacks running on other threads have returned, so the old `userdata` may then be
+/// freed. `cb` runs with no library lock held and may call any function, `qs_log_set`
+/// included (messages logged by calls made inside `cb` are dropped).
+/// `QS_STATUS_INVALID_ARGUMENT` for an unknown level.
 #[no_mangle]
 pub extern "C" fn qs_log_set(
     cb: qs_log_cb,
     userdata: *mut c_void,
     min_level: qs_log_level,
 ) -> qs_status {
-    if min_level > qs_log_level_value::QS_LOG_OFF as u32 {
-        return finish(
-            "qs_log_set",
-            Err(Fail::invalid(format!(
-                "min_level {min_level} is not a QS_LOG_* value"
-            ))),
-        );
-    }
-    log::set(cb, userdata, min_level);
-    status::QS_STATUS_OK as qs_status
+    status::boundary(
+        "qs_log_set",
+        || {},
+        || {
+            if min_level > qs_log_level_value::QS_LOG_OFF as u32 {
+                return Err(Fail::invalid(format!(
+                    "min_level {min_level} is not a QS_LOG_* value"
+                )));
+            }
+            log::set(cb, userdata, min_level);
+            Ok(())
+        },
+    )
 }
 
 /// Set the activation precision of the integer kernels for the whole process: 16 (the
@@ -169,6 +176,45 @@ mod tests {
         assert!(m.contains("boom from the test export"), "{m}");
         // the host survives and later calls work
         assert_eq!(qs_test_panic(false), QS_STATUS_OK as i32);
+    }
+
+    /// A sampler in use by one call answers a second one with BUSY instead of handing out
+    /// a second `&mut` to its state.
+    #[test]
+    fn sampler_busy_guard() {
+        use status::{QS_STATUS_BUSY, QS_STATUS_NULL_ARGUMENT};
+        let sp = qs_sampling_default_params();
+        let mut s = ptr::null_mut();
+        // SAFETY: valid arguments; `s` is freed once at the end.
+        unsafe {
+            assert_eq!(qs_sampler_new(&sp, &mut s), QS_STATUS_OK as qs_status);
+            let mut inner = QS_STATUS_OK as qs_status;
+            let st = context::test_with_sampler(s, || {
+                let mut tok = 0;
+                inner = qs_sampler_sample(s, ptr::null_mut(), &mut tok);
+            });
+            assert_eq!(st, QS_STATUS_OK as qs_status);
+            assert_eq!(inner, QS_STATUS_BUSY as qs_status);
+            assert!(
+                last_error().contains("sampler is in use"),
+                "{}",
+                last_error()
+            );
+            // released afterwards: the next call gets to the (NULL) context check
+            let mut tok = 0;
+            assert_eq!(
+                qs_sampler_sample(s, ptr::null_mut(), &mut tok),
+                QS_STATUS_NULL_ARGUMENT as qs_status
+            );
+            // a panic while the sampler is held poisons it
+            let st = context::test_with_sampler(s, || panic!("mid-sample panic"));
+            assert_eq!(st, QS_STATUS_PANIC as qs_status);
+            assert_eq!(
+                qs_sampler_sample(s, ptr::null_mut(), &mut tok),
+                QS_STATUS_PANIC as qs_status
+            );
+            qs_sampler_free(s);
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Logging: messages go to a host callback set with `qs_log_set`, or to stderr.
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_void};
-use std::sync::RwLock;
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 /// Log severity (`QS_LOG_*`), passed as `uint32_t`.
 #[allow(non_camel_case_types)]
@@ -59,50 +60,90 @@ struct LogState {
     cb: qs_log_cb,
     userdata: usize,
     min_level: u32,
+    /// callbacks running now (on any thread)
+    in_flight: usize,
 }
 
-static STATE: RwLock<LogState> = RwLock::new(LogState {
+static STATE: Mutex<LogState> = Mutex::new(LogState {
     cb: None,
     userdata: 0,
     min_level: qs_log_level_value::QS_LOG_WARN as u32,
+    in_flight: 0,
 });
+/// Signalled when `in_flight` drops.
+static IDLE: Condvar = Condvar::new();
 
-/// Install `cb` (None = stderr) for messages at `min_level` or above.
+thread_local! {
+    /// Whether this thread is inside the host's log callback.
+    static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
+}
+
+fn state() -> MutexGuard<'static, LogState> {
+    STATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Install `cb` (None = stderr) for messages at `min_level` or above. Waits until callbacks
+/// running on other threads have returned, so the old `userdata` may be freed afterwards;
+/// called from inside the callback it does not wait (the caller's own callback is running).
 pub fn set(cb: qs_log_cb, userdata: *mut c_void, min_level: u32) {
-    let mut s = STATE.write().unwrap_or_else(|e| e.into_inner());
+    let mut s = state();
     s.cb = cb;
     s.userdata = userdata as usize;
     s.min_level = min_level;
-}
-
-/// Emit a message.
-pub fn log(level: LogLevel, target: &str, msg: &str) {
-    let s = STATE.read().unwrap_or_else(|e| e.into_inner());
-    if (level as u32) < s.min_level {
+    if IN_CALLBACK.with(Cell::get) {
         return;
     }
-    match s.cb {
-        Some(cb) => {
-            let rec = qs_log_record {
-                struct_size: std::mem::size_of::<qs_log_record>() as u32,
-                level: level as u32,
-                target: target.as_ptr().cast(),
-                target_len: target.len(),
-                message: msg.as_ptr().cast(),
-                message_len: msg.len(),
-            };
-            // SAFETY: the host registered `cb` with `qs_log_set`; `rec` and the strings it
-            // points to live until the call returns.
-            unsafe { cb(s.userdata as *mut c_void, &rec) };
-        }
-        None => {
-            let name = match level {
-                LogLevel::QS_LOG_DEBUG => "debug",
-                LogLevel::QS_LOG_INFO => "info",
-                LogLevel::QS_LOG_WARN => "warn",
-                _ => "error",
-            };
-            eprintln!("[qstream {name}] {msg}");
-        }
+    while s.in_flight > 0 {
+        s = IDLE.wait(s).unwrap_or_else(|e| e.into_inner());
     }
+}
+
+/// Emit a message. The host's callback runs with no lock held, so it may call any
+/// function of the library (messages those calls log while it runs are dropped, which
+/// keeps a failing call inside the callback from recursing).
+pub fn log(level: LogLevel, target: &str, msg: &str) {
+    if IN_CALLBACK.with(Cell::get) {
+        return;
+    }
+    let (cb, userdata) = {
+        let mut s = state();
+        if (level as u32) < s.min_level {
+            return;
+        }
+        match s.cb {
+            Some(cb) => {
+                s.in_flight += 1;
+                (cb, s.userdata)
+            }
+            None => {
+                drop(s);
+                let name = match level {
+                    LogLevel::QS_LOG_DEBUG => "debug",
+                    LogLevel::QS_LOG_INFO => "info",
+                    LogLevel::QS_LOG_WARN => "warn",
+                    _ => "error",
+                };
+                eprintln!("[qstream {name}] {msg}");
+                return;
+            }
+        }
+    };
+    let rec = qs_log_record {
+        struct_size: std::mem::size_of::<qs_log_record>() as u32,
+        level: level as u32,
+        target: target.as_ptr().cast(),
+        target_len: target.len(),
+        message: msg.as_ptr().cast(),
+        message_len: msg.len(),
+    };
+    IN_CALLBACK.with(|c| c.set(true));
+    // SAFETY: the host registered `cb` with `qs_log_set`; `rec` and the strings it points
+    // to live until the call returns; `set` waits for this call before `userdata` can be
+    // replaced and freed.
+    unsafe { cb(userdata as *mut c_void, &rec) };
+    IN_CALLBACK.with(|c| c.set(false));
+    let mut s = state();
+    s.in_flight -= 1;
+    drop(s);
+    IDLE.notify_all();
 }

@@ -56,6 +56,11 @@ pub struct qs_model_params {
 // SAFETY: repr(C), starts with `struct_size: u32`; every field is valid for any byte
 // pattern a C caller can write through the declared types.
 unsafe impl Versioned for qs_model_params {
+    /// One published version (the first release).
+    fn sizes() -> &'static [usize] {
+        &[std::mem::size_of::<qs_model_params>()]
+    }
+
     fn default_value() -> Self {
         qs_model_params {
             struct_size: std::mem::size_of::<qs_model_params>() as u32,

@@ -491,11 +491,13 @@ fn params_struct_size_is_checked() {
         assert_eq!(qs_context_new(l.m, &cp, &mut c), INVALID);
         cp.struct_size = 1000;
         assert_eq!(qs_context_new(l.m, &cp, &mut c), INVALID);
-        // an older caller that only knows the first two fields gets defaults for the rest
+        // a size that was never published (the first two fields only) is refused
         cp = qs_context_default_params();
         cp.struct_size = 8;
+        assert_eq!(qs_context_new(l.m, &cp, &mut c), INVALID);
+        assert!(last_error().contains("published"), "{}", last_error());
+        cp = qs_context_default_params();
         cp.n_ctx = 32;
-        cp.kv_type = 77; // beyond struct_size: ignored
         assert_eq!(qs_context_new(l.m, &cp, &mut c), OK, "{}", last_error());
         assert_eq!(qs_context_n_ctx(c), 32);
         // context full leaves the state unchanged
@@ -725,4 +727,367 @@ fn convert_outlier_allocation() {
     let total = |c: &[(String, usize, usize)]| c.iter().map(|x| x.1).sum::<usize>();
     assert_eq!(total(global), total(own));
     assert_ne!(global, own, "the default spread nothing");
+}
+
+/// A `struct_size` that ends inside a field (here: half of `progress_cb`, which would be
+/// called as a torn function pointer) is refused; only published sizes are accepted.
+#[test]
+fn struct_size_must_be_a_published_version() {
+    let t = tiny_qsf();
+    let path = cpath(&t.path);
+    let mut m = null_mut();
+    extern "C" fn never(_: *mut c_void, _: usize, _: usize, _: *const c_char) -> bool {
+        panic!("a torn progress callback was called");
+    }
+    let full = std::mem::size_of::<qs_model_params>();
+    let cb_at = std::mem::offset_of!(qs_model_params, progress_cb);
+    // SAFETY: valid arguments; the struct is fully readable whatever struct_size says.
+    unsafe {
+        for size in [4, 5, 8, cb_at, cb_at + 4, full - 4, full + 8] {
+            let mut mp = qs_model_default_params();
+            mp.progress_cb = Some(never);
+            mp.struct_size = size as u32;
+            assert_eq!(
+                qs_model_load(path.as_ptr(), &mp, &mut m),
+                INVALID,
+                "struct_size {size} accepted"
+            );
+            assert!(m.is_null());
+            assert!(last_error().contains("struct_size"), "{}", last_error());
+        }
+        let mp = qs_model_default_params();
+        assert_eq!(
+            qs_model_load(path.as_ptr(), &mp, &mut m),
+            OK,
+            "{}",
+            last_error()
+        );
+        qs_model_free(m);
+
+        // qs_convert_params has three published versions: 24 bytes (up to n_threads), 28
+        // (outlier_per_tensor) and the full struct; older callers get defaults for the rest
+        let src = CString::new(fixture_dir().to_str().unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for (size, ok) in [
+            (24usize, true),
+            (28, true),
+            (26, false),
+            (32, false),
+            (20, false),
+        ] {
+            let dst = cpath(&dir.path().join(format!("v{size}.qsf")));
+            let mut p = qs_convert_default_params();
+            p.quant_type = qs_quant_type::QS_QUANT_Q8 as u32;
+            p.struct_size = size as u32;
+            p.preset = 77; // beyond the older versions: must be ignored there
+            let st = qs_convert(src.as_ptr(), dst.as_ptr(), &p, None, null_mut());
+            assert_eq!(st == OK, ok, "size {size}: {st} {}", last_error());
+        }
+    }
+}
+
+struct Counter {
+    pieces: usize,
+}
+
+extern "C" fn count_pieces(ud: *mut c_void, _: *const c_char, _: usize, _: u32) -> bool {
+    // SAFETY: userdata is the test's Counter.
+    unsafe { (*(ud as *mut Counter)).pieces += 1 };
+    true
+}
+
+/// `qs_generate` checks every argument (params, sampling params, stop strings and the
+/// output struct) before it tokenizes, decodes or streams anything.
+#[test]
+fn generate_checks_every_argument_before_any_work() {
+    let t = tiny_qsf();
+    let l = load(&t);
+    let prompt = b"hello world";
+    // SAFETY: valid pointers; the invalid parts are the ones under test.
+    unsafe {
+        let run = |gp: &qs_generate_params, res: *mut qs_generate_result| {
+            let mut n = Counter { pieces: 0 };
+            let st = qs_generate(
+                l.c,
+                prompt.as_ptr().cast(),
+                prompt.len(),
+                gp,
+                Some(count_pieces),
+                (&mut n as *mut Counter).cast(),
+                res,
+            );
+            (st, n.pieces, qs_context_n_past(l.c))
+        };
+        let gp = qs_generate_default_params();
+        // a bad output struct: refused before the prompt was decoded or a token streamed
+        for size in [0u32, 3, 20, 1000] {
+            let mut res: qs_generate_result = std::mem::zeroed();
+            res.struct_size = size;
+            assert_eq!(
+                run(&gp, &mut res),
+                (INVALID, 0, 0),
+                "out struct_size {size}"
+            );
+            assert!(last_error().contains("out_result"), "{}", last_error());
+        }
+        // bad sampling params
+        let mut sp = qs_sampling_default_params();
+        sp.struct_size = 6;
+        let mut g2 = gp;
+        g2.sampling = &sp;
+        assert_eq!(run(&g2, null_mut()), (INVALID, 0, 0));
+        let mut sp2 = qs_sampling_default_params();
+        sp2.temperature = f32::NAN;
+        g2.sampling = &sp2;
+        assert_eq!(run(&g2, null_mut()), (INVALID, 0, 0));
+        // a NULL stop string
+        let stops = [c"x".as_ptr(), null()];
+        let mut g3 = gp;
+        g3.stop_strings = stops.as_ptr();
+        g3.n_stop_strings = 2;
+        assert_eq!(run(&g3, null_mut()), (NULL_ARG, 0, 0));
+        // bad generate params
+        let mut g4 = gp;
+        g4.struct_size = 12;
+        assert_eq!(run(&g4, null_mut()), (INVALID, 0, 0));
+        // the same checks for the token form
+        let mut res: qs_generate_result = std::mem::zeroed();
+        res.struct_size = 5;
+        let ids = [5u32, 6, 7];
+        let st = qs_generate_tokens(l.c, ids.as_ptr(), 3, &gp, None, null_mut(), &mut res);
+        assert_eq!((st, qs_context_n_past(l.c)), (INVALID, 0));
+        // and a valid call works
+        let mut gp = gp;
+        gp.max_tokens = 3;
+        let mut res: qs_generate_result = std::mem::zeroed();
+        res.struct_size = std::mem::size_of::<qs_generate_result>() as u32;
+        let (st, pieces, n_past) = run(&gp, &mut res);
+        assert_eq!(st, OK, "{}", last_error());
+        assert!(
+            n_past > 0 && res.n_generated == 3 && pieces == 3,
+            "{n_past} {pieces}"
+        );
+    }
+}
+
+static LOG_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A log callback that calls back into the library: a failing call (which logs) and
+/// `qs_log_set` itself, restoring the default.
+extern "C" fn reentrant_log(_: *mut c_void, rec: *const qs_log_record) {
+    LOG_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: the record is valid during the call; the calls below are valid API use.
+    unsafe {
+        assert!((*rec).message_len > 0);
+        let mut m = null_mut();
+        assert_eq!(qs_model_load(null(), null(), &mut m), NULL_ARG);
+        assert_eq!(
+            qs_log_set(None, null_mut(), qs_log_level_value::QS_LOG_WARN as u32),
+            OK
+        );
+    }
+}
+
+/// The log callback runs with no library lock held: it may call the library, including
+/// `qs_log_set` (before, the callback ran under the logger's lock and this deadlocked).
+#[test]
+fn log_callback_may_call_the_library() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // SAFETY: a valid callback; the failing call logs at debug level.
+        unsafe {
+            assert_eq!(
+                qs_log_set(
+                    Some(reentrant_log),
+                    null_mut(),
+                    qs_log_level_value::QS_LOG_DEBUG as u32
+                ),
+                OK
+            );
+            let mut m = null_mut();
+            assert_eq!(qs_model_load(null(), null(), &mut m), NULL_ARG);
+        }
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the log callback deadlocked");
+    assert!(LOG_CALLS.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    // SAFETY: an invalid level is refused with a status, not a panic
+    assert_eq!(qs_log_set(None, null_mut(), 99), INVALID);
+}
+
+fn tensor_types(path: &Path) -> Vec<(String, qstream_core::quant::QuantType, usize)> {
+    use qstream_core::format::{LoadOptions, QsfFile};
+    let f = QsfFile::open(path, &LoadOptions::default()).unwrap();
+    let mut v: Vec<_> = f
+        .all_tensors()
+        .unwrap()
+        .into_iter()
+        .filter(|(_, t)| t.rows() > 1)
+        .map(|(n, t)| (n, t.qtype, t.block))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// `qs_convert_params` expresses what `qstream convert` can: presets, per-role overrides,
+/// rotation, calibration (imatrix) and GPTQ, each checked before any work.
+#[test]
+fn convert_presets_overrides_and_calibration() {
+    use qstream_core::convert::Preset;
+    use qstream_core::quant::QuantType;
+    let dir = tempfile::tempdir().unwrap();
+    let src = CString::new(fixture_dir().to_str().unwrap()).unwrap();
+    let out = |name: &str| dir.path().join(name);
+    let conv = |p: &qs_convert_params, name: &str| {
+        let dst = cpath(&out(name));
+        // SAFETY: valid paths and params.
+        unsafe { qs_convert(src.as_ptr(), dst.as_ptr(), p, None, null_mut()) }
+    };
+    // presets: every matrix gets the preset's plan
+    for (preset, plan) in [
+        (qs_preset::QS_PRESET_Q4_M, Preset::Q4M),
+        (qs_preset::QS_PRESET_Q3_M, Preset::Q3M),
+        (qs_preset::QS_PRESET_Q2_M, Preset::Q2M),
+        (qs_preset::QS_PRESET_EMBD_Q8, Preset::EmbdQ8(QuantType::Q3)),
+    ] {
+        let mut p = qs_convert_default_params();
+        p.preset = preset as u32;
+        p.quant_type = qs_quant_type::QS_QUANT_Q3 as u32;
+        let name = format!("{preset:?}.qsf");
+        assert_eq!(conv(&p, &name), OK, "{}", last_error());
+        let types = tensor_types(&out(&name));
+        assert!(types.len() >= 14, "{types:?}");
+        for (n, t, b) in &types {
+            let want = match plan {
+                // the other matrices: quant_type with block_size, as without the preset
+                Preset::EmbdQ8(q) if n != "token_embd" && n != "output" => (q, 32),
+                _ => plan.plan(n),
+            };
+            assert_eq!((*t, *b), want, "{preset:?} {n}");
+        }
+    }
+    // Q4_M: ffn_down q8, attn_q q4 with blocks of 64
+    let q4m = tensor_types(&out("QS_PRESET_Q4_M.qsf"));
+    assert!(q4m
+        .iter()
+        .any(|(n, t, _)| n.ends_with("ffn_down") && *t == QuantType::Q8));
+    assert!(q4m
+        .iter()
+        .any(|(n, t, b)| n.ends_with("attn_q") && (*t, *b) == (QuantType::Q4, 64)));
+    // per-role overrides before the type
+    let roles = [
+        qs_tensor_type {
+            role: c"ffn_down".as_ptr(),
+            quant_type: qs_quant_type::QS_QUANT_Q8 as u32,
+            block_size: 0,
+        },
+        qs_tensor_type {
+            role: c"attn_v".as_ptr(),
+            quant_type: qs_quant_type::QS_QUANT_Q4 as u32,
+            block_size: 64,
+        },
+    ];
+    let mut p = qs_convert_default_params();
+    p.quant_type = qs_quant_type::QS_QUANT_Q2 as u32;
+    p.tensor_types = roles.as_ptr();
+    p.n_tensor_types = 2;
+    assert_eq!(conv(&p, "roles.qsf"), OK, "{}", last_error());
+    for (n, t, b) in tensor_types(&out("roles.qsf")) {
+        let want = if n.ends_with("ffn_down") {
+            (QuantType::Q8, 32)
+        } else if n.ends_with("attn_v") {
+            (QuantType::Q4, 64)
+        } else if n == "token_embd" || n == "output" || n.contains("attn") || n.contains("ffn") {
+            (QuantType::Q2, 32)
+        } else {
+            continue;
+        };
+        assert_eq!((t, b), want, "{n}");
+    }
+    // calibration: the imatrix is written and changes the quantized weights
+    let text = out("calib.txt");
+    std::fs::write(
+        &text,
+        "The quick brown fox jumps over the lazy dog while free software runs. ".repeat(60),
+    )
+    .unwrap();
+    let text_c = cpath(&text);
+    let im = cpath(&out("calib.imatrix"));
+    let hess = cpath(&out("calib.hess"));
+    let mut p = qs_convert_default_params();
+    p.quant_type = qs_quant_type::QS_QUANT_Q2 as u32;
+    assert_eq!(conv(&p, "plain.qsf"), OK, "{}", last_error());
+    p.calibration_path = text_c.as_ptr();
+    p.imatrix_path = im.as_ptr();
+    p.calib_ctx = 16;
+    p.calib_chunks = 4;
+    assert_eq!(conv(&p, "calib.qsf"), OK, "{}", last_error());
+    assert!(out("calib.imatrix").is_file());
+    let plain = std::fs::read(out("plain.qsf")).unwrap();
+    let calib = std::fs::read(out("calib.qsf")).unwrap();
+    assert_eq!(plain.len(), calib.len());
+    assert_ne!(plain, calib, "the calibration changed nothing");
+    // reading the imatrix back gives the same file as calibrating
+    let mut r = qs_convert_default_params();
+    r.quant_type = qs_quant_type::QS_QUANT_Q2 as u32;
+    r.imatrix_path = im.as_ptr();
+    assert_eq!(conv(&r, "reread.qsf"), OK, "{}", last_error());
+    assert_eq!(std::fs::read(out("reread.qsf")).unwrap(), calib);
+    // GPTQ with calibration, writing the second moments; then from the saved moments
+    p.gptq = true;
+    p.hessian_path = hess.as_ptr();
+    assert_eq!(conv(&p, "gptq.qsf"), OK, "{}", last_error());
+    assert!(out("calib.hess").is_file());
+    assert_ne!(std::fs::read(out("gptq.qsf")).unwrap(), calib);
+    let mut g = qs_convert_default_params();
+    g.quant_type = qs_quant_type::QS_QUANT_Q2 as u32;
+    g.gptq = true;
+    g.hessian_path = hess.as_ptr();
+    assert_eq!(conv(&g, "gptq2.qsf"), OK, "{}", last_error());
+    // rotation is recorded in the file and changes the weights
+    let mut rp = qs_convert_default_params();
+    rp.quant_type = qs_quant_type::QS_QUANT_Q2 as u32;
+    rp.rotate = 64;
+    assert_eq!(conv(&rp, "rot.qsf"), OK, "{}", last_error());
+    assert_ne!(std::fs::read(out("rot.qsf")).unwrap(), plain);
+
+    // invalid combinations are refused before any output exists
+    let bad = |f: &dyn Fn(&mut qs_convert_params), name: &str| {
+        let mut p = qs_convert_default_params();
+        f(&mut p);
+        let st = conv(&p, name);
+        assert!(!out(name).exists(), "{name} written");
+        (st, last_error())
+    };
+    let (st, e) = bad(&|p| p.gptq = true, "b1.qsf");
+    assert_eq!(st, INVALID, "{e}");
+    assert!(e.contains("gptq"), "{e}");
+    assert_eq!(bad(&|p| p.gptq_act_order = true, "b2.qsf").0, INVALID);
+    assert_eq!(bad(&|p| p.rotate = 3, "b3.qsf").0, INVALID);
+    assert_eq!(bad(&|p| p.preset = 9, "b4.qsf").0, INVALID);
+    assert_eq!(bad(&|p| p.outlier_frac = 0.7, "b5.qsf").0, INVALID);
+    let bad_role = [qs_tensor_type {
+        role: c"ffn_up".as_ptr(),
+        quant_type: qs_quant_type::QS_QUANT_Q4 as u32,
+        block_size: 48,
+    }];
+    let (st, e) = bad(
+        &|p| {
+            p.tensor_types = bad_role.as_ptr();
+            p.n_tensor_types = 1;
+        },
+        "b6.qsf",
+    );
+    assert_eq!(st, INVALID, "{e}");
+    let (st, _) = bad(&|p| p.n_tensor_types = 1, "b7.qsf");
+    assert_eq!(st, NULL_ARG);
+    let (st, _) = bad(
+        &|p| {
+            p.preset = qs_preset::QS_PRESET_EMBD_Q8 as u32;
+            p.quant_type = qs_quant_type::QS_QUANT_F16 as u32;
+        },
+        "b8.qsf",
+    );
+    assert_eq!(st, INVALID);
 }

@@ -532,6 +532,92 @@ pub fn collect_with(
     Ok(im)
 }
 
+/// Where a conversion's activation statistics come from: the options of `qstream convert
+/// --calibrate/--imatrix/--gptq/--hessian`, in one place for the CLI, C and Python.
+#[derive(Debug, Clone)]
+pub struct CalibrationSource {
+    /// Calibration text file: the source is converted to q8 in a temporary file and run
+    /// over it ([`collect_with`]).
+    pub text: Option<std::path::PathBuf>,
+    /// Activation statistics file: written after calibrating on `text`, read without it.
+    pub imatrix: Option<std::path::PathBuf>,
+    /// Also collect (or read from `hessian`) the full input second moments (for GPTQ).
+    pub hessians: bool,
+    /// Second-moment file: written after calibrating on `text` with `hessians`, read
+    /// without `text`.
+    pub hessian: Option<std::path::PathBuf>,
+    /// Chunk length in tokens (default 256).
+    pub ctx: usize,
+    /// At most this many chunks (0 = all; default 32).
+    pub max_chunks: usize,
+    /// Worker threads (0 = all cores).
+    pub n_threads: usize,
+}
+
+impl Default for CalibrationSource {
+    fn default() -> Self {
+        CalibrationSource {
+            text: None,
+            imatrix: None,
+            hessians: false,
+            hessian: None,
+            ctx: 256,
+            max_chunks: 32,
+            n_threads: 0,
+        }
+    }
+}
+
+impl CalibrationSource {
+    /// Collect (from `text`) or read (from `imatrix` / `hessian`) the statistics for
+    /// converting `src`; `None` when no statistics were asked for.
+    pub fn prepare(&self, src: &Path) -> Result<Option<Imatrix>> {
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let mut im = match (&self.text, &self.imatrix) {
+            (Some(text), out) => {
+                let text = std::fs::read_to_string(text).map_err(|e| Error::io(text, e))?;
+                let tmp = std::env::temp_dir().join(format!(
+                    "qstream-calib-{}-{}.qsf",
+                    std::process::id(),
+                    SEQ.fetch_add(1, Ordering::Relaxed)
+                ));
+                let cp = super::ConvertParams {
+                    quant: super::QuantChoice::Type(crate::quant::QuantType::Q8),
+                    n_threads: self.n_threads,
+                    ..Default::default()
+                };
+                let res = super::convert(src, &tmp, &cp, &mut |_| true).and_then(|_| {
+                    collect_with(
+                        &tmp,
+                        &text,
+                        self.ctx,
+                        self.max_chunks,
+                        self.n_threads,
+                        self.hessians,
+                    )
+                });
+                let _ = std::fs::remove_file(&tmp);
+                let im = res?;
+                if let Some(out) = out {
+                    im.save(out)?;
+                }
+                if let (true, Some(h)) = (self.hessians, &self.hessian) {
+                    save_hessians(&im, h)?;
+                }
+                return Ok(Some(im));
+            }
+            (None, Some(f)) => Some(Imatrix::load(f)?),
+            (None, None) => None,
+        };
+        if let (true, Some(h)) = (self.hessians, &self.hessian) {
+            let mut m = im.take().unwrap_or_default();
+            m.hessians = load_hessians(h)?;
+            im = Some(m);
+        }
+        Ok(im)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
