@@ -75,9 +75,14 @@ pub struct qs_context_params {
 
 // SAFETY: repr(C), starts with `struct_size: u32`, plain integers.
 unsafe impl Versioned for qs_context_params {
-    /// One published version (the first release).
+    /// Two published versions: the first release (up to `kv_type`, 20 bytes) and the
+    /// current one with `type_k` / `type_v` appended.
     fn sizes() -> &'static [usize] {
-        &[std::mem::size_of::<qs_context_params>()]
+        const S: [usize; 2] = [
+            std::mem::offset_of!(qs_context_params, type_k),
+            std::mem::size_of::<qs_context_params>(),
+        ];
+        &S
     }
 
     fn default_value() -> Self {

@@ -509,7 +509,16 @@ fn params_struct_size_is_checked() {
         assert_eq!(qs_context_n_past(c), 0);
         qs_context_free(c);
         let mut cp = qs_context_default_params();
-        cp.kv_type = 9;
+        cp.kv_type = 99;
+        assert_eq!(qs_context_new(l.m, &cp, &mut c), INVALID);
+        // the first release's 20-byte struct (up to kv_type) is still a published version:
+        // type_k / type_v default to kv_type; a size ending after type_k alone is not
+        let mut cp = qs_context_default_params();
+        cp.type_k = 77; // beyond the old version: must be ignored there
+        cp.struct_size = 20;
+        assert_eq!(qs_context_new(l.m, &cp, &mut c), OK, "{}", last_error());
+        qs_context_free(c);
+        cp.struct_size = 24;
         assert_eq!(qs_context_new(l.m, &cp, &mut c), INVALID);
     }
 }
