@@ -34,6 +34,11 @@ pub struct qs_attn_cache_params {
 
 // SAFETY: repr(C), starts with `struct_size: u32`, plain integers.
 unsafe impl Versioned for qs_attn_cache_params {
+    /// One published version.
+    fn sizes() -> &'static [usize] {
+        &[std::mem::size_of::<qs_attn_cache_params>()]
+    }
+
     fn default_value() -> Self {
         qs_attn_cache_params {
             struct_size: std::mem::size_of::<qs_attn_cache_params>() as u32,

@@ -579,7 +579,7 @@ impl CalibrationSource {
                 let tmp = std::env::temp_dir().join(format!(
                     "qstream-calib-{}-{}.qsf",
                     std::process::id(),
-                    SEQ.fetch_add(1, Ordering::Relaxed)
+                    SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 ));
                 let cp = super::ConvertParams {
                     quant: super::QuantChoice::Type(crate::quant::QuantType::Q8),
