@@ -8,7 +8,8 @@ use qstream_core::convert::{self, calibrate, ConvertParams, OutlierAlloc, QuantC
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// GGUF file or HuggingFace model folder
+    /// GGUF file, HuggingFace model folder, or QSF file (version 1 from the original QStream,
+    /// or version 2): `--quant keep` upgrades it to version 2 keeping every block
     input: PathBuf,
     /// output QSF file
     #[arg(short, long)]

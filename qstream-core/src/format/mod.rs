@@ -12,6 +12,7 @@
 //! - [`reader`]: [`QsfFile`] — open (mmap or read), validate, verify, hand out tensors.
 //! - [`writer`]: [`QsfWriter`] — streaming writer used by the converter.
 //! - [`legacy`]: files written by the original C QStream (version 1).
+//! - [`source`]: a QSF file as a converter source (`qstream convert OLD.qsf --quant keep`).
 
 pub mod bytes;
 pub mod header;
@@ -19,6 +20,7 @@ pub mod layer_index;
 pub mod legacy;
 pub mod reader;
 pub mod section;
+pub mod source;
 pub mod writer;
 
 pub use header::Header;

@@ -62,6 +62,9 @@ pub fn open_source(path: &std::path::Path) -> Result<Box<dyn ModelSource>> {
         Err(crate::Error::NotFound {
             path: path.to_path_buf(),
         })
+    } else if crate::format::source::is_qsf(path) {
+        // a QSF file (the original QStream's version 1, or version 2): upgrade / requantize
+        Ok(Box::new(crate::format::source::QsfSource::open(path)?))
     } else {
         Ok(Box::new(gguf::GgufModel::open(path)?))
     }
