@@ -998,13 +998,9 @@ fn matmul_multi_prep_equals_prep_then_matmul() {
                         Prep::Gated { up, act } => {
                             qstream_core::nn::gated_act(r, &up[t * cols..(t + 1) * cols], act)
                         }
-                        Prep::LayerNorm { x, w, b, eps } => qstream_core::nn::layer_norm(
-                            r,
-                            &x[t * cols..(t + 1) * cols],
-                            w,
-                            b,
-                            eps,
-                        ),
+                        Prep::LayerNorm { x, w, b, eps } => {
+                            qstream_core::nn::layer_norm(r, &x[t * cols..(t + 1) * cols], w, b, eps)
+                        }
                         Prep::Act { b, act } => {
                             if let Some(b) = b {
                                 qstream_core::nn::add_inplace(r, b);

@@ -42,6 +42,8 @@ pub struct AttnSpec {
 }
 
 /// The q/k/v projections.
+// one per layer, bound once: the variants' size difference costs nothing
+#[allow(clippy::large_enum_variant)]
 pub enum Qkv {
     /// `[n_head·hd, d]`, `[n_head_kv·hd, d]`, `[n_head_kv·hd, d]` (a fused tensor split into
     /// zero-copy row views also lands here)
