@@ -62,6 +62,9 @@ set_tests_properties(qs_example_tokenize_static PROPERTIES FIXTURES_REQUIRED tin
 add_test(NAME qs_example_threads COMMAND qs_threads "${QS_TINY}" 4 "${QS_input_ids}" "${QS_greedy_ids}")
 set_tests_properties(qs_example_threads PROPERTIES FIXTURES_REQUIRED tiny_model
   PASS_REGULAR_EXPRESSION "4 threads: identical greedy tokens")
+# the standalone attention cache from a hand-written decoder loop, against f32 attention
+add_test(NAME qs_example_attention COMMAND qs_attention)
+set_tests_properties(qs_example_attention PROPERTIES PASS_REGULAR_EXPRESSION "attention: all checks passed")
 file(WRITE "${CMAKE_BINARY_DIR}/chat_input.txt" "Hello there!\nTell me a story.\n")
 add_test(NAME qs_example_chat
   COMMAND ${CMAKE_COMMAND} -DEXE=$<TARGET_FILE:qs_chat> "-DARGS=${QS_TINY};--max-tokens;12;--greedy"
@@ -91,6 +94,9 @@ if(VALGRIND)
   add_test(NAME qs_valgrind_tokenize COMMAND ${_vg} $<TARGET_FILE:qs_tokenize> "${QS_TINY}" "Hello world")
   set_tests_properties(qs_valgrind_simple qs_valgrind_threads qs_valgrind_errors qs_valgrind_tokenize PROPERTIES
     LABELS valgrind FIXTURES_REQUIRED "tiny_model;workdir" TIMEOUT 900)
+  add_test(NAME qs_valgrind_attention COMMAND ${_vg} $<TARGET_FILE:qs_attention>)
+  set_tests_properties(qs_valgrind_attention PROPERTIES LABELS valgrind TIMEOUT 900
+    PASS_REGULAR_EXPRESSION "attention: all checks passed")
 else()
   message(STATUS "valgrind not found: the valgrind tests are skipped")
 endif()

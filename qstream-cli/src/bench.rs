@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
-use qstream_core::engine::{Session, SessionParams};
+use qstream_core::engine::Session;
 
-use crate::common::{load, LoadArgs};
+use crate::common::{load, CacheArgs, LoadArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,6 +33,8 @@ pub struct Args {
     /// activation precision of the integer kernels (8 or 16; default 16, or QSTREAM_ACT_BITS)
     #[arg(long, value_name = "8|16", value_parser = crate::common::parse_act_bits)]
     act_bits: Option<qstream_core::kernels::ActBits>,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -67,10 +69,7 @@ pub fn run(a: Args) -> Result<()> {
         .collect();
     let mut session = Session::new(
         model.clone(),
-        &SessionParams {
-            n_ctx: a.n_prompt + a.n_gen + 8,
-            ..Default::default()
-        },
+        &a.cache.session_params(a.n_prompt + a.n_gen + 8),
     )?;
     // warm-up (page in the weights, size the scratch buffers)
     session.decode(&prompt[..prompt.len().min(8)])?;

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
-use qstream_core::engine::{Model, ModelParams};
+use qstream_core::engine::{Model, ModelParams, SessionParams};
+use qstream_core::kv::KvType;
 use qstream_core::kernels::{set_act_bits, ActBits};
 
 /// Model-loading flags shared by run/chat/eval/perplexity/bench.
@@ -56,4 +57,35 @@ pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
                 .map_err(|_| anyhow::anyhow!("--ids: {x:?} is not a token id"))
         })
         .collect()
+}
+
+/// KV cache flags shared by run/perplexity/bench (llama.cpp's names).
+#[derive(clap::Args, Clone, Default)]
+pub struct CacheArgs {
+    /// KV cache type of the keys: f32 (default), f16, bf16, q8, q4, q3, q2, qins8, or a
+    /// Hadamard-rotated q8h, q4h, q3h, q2h
+    #[arg(long = "cache-type-k", value_name = "TYPE", value_parser = parse_kv_type)]
+    pub cache_type_k: Option<KvType>,
+    /// KV cache type of the values (same names as --cache-type-k)
+    #[arg(long = "cache-type-v", value_name = "TYPE", value_parser = parse_kv_type)]
+    pub cache_type_v: Option<KvType>,
+}
+
+impl CacheArgs {
+    /// Session parameters with these cache types and context size `n_ctx`.
+    pub fn session_params(&self, n_ctx: usize) -> SessionParams {
+        SessionParams {
+            n_ctx,
+            type_k: self.cache_type_k,
+            type_v: self.cache_type_v,
+            ..Default::default()
+        }
+    }
+}
+
+pub fn parse_kv_type(s: &str) -> std::result::Result<KvType, String> {
+    KvType::from_name(s.trim()).ok_or_else(|| {
+        let names: Vec<&str> = KvType::ALL.iter().map(|t| t.name()).collect();
+        format!("{s:?}: expected one of {}", names.join(", "))
+    })
 }

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use qstream_core::engine::{Session, SessionParams};
+use qstream_core::engine::Session;
 
-use crate::common::{load, LoadArgs};
+use crate::common::{load, CacheArgs, LoadArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,6 +25,8 @@ pub struct Args {
     chunks: usize,
     #[command(flatten)]
     load: LoadArgs,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 /// Negative log-likelihood sum and count over the second half of each chunk.
@@ -84,10 +86,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let mut session = Session::new(
         model.clone(),
-        &SessionParams {
-            n_ctx: a.ctx,
-            ..Default::default()
-        },
+        &a.cache.session_params(a.ctx),
     )?;
     let t = Instant::now();
     eprintln!(

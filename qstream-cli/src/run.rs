@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use qstream_core::chat::ChatMessage;
-use qstream_core::engine::{GenerateParams, Session, SessionParams};
+use qstream_core::engine::{GenerateParams, Session};
 use qstream_core::sampling::SamplingParams;
 
-use crate::common::{load, LoadArgs};
+use crate::common::{load, CacheArgs, LoadArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -60,6 +60,8 @@ pub struct Args {
     verbose: bool,
     #[command(flatten)]
     load: LoadArgs,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 impl Args {
@@ -87,10 +89,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.verbose {
         eprintln!("load: {:.3} s ({})", load_s, a.model.display());
     }
-    let sp = SessionParams {
-        n_ctx: a.ctx,
-        ..Default::default()
-    };
+    let sp = a.cache.session_params(a.ctx);
     let mut session = Session::new(model.clone(), &sp)?;
     // Ctrl-C cancels the running answer; at the chat prompt it ends the program.
     let generating = Arc::new(AtomicBool::new(false));
