@@ -128,12 +128,6 @@ pub unsafe extern "C" fn qs_convert(
                     }
                 }
             };
-            if !(p.outlier_frac.is_finite() && (0.0..1.0).contains(&p.outlier_frac)) {
-                return Err(Fail::invalid(format!(
-                    "params->outlier_frac {} not in [0, 1)",
-                    p.outlier_frac
-                )));
-            }
             let cp = ConvertParams {
                 quant,
                 block_size: p.block_size as usize,
@@ -147,6 +141,7 @@ pub unsafe extern "C" fn qs_convert(
                 },
                 ..Default::default()
             };
+            cp.validate()?; // core's rule set, shared with the CLI and Python
             convert::convert(&src, &dst, &cp, &mut |pr| {
                 progress(progress_cb, userdata, pr.done, pr.total, pr.tensor)
             })
