@@ -13,6 +13,32 @@ use qstream_core::tensor::Tensor;
 use std::collections::HashMap;
 use tiny_fixture::{argmax, dir, max_abs_diff, parts, reference};
 
+/// `kernels::dispatch::set_exact` is process-wide: every test of this file holds this lock,
+/// so no test runs while another has switched the exact path on.
+static EXACT_SWITCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    EXACT_SWITCH.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Switches the exact path on for its lifetime (back to what it was on drop, also on a
+/// panic).
+struct ExactPath(bool);
+
+impl ExactPath {
+    fn on() -> ExactPath {
+        let was = qstream_core::kernels::dispatch::exact();
+        qstream_core::kernels::dispatch::set_exact(true);
+        ExactPath(was)
+    }
+}
+
+impl Drop for ExactPath {
+    fn drop(&mut self) {
+        qstream_core::kernels::dispatch::set_exact(self.0);
+    }
+}
+
 /// A fresh scratch directory, removed on drop.
 fn scratch() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -73,6 +99,7 @@ fn logits_error(
 
 #[test]
 fn rotated_fixture_matches_transformers_within_the_quantization_bound() {
+    let _serial = serial();
     for quant in ["4bit", "3bit", "2bit_outlier"] {
         let (plain, agree_p, n) = logits_error(quant, 0, None);
         let (rot, agree_r, _) = logits_error(quant, 256, None);
@@ -91,10 +118,12 @@ fn rotated_fixture_matches_transformers_within_the_quantization_bound() {
 /// the same weights dequantized (and turned back) into an f32 model. Both run the exact
 /// reference path (f32 activations), so only the summation order and the f32 rotation of the
 /// input differ; the fast path's 8-bit activation rounding would hide a wrong rotation.
-/// (The switch is process-wide; this file's other tests hold on either path.)
+/// (The switch is process-wide: the lock keeps this file's other tests from running
+/// meanwhile, and it is switched off again at the end.)
 #[test]
 fn rotated_file_equals_its_dequantized_weights() {
-    qstream_core::kernels::dispatch::set_exact(true);
+    let _serial = serial();
+    let _exact = ExactPath::on();
     for (quant, rotate) in [
         ("4bit", 0),
         ("4bit", 256),
@@ -164,6 +193,7 @@ fn reference_ids() -> Vec<u32> {
 
 #[test]
 fn calibration_collects_rotated_statistics() {
+    let _serial = serial();
     // an f32 QSF of the fixture for the calibration run
     let tmpdir = scratch();
     let tmp = |name: &str| tmpdir.path().join(name);
