@@ -20,7 +20,7 @@ same machine state:
 Both use the same prompt tokens (the xorshift sequence `qstream bench` uses).
 
 Time to first token from process start (--ttft): whole processes, alternated A B A B:
-`qstream run QSF -p Hello -n 1 -t 0 --threads T` vs `python3 -c <load GGUF with llama_cpp,
+`qstream run QSF -p Hello -n 1 --temp 0 -t T` vs `python3 -c <load GGUF with llama_cpp,
 tokenize "Hello", decode, greedy-pick one token>`; wall time from fork to exit (os.wait4), so it
 includes the Python interpreter start and `import llama_cpp` (~a fixed cost that a native
 llama-cli would not pay; reported separately as the `python3 -c "import llama_cpp"` floor).
@@ -299,7 +299,7 @@ def main():
         print("|---|---|---|---|---|")
         tt = a.ttft_threads or os.cpu_count()
         for gguf, qsf in pairs:
-            qcmd = [a.qstream, "run", qsf, "-p", "Hello", "-n", "1", "-t", "0", "--threads", str(a.ttft_threads)]
+            qcmd = [a.qstream, "run", qsf, "-p", "Hello", "-n", "1", "--temp", "0", "-t", str(a.ttft_threads)]
             lcmd = [sys.executable, "-c", LLAMA_TTFT, gguf, str(tt)]
             fcmd = [sys.executable, "-c", "import llama_cpp, numpy"]
             for c in (qcmd, lcmd, fcmd):  # warm-up: page cache, .pyc

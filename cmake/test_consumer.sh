@@ -34,7 +34,7 @@ for mode in config module; do
   fi
   if [ "$mode" = config ] && [ -n "$cli" ] && [ -s "${QSTREAM_SMOLLM2_QSF:-}" ]; then
     p="The capital of France is"
-    want=$("$cli" run "$QSTREAM_SMOLLM2_QSF" -p "$p" -n 24 -t 0)
+    want=$("$cli" run "$QSTREAM_SMOLLM2_QSF" -p "$p" -n 24 --temp 0)
     # simple.c: 2 header lines, prompt + streamed pieces, then the "prompt: N tokens" line
     got=$("$b/qs_simple" "$QSTREAM_SMOLLM2_QSF" "$p" 24 | sed -n '3,$p' | sed '/^prompt: [0-9]* tokens in/,$d')
     if [ "$got" != "$want" ]; then

@@ -579,8 +579,8 @@ QS_API void qs_clear_last_error(void);
 QS_API qs_status qs_log_set(qs_log_cb cb, void *userdata, qs_log_level min_level);
 
 // Set the activation precision of the integer kernels for the whole process: 16 (the
-// default: next tokens agree with the exact f32 path) or 8 (llama.cpp's `Q8_1` scheme,
-// about 20 % faster, 94–96 % next-token agreement on SmolLM2). Overrides the environment
+// default: next tokens agree with the exact f32 path) or 8 (llama.cpp's `Q8_1` scheme:
+// faster, lower next-token agreement; measured in docs/benchmarks.md). Overrides the environment
 // variable `QSTREAM_ACT_BITS`. Global: applies to decodes started afterwards; must not race
 // with running decodes. `QS_STATUS_INVALID_ARGUMENT` for any other value.
 QS_API qs_status qs_set_act_bits(uint32_t bits);
@@ -618,9 +618,10 @@ QS_API void qs_context_free(qs_context *ctx);
 // `tokens` points to `n_tokens` ids.
 QS_API qs_status qs_context_decode(qs_context *ctx, const qs_token *tokens, size_t n_tokens);
 
-// Logits of the last decoded token: `*out_logits` points to `*out_n_vocab` floats owned
-// by the context, valid until the next call that changes it (decode, generate, reset,
-// free). Zeros before the first decode.
+// Logits of the last token in the context: `*out_logits` points to `*out_n_vocab` floats
+// owned by the context, valid until the next call that changes it (decode, generate, reset,
+// truncate, free). Zeros before the first decode; recomputed (one forward pass) after a
+// `qs_context_truncate`, never those of a removed position.
 //
 // # Safety
 // Output pointers writable.
@@ -632,8 +633,9 @@ QS_API qs_status qs_context_logits(qs_context *ctx, const float **out_logits, si
 // `ctx` NULL or live.
 QS_API qs_status qs_context_reset(qs_context *ctx);
 
-// Keep only the first `n` positions (no-op when `n ≥ n_past`). Logits are stale until
-// the next decode.
+// Keep only the first `n` positions (no-op when `n ≥ n_past`). The logits of the new last
+// token are recomputed when next needed (`qs_context_logits`, `qs_sampler_sample`,
+// `qs_generate` with an empty prompt).
 //
 // # Safety
 // `ctx` NULL or live.
@@ -651,10 +653,12 @@ QS_API size_t qs_context_n_past(const qs_context *ctx);
 // `ctx` NULL or live.
 QS_API size_t qs_context_n_ctx(const qs_context *ctx);
 
-// Ask the `qs_generate` running on `ctx` to stop after the current token (its result
-// then reports `QS_STOP_CANCELLED`). Callable from any thread while another thread uses
-// the context; only sets an atomic flag (async-signal-safe for a valid `ctx`). A cancel
-// issued while no generation runs is cleared by the next `qs_generate`.
+// Ask the `qs_generate` or `qs_context_decode` running on `ctx` to stop — during the prompt
+// (between chunks of at most 128 tokens; the context is then left as before the call) or
+// before the next token (the result reports `QS_STOP_CANCELLED`; `qs_context_decode`
+// returns `QS_STATUS_CANCELLED`). Callable from any thread while another thread uses the
+// context; only sets an atomic flag (async-signal-safe for a valid `ctx`). A cancel issued
+// while no call runs stops the next one; the call it stops consumes it.
 //
 // # Safety
 // `ctx` NULL or live (not freed concurrently).

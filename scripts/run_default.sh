@@ -18,4 +18,4 @@ fi
 prompt="${1:-What is the capital of France? Answer in one sentence.}"
 shift || true
 # one user turn through the model's chat template; greedy, so the answer is reproducible
-"$bin" run "$qsf" -p "$prompt" --chat -n 64 -t 0 -v "$@"
+"$bin" run "$qsf" -p "$prompt" --chat -n 64 --temp 0 -v "$@"

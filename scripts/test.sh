@@ -40,6 +40,6 @@ if [ -f scripts/test_py.sh ]; then
   echo "== Python package (pytest)"
   bash scripts/test_py.sh
 fi
-echo "== NEON kernels for aarch64 under qemu (skipped without the Rust aarch64 target)"
+echo "== NEON kernels for aarch64 under qemu (adds the Rust aarch64 target with rustup; says SKIPPED when it cannot)"
 bash scripts/test_aarch64.sh
 echo "== all test suites passed"

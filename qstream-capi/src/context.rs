@@ -152,29 +152,7 @@ unsafe impl Versioned for qs_sampling_params {
 
 impl qs_sampling_params {
     fn to_core(self) -> CResult<SamplingParams> {
-        let finite = [
-            ("temperature", self.temperature),
-            ("top_p", self.top_p),
-            ("min_p", self.min_p),
-            ("repeat_penalty", self.repeat_penalty),
-            ("presence_penalty", self.presence_penalty),
-            ("frequency_penalty", self.frequency_penalty),
-        ];
-        for (name, v) in finite {
-            if !v.is_finite() {
-                return Err(Fail::invalid(format!("sampling.{name} is {v}")));
-            }
-        }
-        if self.temperature < 0.0
-            || !(0.0..=1.0).contains(&self.top_p)
-            || !(0.0..=1.0).contains(&self.min_p)
-        {
-            return Err(Fail::invalid(format!(
-                "sampling: temperature {} must be ≥ 0, top_p {} and min_p {} in [0, 1]",
-                self.temperature, self.top_p, self.min_p
-            )));
-        }
-        Ok(SamplingParams {
+        let p = SamplingParams {
             temperature: self.temperature,
             top_k: self.top_k as usize,
             top_p: self.top_p,
@@ -184,7 +162,9 @@ impl qs_sampling_params {
             frequency_penalty: self.frequency_penalty,
             repeat_last_n: self.repeat_last_n as usize,
             seed: self.seed,
-        })
+        };
+        p.validate()?; // core's rule set, shared with the CLI and Python
+        Ok(p)
     }
 }
 
@@ -286,7 +266,9 @@ pub unsafe extern "C" fn qs_context_new(
         let pick = |t: i32, what: &str| match t {
             -1 => Ok(None),
             t if t >= 0 => kv_type_of(t as u32, what).map(Some),
-            t => Err(Fail::invalid(format!("{what} {t} is not -1 or a QS_KV_* value"))),
+            t => Err(Fail::invalid(format!(
+                "{what} {t} is not -1 or a QS_KV_* value"
+            ))),
         };
         let type_k = pick(p.type_k, "params->type_k")?;
         let type_v = pick(p.type_v, "params->type_v")?;
@@ -357,9 +339,10 @@ pub unsafe extern "C" fn qs_context_decode(
     })
 }
 
-/// Logits of the last decoded token: `*out_logits` points to `*out_n_vocab` floats owned
-/// by the context, valid until the next call that changes it (decode, generate, reset,
-/// free). Zeros before the first decode.
+/// Logits of the last token in the context: `*out_logits` points to `*out_n_vocab` floats
+/// owned by the context, valid until the next call that changes it (decode, generate, reset,
+/// truncate, free). Zeros before the first decode; recomputed (one forward pass) after a
+/// `qs_context_truncate`, never those of a removed position.
 ///
 /// # Safety
 /// Output pointers writable.
@@ -373,7 +356,7 @@ pub unsafe extern "C" fn qs_context_logits(
         // SAFETY: argument contract.
         let lp = unsafe { ffi::out(out_logits, "out_logits") }?;
         let np = unsafe { ffi::out(out_n_vocab, "out_n_vocab") }?;
-        let l = c.session.logits();
+        let l = c.session.refresh_logits()?;
         *lp = l.as_ptr();
         *np = l.len();
         Ok(())
@@ -392,8 +375,9 @@ pub unsafe extern "C" fn qs_context_reset(ctx: *mut qs_context) -> qs_status {
     })
 }
 
-/// Keep only the first `n` positions (no-op when `n ≥ n_past`). Logits are stale until
-/// the next decode.
+/// Keep only the first `n` positions (no-op when `n ≥ n_past`). The logits of the new last
+/// token are recomputed when next needed (`qs_context_logits`, `qs_sampler_sample`,
+/// `qs_generate` with an empty prompt).
 ///
 /// # Safety
 /// `ctx` NULL or live.
@@ -433,10 +417,12 @@ pub unsafe extern "C" fn qs_context_n_ctx(ctx: *const qs_context) -> usize {
     n
 }
 
-/// Ask the `qs_generate` running on `ctx` to stop after the current token (its result
-/// then reports `QS_STOP_CANCELLED`). Callable from any thread while another thread uses
-/// the context; only sets an atomic flag (async-signal-safe for a valid `ctx`). A cancel
-/// issued while no generation runs is cleared by the next `qs_generate`.
+/// Ask the `qs_generate` or `qs_context_decode` running on `ctx` to stop — during the prompt
+/// (between chunks of at most 128 tokens; the context is then left as before the call) or
+/// before the next token (the result reports `QS_STOP_CANCELLED`; `qs_context_decode`
+/// returns `QS_STATUS_CANCELLED`). Callable from any thread while another thread uses the
+/// context; only sets an atomic flag (async-signal-safe for a valid `ctx`). A cancel issued
+/// while no call runs stops the next one; the call it stops consumes it.
 ///
 /// # Safety
 /// `ctx` NULL or live (not freed concurrently).
@@ -592,7 +578,8 @@ pub unsafe extern "C" fn qs_sampler_sample(
                 return Err(Fail::invalid("no logits yet: decode a prompt first"));
             }
             reached = true;
-            *out = s.sample(c.session.logits(), c.session.tokens());
+            // never stale: recomputes the last position's logits after a truncate
+            *out = c.session.sample(s)?;
             done = true;
             Ok(())
         });

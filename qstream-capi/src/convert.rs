@@ -241,24 +241,7 @@ unsafe fn plan(p: &qs_convert_params) -> CResult<Plan> {
             )))
         }
     };
-    if !(p.outlier_frac.is_finite() && (0.0..0.5).contains(&p.outlier_frac)) {
-        return Err(Fail::invalid(format!(
-            "params->outlier_frac {} not in [0, 0.5)",
-            p.outlier_frac
-        )));
-    }
-    if !matches!(p.block_size, 32 | 64 | 128 | 256) {
-        return Err(Fail::invalid(format!(
-            "params->block_size {} (expected 32, 64, 128 or 256)",
-            p.block_size
-        )));
-    }
-    if p.rotate != 0 && (p.rotate < 2 || !p.rotate.is_power_of_two()) {
-        return Err(Fail::invalid(format!(
-            "params->rotate {}: the group size must be 0 or a power of two ≥ 2",
-            p.rotate
-        )));
-    }
+    // outlier_frac, block_size, rotate, overrides, GPTQ: ConvertParams::validate (core)
     // SAFETY: `n_tensor_types` entries (caller contract).
     let raw = unsafe { ffi::slice(p.tensor_types, p.n_tensor_types, "params->tensor_types") }?;
     let mut tensor_types = Vec::with_capacity(raw.len());
@@ -398,6 +381,7 @@ pub unsafe extern "C" fn qs_convert(
                 params: cp,
                 calibration,
             } = unsafe { plan(&p) }?;
+            cp.validate()?; // core's rule set, shared with the CLI and Python
             let with_src = |e: qstream_core::Error| {
                 let mut f = Fail::from(e);
                 f.msg = format!("{} -> {}: {}", src.display(), dst.display(), f.msg);

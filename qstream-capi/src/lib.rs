@@ -98,8 +98,8 @@ pub extern "C" fn qs_log_set(
 }
 
 /// Set the activation precision of the integer kernels for the whole process: 16 (the
-/// default: next tokens agree with the exact f32 path) or 8 (llama.cpp's `Q8_1` scheme,
-/// about 20 % faster, 94–96 % next-token agreement on SmolLM2). Overrides the environment
+/// default: next tokens agree with the exact f32 path) or 8 (llama.cpp's `Q8_1` scheme:
+/// faster, lower next-token agreement; measured in docs/benchmarks.md). Overrides the environment
 /// variable `QSTREAM_ACT_BITS`. Global: applies to decodes started afterwards; must not race
 /// with running decodes. `QS_STATUS_INVALID_ARGUMENT` for any other value.
 #[no_mangle]

@@ -190,12 +190,6 @@ pub unsafe extern "C" fn qs_model_load(
             }
             let model = Model::load(&path, &mp).map_err(|e| {
                 let mut f = Fail::from(e);
-                if f.status == QS_STATUS_OUT_OF_MEMORY
-                    && mp.ram_budget.is_some()
-                    && f.msg.contains("budget")
-                {
-                    f.status = QS_STATUS_BUDGET_EXCEEDED;
-                }
                 f.msg = format!("{}: {}", path.display(), f.msg);
                 f
             })?;

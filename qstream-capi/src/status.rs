@@ -156,6 +156,7 @@ pub fn status_of(kind: ErrorKind) -> qs_status_code {
         ErrorKind::Corrupt => QS_STATUS_CORRUPT,
         ErrorKind::Checksum => QS_STATUS_CHECKSUM,
         ErrorKind::OutOfMemory => QS_STATUS_OUT_OF_MEMORY,
+        ErrorKind::BudgetExceeded => QS_STATUS_BUDGET_EXCEEDED,
         ErrorKind::ContextFull => QS_STATUS_CONTEXT_FULL,
         ErrorKind::Cancelled => QS_STATUS_CANCELLED,
         ErrorKind::UnsupportedArch => QS_STATUS_UNSUPPORTED_ARCH,

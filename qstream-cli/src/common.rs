@@ -6,14 +6,14 @@ use std::time::Instant;
 
 use anyhow::Result;
 use qstream_core::engine::{Model, ModelParams, SessionParams};
-use qstream_core::kv::KvType;
 use qstream_core::kernels::{set_act_bits, ActBits};
+use qstream_core::kv::KvType;
 
 /// Model-loading flags shared by run/chat/eval/perplexity/bench.
 #[derive(clap::Args, Clone)]
 pub struct LoadArgs {
-    /// worker threads (0 = all cores)
-    #[arg(long, default_value_t = 0)]
+    /// worker threads (0 = all cores); `-t` means threads in every command
+    #[arg(short = 't', long, default_value_t = 0)]
     pub threads: usize,
     /// read the file into memory instead of memory-mapping it
     #[arg(long)]

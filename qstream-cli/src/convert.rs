@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(long)]
     compress: bool,
     /// worker threads (0 = all cores)
-    #[arg(long, default_value_t = 0)]
+    #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
     /// calibration text: run the model (converted to 8bit in a temporary file) over it and
     /// weight each matrix's quantization error by its inputs' mean squared activations
@@ -105,9 +105,7 @@ fn parse_tensor_type(
         None if t.valid_block(default_block) => default_block,
         None => t.default_block(),
     };
-    if !t.valid_block(block) || role.is_empty() {
-        anyhow::bail!("--tensor-type {s}: block {block} is not valid for {t}");
-    }
+    // the block and the role are checked by ConvertParams::validate
     Ok((role.to_string(), t, block))
 }
 
@@ -119,13 +117,7 @@ pub fn run(a: Args) -> Result<()> {
         outlier_alloc: OutlierAlloc::parse(&a.outlier_alloc)?,
         compress: a.compress,
         n_threads: a.threads,
-        rotate: match a.rotate {
-            Some(g) if g < 2 || !g.is_power_of_two() => {
-                anyhow::bail!("--rotate {g}: the group size must be a power of two >= 2")
-            }
-            Some(g) => g,
-            None => 0,
-        },
+        rotate: a.rotate.unwrap_or(0),
         tensor_types: a
             .tensor_type
             .iter()
@@ -134,12 +126,8 @@ pub fn run(a: Args) -> Result<()> {
         gptq: a.gptq,
         gptq_act_order: a.gptq_act_order,
     };
-    if a.gptq_act_order && !a.gptq {
-        anyhow::bail!("--gptq-act-order needs --gptq");
-    }
-    if a.gptq && a.rotate.is_some() {
-        anyhow::bail!("--gptq cannot be combined with --rotate");
-    }
+    // core's rule set (shared with the C API and Python), before calibration does any work
+    params.validate()?;
     if a.gptq && a.calibrate.is_none() && a.hessian.is_none() {
         anyhow::bail!("--gptq needs --calibrate TEXT or --hessian FILE");
     }

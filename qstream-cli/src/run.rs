@@ -28,8 +28,8 @@ pub struct Args {
     /// tokens to generate
     #[arg(short = 'n', long = "n-predict", default_value_t = 256)]
     n: usize,
-    /// temperature (0 = greedy)
-    #[arg(short = 't', long = "temp", default_value_t = 0.7)]
+    /// temperature (0 = greedy); no short form: `-t` is the thread count in every command
+    #[arg(long = "temp", default_value_t = 0.7)]
     temp: f32,
     /// top-k (0 = off)
     #[arg(short = 'k', long = "top-k", default_value_t = 40)]

@@ -113,7 +113,7 @@ fn run_greedy_is_deterministic_and_perplexity_runs() {
         "the GNU General Public License",
         "-n",
         "12",
-        "-t",
+        "--temp",
         "0",
     ]));
     let b = ok(bin().arg("run").arg(&qsf).args([
@@ -121,7 +121,7 @@ fn run_greedy_is_deterministic_and_perplexity_runs() {
         "the GNU General Public License",
         "-n",
         "12",
-        "-t",
+        "--temp",
         "0",
         "--threads",
         "1",
@@ -130,13 +130,13 @@ fn run_greedy_is_deterministic_and_perplexity_runs() {
     let c = ok(bin()
         .arg("run")
         .arg(&qsf)
-        .args(["-p", "the GNU", "-n", "12", "-t", "0.9", "--seed", "7"]));
+        .args(["-p", "the GNU", "-n", "12", "--temp", "0.9", "--seed", "7"]));
     let d = ok(bin().arg("run").arg(&qsf).args([
         "-p",
         "the GNU",
         "-n",
         "12",
-        "-t",
+        "--temp",
         "0.9",
         "--seed",
         "7",
@@ -197,4 +197,44 @@ fn bad_arguments_are_clear_errors() {
         err.starts_with("error:") && err.contains("not found"),
         "{err}"
     );
+}
+
+#[test]
+fn short_flags_mean_one_thing_in_every_command() {
+    // `-t` is the thread count everywhere (as in llama.cpp); temperature is `--temp` only.
+    // Before, `-t` was the temperature in `run` and the thread count in `bench`.
+    let dir = scratch();
+    let qsf = dir.path().join("llama-flags.qsf");
+    convert(&fixture("llama"), &qsf, "8bit", &[]);
+    let run = |extra: &[&str]| {
+        ok(bin()
+            .arg("run")
+            .arg(&qsf)
+            .args(["-p", "the GNU", "-n", "8", "--temp", "0"])
+            .args(extra))
+    };
+    assert_eq!(run(&["-t", "1"]), run(&["--threads", "1"]));
+    let out = bin()
+        .arg("run")
+        .arg(&qsf)
+        .args(["-p", "the GNU", "-n", "8", "-t", "0.7"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "-t 0.7 is not a thread count");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'--threads <THREADS>'"), "{err}");
+    for cmd in ["run", "bench", "perplexity", "eval", "convert"] {
+        let help = ok(bin().args([cmd, "--help"]));
+        assert!(help.contains("-t, --threads"), "{cmd}: {help}");
+    }
+    // sampling values are checked by core's rules (top_p in (0, 1])
+    let out = bin()
+        .arg("run")
+        .arg(&qsf)
+        .args(["-p", "the GNU", "-n", "4", "--top-p", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("top_p must be in (0, 1]"), "{err}");
 }

@@ -9,12 +9,21 @@
 //! ```
 //!
 //! A `Model` owns a rayon thread pool; every forward pass runs inside it. Several sessions
-//! may share one model from different threads.
+//! may share one model from different threads. A session that asks for another thread count
+//! runs on a pool of that size, built once per model and count and shared by every such
+//! session.
+//!
+//! Cancellation ([`CancelHandle`]): a cancel stops the [`Session::decode`],
+//! [`Session::decode_all`] or [`Session::generate`] call in progress — between prefill
+//! chunks (at most [`CANCEL_CHUNK`] tokens each) and between sampled tokens — or, when none
+//! is running, the next such call, before it does any work. The call that stops because of
+//! it consumes it; [`CancelHandle::clear`] drops a pending cancel. A prefill that is
+//! cancelled leaves the context as it was before the call.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::chat::ChatMessage;
@@ -30,6 +39,11 @@ use crate::{Error, Result};
 
 /// Most tokens one forward call processes; longer prompts are run in chunks of this size.
 pub const MAX_BATCH: usize = 512;
+
+/// Most tokens one forward call processes while a [`CancelHandle`] has been handed out:
+/// a cancel is seen between chunks, so this bounds how long a prefill runs on after one
+/// (prefill speed on SmolLM2-135M at 2 threads is the same at 128 and 512 tokens per chunk).
+pub const CANCEL_CHUNK: usize = 128;
 
 /// Options for loading a model.
 #[derive(Debug, Clone)]
@@ -88,9 +102,9 @@ pub struct Model {
     config: ModelConfig,
     tokenizer: Tokenizer,
     arch: Box<dyn Architecture>,
-    pool: rayon::ThreadPool,
-    /// per-token matmul workers (same thread count as `pool`)
-    spin: crate::kernels::pool::SpinPool,
+    pool: Arc<rayon::ThreadPool>,
+    /// pools of other sizes asked for by sessions (`SessionParams::n_threads`), one per size
+    other_pools: Mutex<Vec<Arc<rayon::ThreadPool>>>,
     info: ModelInfo,
     /// numerics overrides from `ModelParams`
     act_bits: Option<ActBits>,
@@ -105,16 +119,12 @@ fn thread_count(n: usize) -> usize {
     }
 }
 
-fn build_pool(n: usize) -> Result<rayon::ThreadPool> {
+fn build_pool(n: usize) -> Result<Arc<rayon::ThreadPool>> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(thread_count(n))
         .thread_name(|i| format!("qstream-{i}"))
         .build()
-        .map_err(|e| Error::Internal(format!("thread pool: {e}")))
-}
-
-fn build_spin(n: usize) -> Result<crate::kernels::pool::SpinPool> {
-    crate::kernels::pool::SpinPool::new(thread_count(n))
+        .map(Arc::new)
         .map_err(|e| Error::Internal(format!("thread pool: {e}")))
 }
 
@@ -163,9 +173,10 @@ impl Model {
         }
         if let Some(budget) = params.ram_budget {
             if bytes > budget {
-                return Err(Error::OutOfMemory(format!(
-                    "weights take {bytes} bytes, the RAM budget is {budget}"
-                )));
+                return Err(Error::BudgetExceeded {
+                    needed: bytes,
+                    budget,
+                });
             }
         }
         let mut quant_types: Vec<(QuantType, usize)> = types.into_iter().collect();
@@ -192,7 +203,7 @@ impl Model {
             tokenizer,
             arch,
             pool: build_pool(params.n_threads)?,
-            spin: build_spin(params.n_threads)?,
+            other_pools: Mutex::new(Vec::new()),
             info,
             act_bits: params.act_bits,
             exact: params.exact,
@@ -222,6 +233,21 @@ impl Model {
     /// Threads in the model's pool.
     pub fn n_threads(&self) -> usize {
         self.pool.current_num_threads()
+    }
+
+    /// The pool with `n` threads (0 = the model's own): the model's, or one built on first
+    /// use and shared by every later session asking for that size.
+    fn pool_for(&self, n: usize) -> Result<Arc<rayon::ThreadPool>> {
+        if n == 0 || n == self.n_threads() {
+            return Ok(self.pool.clone());
+        }
+        let mut pools = self.other_pools.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = pools.iter().find(|p| p.current_num_threads() == n) {
+            return Ok(p.clone());
+        }
+        let p = build_pool(n)?;
+        pools.push(p.clone());
+        Ok(p)
     }
 
     /// Render the model's chat template; [`Error::InvalidArgument`] if it has none.
@@ -257,19 +283,31 @@ pub struct SessionParams {
     pub observer: Option<ObserverHandle>,
 }
 
-/// Stops a running [`Session::generate`] from any thread.
+/// Stops a session's running decode/generate from any thread (see the module docs for
+/// the exact semantics).
 #[derive(Debug, Clone)]
 pub struct CancelHandle(Arc<AtomicBool>);
 
 impl CancelHandle {
-    /// Ask the generation in progress to stop after the current token.
+    /// Stop the call in progress at its next check (between prefill chunks or sampled
+    /// tokens) or, if none is running, the next call. Only sets an atomic flag.
     pub fn cancel(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
 
-    /// Whether a cancel is pending.
+    /// Whether a cancel is pending (issued and not yet consumed by a call).
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
+    }
+
+    /// Drop a pending cancel, so that the next call runs.
+    pub fn clear(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+
+    /// Consume a pending cancel: `true` (and cleared) if there was one.
+    fn take(&self) -> bool {
+        self.0.swap(false, Ordering::SeqCst)
     }
 }
 
@@ -316,7 +354,7 @@ pub enum StopReason {
     StopString,
     /// The callback returned `false`.
     Callback,
-    /// [`CancelHandle::cancel`] was called.
+    /// [`CancelHandle::cancel`] was called (before, during the prefill or between tokens).
     Cancelled,
 }
 
@@ -328,7 +366,8 @@ pub struct GenerateOutput {
     /// Generated text, stop string removed.
     pub text: String,
     pub stop_reason: StopReason,
-    /// Prompt tokens decoded by this call.
+    /// Prompt tokens decoded by this call (0 when the prefill was cancelled: the context
+    /// is then as it was before the call).
     pub n_prompt: usize,
     pub prompt_secs: f64,
     pub gen_secs: f64,
@@ -338,17 +377,22 @@ pub struct GenerateOutput {
 /// at a time.
 pub struct Session {
     model: Arc<Model>,
-    /// own pools when `SessionParams::n_threads` asks for them
-    pool: Option<(rayon::ThreadPool, crate::kernels::pool::SpinPool)>,
+    /// the pool forward passes run in (the model's, or one of `SessionParams::n_threads`)
+    pool: Arc<rayon::ThreadPool>,
     kv: KvCache,
     scratch: Scratch,
     logits: Vec<f32>,
+    /// `logits` belong to the last id of `history` (or are zeros with an empty history);
+    /// false after `truncate` removed that id, until they are recomputed
+    logits_fresh: bool,
     /// ids in the KV cache, in order
     history: Vec<u32>,
     n_ctx: usize,
     /// tokens per forward call (≤ scratch.max_batch)
     batch: usize,
-    cancel: Arc<AtomicBool>,
+    cancel: CancelHandle,
+    /// a cancel handle was handed out: prefill in chunks of at most `CANCEL_CHUNK`
+    cancellable: std::cell::Cell<bool>,
     act_bits: Option<ActBits>,
     exact: Option<bool>,
     observer: Option<ObserverHandle>,
@@ -384,17 +428,14 @@ impl Session {
             n_ctx,
         )?;
         let scratch = Scratch::new(c, MAX_BATCH.min(n_ctx), n_ctx)?;
-        let pool = if params.n_threads > 0 && params.n_threads != model.n_threads() {
-            Some((build_pool(params.n_threads)?, build_spin(params.n_threads)?))
-        } else {
-            None
-        };
+        let pool = model.pool_for(params.n_threads)?;
         let mut history = Vec::new();
         history
             .try_reserve_exact(n_ctx)
             .map_err(|_| Error::OutOfMemory("token history".into()))?;
         Ok(Session {
             logits: vec![0.0; c.n_vocab],
+            logits_fresh: true,
             model,
             pool,
             kv,
@@ -402,7 +443,8 @@ impl Session {
             history,
             n_ctx,
             batch: MAX_BATCH.min(n_ctx),
-            cancel: Arc::new(AtomicBool::new(false)),
+            cancel: CancelHandle(Arc::new(AtomicBool::new(false))),
+            cancellable: std::cell::Cell::new(false),
             act_bits: params.act_bits,
             exact: params.exact,
             observer: params.observer.clone(),
@@ -435,15 +477,26 @@ impl Session {
     }
 
     /// Run `tokens` through the model in chunks; `all` receives every position's logits.
+    /// A pending cancel is consumed before the first chunk and between chunks: the call
+    /// then returns [`Error::Cancelled`] with the context as it was before it.
     fn run(&mut self, tokens: &[u32], mut all: Option<&mut [f32]>) -> Result<()> {
+        let start = self.history.len();
+        let fresh_before = self.logits_fresh;
+        let mut touched = false;
+        let step = if self.cancellable.get() {
+            self.batch.min(CANCEL_CHUNK)
+        } else {
+            self.batch
+        };
         let Session {
             model,
             pool,
             kv,
             scratch,
             logits,
+            logits_fresh,
             history,
-            batch,
+            cancel,
             act_bits,
             exact,
             observer,
@@ -455,41 +508,53 @@ impl Session {
             observer: observer.as_ref().map(|o| &*o.0),
         };
         let ctx = &ctx;
-        let (pool, spin) = match pool {
-            Some((p, s)) => (&*p, &*s),
-            None => (&model.pool, &model.spin),
-        };
         let n_vocab = model.config.n_vocab;
         let arch = &model.arch;
-        pool.install(|| {
-            crate::kernels::pool::with_pool(spin, || -> Result<()> {
-                let mut done = 0;
-                for chunk in tokens.chunks(*batch) {
-                    let pos = history.len();
-                    match all.as_deref_mut() {
-                        Some(out) => {
-                            let out = &mut out[done * n_vocab..(done + chunk.len()) * n_vocab];
-                            arch.forward(ctx, chunk, pos, kv, scratch, LogitsFor::All, out)?;
-                        }
-                        None => {
-                            arch.forward(ctx, chunk, pos, kv, scratch, LogitsFor::Last, logits)?
-                        }
-                    }
-                    history.extend_from_slice(chunk);
-                    done += chunk.len();
+        let r = pool.install(|| -> Result<()> {
+            let mut done = 0;
+            for chunk in tokens.chunks(step) {
+                if cancel.take() {
+                    return Err(Error::Cancelled);
                 }
-                Ok(())
-            })
-        })?;
+                let pos = history.len();
+                // from here until the chunk is in `history`, `logits` may be half written
+                *logits_fresh = false;
+                touched = true;
+                match all.as_deref_mut() {
+                    Some(out) => {
+                        let out = &mut out[done * n_vocab..(done + chunk.len()) * n_vocab];
+                        arch.forward(ctx, chunk, pos, kv, scratch, LogitsFor::All, out)?;
+                    }
+                    None => arch.forward(ctx, chunk, pos, kv, scratch, LogitsFor::Last, logits)?,
+                }
+                history.extend_from_slice(chunk);
+                *logits_fresh = all.is_none();
+                done += chunk.len();
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            // nothing of this call stays: the cache positions it wrote are past `n_past`;
+            // the logits are those of before the call unless a forward pass overwrote them
+            self.history.truncate(start);
+            self.logits_fresh = fresh_before && !touched;
+            if self.history.is_empty() {
+                self.logits.fill(0.0);
+                self.logits_fresh = true;
+            }
+            return Err(e);
+        }
         if let Some(out) = all {
             logits.copy_from_slice(&out[(tokens.len() - 1) * n_vocab..tokens.len() * n_vocab]);
+            self.logits_fresh = true;
         }
         Ok(())
     }
 
     /// Append `tokens` to the context (batched prefill when several) and return the logits
     /// of the last one (`n_vocab` values). [`Error::ContextFull`] (nothing changed) when they
-    /// do not fit.
+    /// do not fit; [`Error::Cancelled`] (nothing changed) when a cancel was pending or
+    /// arrived during the prefill.
     pub fn decode(&mut self, tokens: &[u32]) -> Result<&[f32]> {
         self.check(tokens)?;
         self.run(tokens, None)?;
@@ -515,9 +580,55 @@ impl Session {
         self.batch = n.clamp(1, self.scratch.max_batch);
     }
 
-    /// Logits of the last decoded token (zeros before the first decode).
+    /// Logits of the last token in the context (zeros before the first decode), or an
+    /// empty slice when [`Session::truncate`] removed the token they were computed for (and
+    /// after a failed or cancelled decode): [`Session::refresh_logits`] recomputes them.
     pub fn logits(&self) -> &[f32] {
-        &self.logits
+        if self.logits_fresh {
+            &self.logits
+        } else {
+            &[]
+        }
+    }
+
+    /// Logits of the last token in the context, recomputed (one forward pass of that token)
+    /// when [`Session::truncate`] made the stored ones stale; zeros for an empty context.
+    pub fn refresh_logits(&mut self) -> Result<&[f32]> {
+        if !self.logits_fresh {
+            let Some(&last) = self.history.last() else {
+                self.logits.fill(0.0);
+                self.logits_fresh = true;
+                return Ok(&self.logits);
+            };
+            // re-run the last position: its cache entry is rewritten with the same values
+            let n = self.history.len();
+            self.history.truncate(n - 1);
+            let pending = self.cancel.take();
+            let r = self.run(&[last], None);
+            if pending {
+                self.cancel.cancel();
+            }
+            if let Err(e) = r {
+                // `run` restored n − 1 ids; the last one's cache entry is still intact
+                self.history.push(last);
+                self.logits_fresh = false;
+                return Err(e);
+            }
+        }
+        Ok(&self.logits)
+    }
+
+    /// Sample the next token from the current logits (recomputed first if stale, see
+    /// [`Session::refresh_logits`]) with the context as the penalty history. The token is
+    /// not decoded. [`Error::InvalidArgument`] on an empty context.
+    pub fn sample(&mut self, sampler: &mut Sampler) -> Result<u32> {
+        if self.history.is_empty() {
+            return Err(Error::InvalidArgument(
+                "sample: empty context (decode a prompt first)".into(),
+            ));
+        }
+        self.refresh_logits()?;
+        Ok(sampler.sample(&self.logits, &self.history))
     }
 
     /// Tokens in the context.
@@ -539,36 +650,70 @@ impl Session {
     pub fn reset(&mut self) {
         self.history.clear();
         self.logits.fill(0.0);
+        self.logits_fresh = true;
     }
 
-    /// Keep only the first `n` positions (no-op when `n ≥ n_past`). [`Session::logits`] is
-    /// stale until the next decode.
+    /// Keep only the first `n` positions (no-op when `n ≥ n_past`). The logits of the new
+    /// last token are recomputed when next needed ([`Session::refresh_logits`],
+    /// [`Session::sample`], [`Session::generate`] with an empty prompt); decoding new tokens
+    /// first makes that unnecessary.
     pub fn truncate(&mut self, n: usize) {
-        self.history.truncate(n);
+        if n < self.history.len() {
+            self.history.truncate(n);
+            self.logits_fresh = false;
+            if n == 0 {
+                self.logits.fill(0.0);
+                self.logits_fresh = true;
+            }
+        }
     }
 
-    /// A handle that stops [`Session::generate`] from another thread.
+    /// A handle that stops this session's decode/generate from another thread (see the
+    /// module docs). From now on prefills run in chunks of at most [`CANCEL_CHUNK`] tokens
+    /// so that a cancel is seen promptly.
     pub fn cancel_handle(&self) -> CancelHandle {
-        CancelHandle(self.cancel.clone())
+        self.cancellable.set(true);
+        self.cancel.clone()
     }
 
-    /// Decode `prompt` (may be empty to continue from the current logits), then sample up to
-    /// `params.max_tokens` tokens, streaming each to `on_token` (return `false` to stop).
-    /// The last sampled token is not decoded into the cache.
+    /// Decode `prompt` (may be empty to continue from the last token in the context), then
+    /// sample up to `params.max_tokens` tokens, streaming each to `on_token` (return `false`
+    /// to stop). The last sampled token is not decoded into the cache.
+    ///
+    /// A cancel (see the module docs) pending on entry or arriving during the prefill
+    /// returns [`StopReason::Cancelled`] with no tokens and the context unchanged; one
+    /// arriving later stops before the next token is sampled. Invalid sampling parameters
+    /// are [`Error::InvalidArgument`] ([`SamplingParams::validate`]).
     pub fn generate(
         &mut self,
         prompt: &[u32],
         params: &GenerateParams,
         on_token: &mut dyn FnMut(&GeneratedToken) -> bool,
     ) -> Result<GenerateOutput> {
-        self.cancel.store(false, Ordering::SeqCst);
+        params.sampling.validate()?;
         let t0 = Instant::now();
+        let cancelled = |prompt_secs: f64| GenerateOutput {
+            tokens: Vec::new(),
+            text: String::new(),
+            stop_reason: StopReason::Cancelled,
+            n_prompt: 0,
+            prompt_secs,
+            gen_secs: 0.0,
+        };
         if !prompt.is_empty() {
-            self.decode(prompt)?;
+            match self.decode(prompt) {
+                Err(Error::Cancelled) => return Ok(cancelled(t0.elapsed().as_secs_f64())),
+                r => r?,
+            };
         } else if self.history.is_empty() {
             return Err(Error::InvalidArgument(
                 "generate: empty prompt and empty context".into(),
             ));
+        } else {
+            if self.cancel.take() {
+                return Ok(cancelled(0.0));
+            }
+            self.refresh_logits()?;
         }
         let prompt_secs = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
@@ -592,7 +737,7 @@ impl Session {
             if tokens.len() >= params.max_tokens {
                 break StopReason::MaxTokens;
             }
-            if self.cancel.load(Ordering::SeqCst) {
+            if self.cancel.take() {
                 break StopReason::Cancelled;
             }
             let id = sampler.sample(&self.logits, &self.history);
@@ -632,7 +777,10 @@ impl Session {
             if tokens.len() >= params.max_tokens || self.history.len() >= self.n_ctx {
                 break StopReason::MaxTokens;
             }
-            self.decode(&[id])?;
+            match self.decode(&[id]) {
+                Err(Error::Cancelled) => break StopReason::Cancelled,
+                r => r?,
+            };
         };
         Ok(GenerateOutput {
             tokens,

@@ -22,8 +22,10 @@ pub enum ErrorKind {
     Corrupt,
     /// A checksum did not match.
     Checksum,
-    /// An allocation failed or a memory budget cannot hold what is asked.
+    /// An allocation failed.
     OutOfMemory,
+    /// The weights exceed the RAM budget the caller set (`ModelParams::ram_budget`).
+    BudgetExceeded,
     /// The context window is full.
     ContextFull,
     /// The operation was cancelled.
@@ -67,6 +69,8 @@ pub enum Error {
     },
     #[error("out of memory: {0}")]
     OutOfMemory(String),
+    #[error("weights take {needed} bytes, the RAM budget is {budget}")]
+    BudgetExceeded { needed: u64, budget: u64 },
     #[error("context full: {needed} tokens needed but the context holds {n_ctx}")]
     ContextFull { needed: usize, n_ctx: usize },
     #[error("cancelled")]
@@ -93,6 +97,7 @@ impl Error {
             Error::Corrupt(_) => ErrorKind::Corrupt,
             Error::Checksum { .. } => ErrorKind::Checksum,
             Error::OutOfMemory(_) => ErrorKind::OutOfMemory,
+            Error::BudgetExceeded { .. } => ErrorKind::BudgetExceeded,
             Error::ContextFull { .. } => ErrorKind::ContextFull,
             Error::Cancelled => ErrorKind::Cancelled,
             Error::UnsupportedArch(_) => ErrorKind::UnsupportedArch,

@@ -23,6 +23,7 @@ pub mod kernels;
 pub mod kv;
 pub mod model;
 pub mod nn;
+pub mod perplexity;
 pub mod quant;
 pub mod sampling;
 pub mod tensor;

@@ -65,6 +65,47 @@ impl SamplingParams {
         }
     }
 
+    /// Check the settings — the one rule set the CLI, the C API and the Python package all
+    /// apply: `temperature` finite and ≥ 0; `top_p` in (0, 1] (0 would keep no token);
+    /// `min_p` in [0, 1]; `repeat_penalty` finite and > 0 (1 = off); presence and frequency
+    /// penalties finite (any sign). [`crate::Error::InvalidArgument`] names the field.
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::Error::InvalidArgument(m));
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad(format!(
+                "temperature must be finite and ≥ 0 (0 = greedy), got {}",
+                self.temperature
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!(
+                "top_p must be in (0, 1] (1 = off), got {}",
+                self.top_p
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad(format!(
+                "min_p must be in [0, 1] (0 = off), got {}",
+                self.min_p
+            ));
+        }
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            return bad(format!(
+                "repeat_penalty must be finite and > 0 (1 = off), got {}",
+                self.repeat_penalty
+            ));
+        }
+        for (name, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if !v.is_finite() {
+                return bad(format!("{name} must be finite (0 = off), got {v}"));
+            }
+        }
+        Ok(())
+    }
+
     fn penalties_active(&self) -> bool {
         self.repeat_last_n > 0
             && ((self.repeat_penalty > 0.0 && self.repeat_penalty != 1.0)

@@ -376,3 +376,203 @@ fn f16_kv_close_to_f32() {
     assert!(d > 0.0 && d < 2e-2, "f16 KV diff {d}");
     assert_eq!(argmax(&la), argmax(&lb));
 }
+
+// ---- issue 25: no stale logits after truncate, reliable cancellation, one rule set ----
+
+#[test]
+fn generate_after_truncate_continues_from_the_new_last_token() {
+    // Before the fix, generate(&[]) after truncate sampled from the logits of the removed
+    // last position.
+    let r = reference("llama");
+    let m = model("llama", 2);
+    let mut s = Session::new(m.clone(), &SessionParams::default()).unwrap();
+    s.decode(&r.input_ids).unwrap();
+    s.truncate(12);
+    assert!(s.logits().is_empty(), "stale logits must not be handed out");
+    let got = s.generate(&[], &greedy(6), &mut |_| true).unwrap();
+    let mut fresh = Session::new(m.clone(), &SessionParams::default()).unwrap();
+    let want = fresh
+        .generate(&r.input_ids[..12], &greedy(6), &mut |_| true)
+        .unwrap();
+    assert_eq!(got.tokens, want.tokens);
+    assert_eq!(got.n_prompt, 0);
+
+    // refresh_logits / sample recompute the new last position's logits
+    let mut s = Session::new(m.clone(), &SessionParams::default()).unwrap();
+    s.decode(&r.input_ids).unwrap();
+    s.truncate(20);
+    let mut fresh = Session::new(m, &SessionParams::default()).unwrap();
+    let want = fresh.decode(&r.input_ids[..20]).unwrap().to_vec();
+    let mut sampler = qstream_core::sampling::Sampler::new(&SamplingParams::greedy());
+    assert_eq!(s.sample(&mut sampler).unwrap(), argmax(&want));
+    assert_eq!(s.n_past(), 20);
+    assert!(max_abs_diff(s.logits(), &want) <= 1e-5);
+    assert!(max_abs_diff(s.refresh_logits().unwrap(), &want) <= 1e-5);
+    // truncating to nothing: zeros, and sampling refuses
+    s.truncate(0);
+    assert!(s.logits().iter().all(|&v| v == 0.0) && !s.logits().is_empty());
+    assert!(matches!(
+        s.sample(&mut sampler),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn a_cancel_issued_before_the_call_is_not_lost() {
+    // Before the fix, generate cleared the flag on entry and ran to max_tokens.
+    let r = reference("llama");
+    let mut s = Session::new(model("llama", 1), &SessionParams::default()).unwrap();
+    let h = s.cancel_handle();
+    h.cancel();
+    let out = s.generate(&r.input_ids, &greedy(8), &mut |_| true).unwrap();
+    assert_eq!(out.stop_reason, StopReason::Cancelled);
+    assert!(out.tokens.is_empty());
+    assert_eq!(out.n_prompt, 0);
+    assert_eq!(
+        s.n_past(),
+        0,
+        "a cancelled prefill leaves the context unchanged"
+    );
+    assert!(
+        !h.is_cancelled(),
+        "the call that stopped consumed the cancel"
+    );
+    // the next call runs
+    let out = s.generate(&r.input_ids, &greedy(8), &mut |_| true).unwrap();
+    assert_eq!(out.stop_reason, StopReason::MaxTokens);
+    assert_eq!(out.tokens, r.gen_ids[..8]);
+
+    // decode: Cancelled, nothing changed, then works
+    let n = s.n_past();
+    h.cancel();
+    assert!(matches!(s.decode(&[5, 6]), Err(Error::Cancelled)));
+    assert_eq!(s.n_past(), n);
+    s.decode(&[5, 6]).unwrap();
+    assert_eq!(s.n_past(), n + 2);
+
+    // generate with an empty prompt checks before sampling
+    h.cancel();
+    let out = s.generate(&[], &greedy(4), &mut |_| true).unwrap();
+    assert_eq!(out.stop_reason, StopReason::Cancelled);
+    assert!(out.tokens.is_empty());
+
+    // clear() drops a pending cancel
+    h.cancel();
+    h.clear();
+    let out = s.generate(&[], &greedy(2), &mut |_| true).unwrap();
+    assert_eq!(out.stop_reason, StopReason::MaxTokens);
+}
+
+#[test]
+fn a_cancelled_prefill_keeps_the_context_and_the_next_call_matches() {
+    // Cancel during a chunked prefill: nothing of the call stays, and a later decode of the
+    // same tokens gives the reference logits.
+    let r = reference("qwen2");
+    let m = model("qwen2", 2);
+    let mut s = Session::new(m, &SessionParams::default()).unwrap();
+    s.decode(&r.input_ids[..4]).unwrap();
+    let h = s.cancel_handle();
+    s.set_batch_size(1);
+    h.cancel();
+    assert!(matches!(
+        s.decode_all(&r.input_ids[4..]),
+        Err(Error::Cancelled)
+    ));
+    assert_eq!(s.n_past(), 4);
+    let all = s.decode_all(&r.input_ids[4..]).unwrap();
+    let vocab = s.model().config().n_vocab;
+    let d = max_abs_diff(&all, &r.logits[4 * vocab..]);
+    assert!(d <= 1e-4, "{d}");
+}
+
+#[test]
+fn generate_validates_sampling_params() {
+    let r = reference("llama");
+    let mut s = Session::new(model("llama", 1), &SessionParams::default()).unwrap();
+    for bad in [
+        SamplingParams {
+            top_p: 0.0,
+            ..Default::default()
+        },
+        SamplingParams {
+            repeat_penalty: -1.0,
+            ..Default::default()
+        },
+        SamplingParams {
+            temperature: f32::NAN,
+            ..Default::default()
+        },
+    ] {
+        let p = GenerateParams {
+            sampling: bad.clone(),
+            ..greedy(4)
+        };
+        let err = s.generate(&r.input_ids, &p, &mut |_| true).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad:?}");
+        assert_eq!(s.n_past(), 0, "validated before any work");
+    }
+}
+
+#[test]
+fn ram_budget_is_a_typed_error() {
+    // Before: OutOfMemory, told apart by the C and Python layers searching for "budget".
+    let (cfg, tok, tensors) = parts("llama");
+    let err = Model::from_parts(
+        cfg,
+        tok,
+        tensors,
+        &ModelParams {
+            ram_budget: Some(1000),
+            ..Default::default()
+        },
+    )
+    .err()
+    .unwrap();
+    assert_eq!(err.kind(), ErrorKind::BudgetExceeded);
+    assert!(
+        matches!(err, Error::BudgetExceeded { budget: 1000, needed } if needed > 1000),
+        "{err}"
+    );
+}
+
+#[test]
+fn perplexity_matches_transformers_logits() {
+    // core's perplexity (used by the CLI and Python) on one chunk = the fixture's prompt,
+    // against the same quantity from transformers' logits
+    let r = reference("llama");
+    let m = model("llama", 2);
+    let ctx = r.input_ids.len();
+    let vocab = m.config().n_vocab;
+    let bos = m.tokenizer().bos().filter(|_| m.config().add_bos);
+    assert!(bos.is_none() || bos == Some(r.input_ids[0]));
+    let mut nll = 0f64;
+    for j in ctx / 2..ctx - 1 {
+        let row = &r.logits[j * vocab..(j + 1) * vocab];
+        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+        let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
+        nll += max + sum.ln() - row[r.input_ids[j + 1] as usize] as f64;
+    }
+    let want = (nll / (ctx - 1 - ctx / 2) as f64).exp();
+    let mut s = Session::new(m, &SessionParams::default()).unwrap();
+    let mut seen = Vec::new();
+    let got = qstream_core::perplexity::perplexity(&mut s, &r.input_ids, ctx, 0, &mut |c, p| {
+        seen.push((c, p));
+        true
+    })
+    .unwrap();
+    assert_eq!(got.chunks, 1);
+    assert_eq!(got.count, ctx - 1 - ctx / 2);
+    assert!(
+        (got.ppl() - want).abs() <= 1e-4 * want,
+        "{} vs {want}",
+        got.ppl()
+    );
+    assert_eq!(seen, vec![(0, got.ppl())]);
+    // a callback returning false stops with Cancelled; too few tokens is an argument error
+    let stop =
+        qstream_core::perplexity::perplexity(&mut s, &r.input_ids, ctx, 0, &mut |_, _| false);
+    assert!(matches!(stop, Err(Error::Cancelled)));
+    let short =
+        qstream_core::perplexity::perplexity(&mut s, &r.input_ids[..5], ctx, 0, &mut |_, _| true);
+    assert_eq!(short.unwrap_err().kind(), ErrorKind::InvalidArgument);
+}

@@ -17,7 +17,8 @@ fn fixture() -> PathBuf {
     if root.exists() {
         root
     } else {
-        PathBuf::from("/work/shared/fixtures/tiny/llama")
+        // the shared fixtures beside the repository (`../shared` from its root)
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/tiny/llama")
     }
 }
 

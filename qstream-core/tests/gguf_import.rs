@@ -4,6 +4,8 @@
 //! Test data: tests/data/gguf/make_refs.py (gguf-py) wrote quant_types.gguf.bin, quant_refs.*
 //! and smollm2_samples.json.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use qstream_core::import::gguf::{
@@ -19,8 +21,6 @@ fn data(p: &str) -> PathBuf {
         .join("tests/data/gguf")
         .join(p)
 }
-
-const SMOLLM2: &str = "/root/.cache/qstream/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 struct RefTensor {
     name: String,
@@ -519,11 +519,9 @@ fn unsupported_arch_is_reported() {
 // ---------- the real SmolLM2 file ----------
 
 fn smollm2() -> Option<GgufModel> {
-    if !Path::new(SMOLLM2).exists() {
-        eprintln!("note: {SMOLLM2} absent; skipping the real-file test");
-        return None;
-    }
-    Some(GgufModel::open(Path::new(SMOLLM2)).unwrap())
+    // skipped with a note when absent; a failure in CI or with QSTREAM_SMOLLM2_GGUF set
+    let p = common::smollm2::gguf_path()?;
+    Some(GgufModel::open(&p).unwrap())
 }
 
 #[test]

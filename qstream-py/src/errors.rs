@@ -168,15 +168,8 @@ fn class_of(e: &Error) -> (&'static str, i32) {
         ErrorKind::UnsupportedVersion => ("UnsupportedError", code::UNSUPPORTED_VERSION),
         ErrorKind::Corrupt => ("FormatError", code::CORRUPT),
         ErrorKind::Checksum => ("FormatError", code::CHECKSUM),
-        ErrorKind::OutOfMemory => {
-            // same rule as the C API: a refused RAM budget gets its own code
-            let c = if e.to_string().contains("budget") {
-                code::BUDGET_EXCEEDED
-            } else {
-                code::OUT_OF_MEMORY
-            };
-            ("QStreamMemoryError", c)
-        }
+        ErrorKind::OutOfMemory => ("QStreamMemoryError", code::OUT_OF_MEMORY),
+        ErrorKind::BudgetExceeded => ("QStreamMemoryError", code::BUDGET_EXCEEDED),
         ErrorKind::ContextFull => ("ContextFullError", code::CONTEXT_FULL),
         ErrorKind::Cancelled => ("CancelledError", code::CANCELLED),
         ErrorKind::UnsupportedArch => ("UnsupportedError", code::UNSUPPORTED_ARCH),

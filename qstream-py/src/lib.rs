@@ -75,18 +75,6 @@ fn convert<'py>(
     let quant = QuantChoice::parse(quant).map_err(|e| Fail::Core(e).into_pyerr(py))?;
     let outlier_alloc =
         OutlierAlloc::parse(outlier_alloc).map_err(|e| Fail::Core(e).into_pyerr(py))?;
-    if !matches!(block_size, 32 | 64 | 128 | 256) {
-        return Err(Fail::Arg(format!(
-            "block_size must be 32, 64, 128 or 256, got {block_size}"
-        ))
-        .into_pyerr(py));
-    }
-    if !(0.0..0.5).contains(&outlier_frac) {
-        return Err(Fail::Arg(format!(
-            "outlier_frac must be in [0, 0.5), got {outlier_frac}"
-        ))
-        .into_pyerr(py));
-    }
     let prog = match progress {
         ProgressIn::Flag(true) => ProgressArg::Stderr,
         ProgressIn::Flag(false) => ProgressArg::Off,
@@ -107,6 +95,10 @@ fn convert<'py>(
         n_threads: threads.unwrap_or(0),
         ..Default::default()
     };
+    // core's rule set, shared with the CLI and the C API
+    params
+        .validate()
+        .map_err(|e| Fail::Core(e).into_pyerr(py))?;
     let mut interrupt: Option<PyErr> = None;
     let report = detached(py, || {
         let mut last = Instant::now();
@@ -249,8 +241,8 @@ fn info<'py>(py: Python<'py>, path: PathBuf, verify: bool) -> PyResult<Bound<'py
 }
 
 /// Set the activation precision of the integer kernels for the whole process: 16 (default;
-/// next tokens agree with the exact f32 path) or 8 (llama.cpp's Q8_1 scheme, about 20 %
-/// faster). Overrides QSTREAM_ACT_BITS. Raises InvalidArgumentError for any other value.
+/// next tokens agree with the exact f32 path) or 8 (llama.cpp's Q8_1 scheme: faster, lower
+/// next-token agreement; measured in docs/benchmarks.md). Overrides QSTREAM_ACT_BITS. Raises InvalidArgumentError for any other value.
 #[pyfunction]
 fn set_act_bits(py: Python<'_>, bits: u32) -> PyResult<()> {
     attached(py, || {

@@ -132,41 +132,30 @@ fn random_seed() -> u64 {
 
 impl Knobs {
     fn params(self, stop: Option<StopArg>, stop_on_eos: bool) -> Result<GenerateParams, Fail> {
-        let bad = |m: String| Err(Fail::Arg(m));
-        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return bad(format!("temperature must be ≥ 0, got {}", self.temperature));
-        }
         if self.top_k < 0 {
-            return bad(format!("top_k must be ≥ 0 (0 = off), got {}", self.top_k));
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
-        }
-        if !(0.0..=1.0).contains(&self.min_p) {
-            return bad(format!("min_p must be in [0, 1], got {}", self.min_p));
-        }
-        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
-            return bad(format!(
-                "repeat_penalty must be > 0, got {}",
-                self.repeat_penalty
-            ));
+            return Err(Fail::Arg(format!(
+                "top_k must be ≥ 0 (0 = off), got {}",
+                self.top_k
+            )));
         }
         let stop_strings = match stop {
             None => Vec::new(),
             Some(StopArg::One(s)) => vec![s],
             Some(StopArg::Many(v)) => v,
         };
+        let sampling = SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k as usize,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            seed: self.seed.unwrap_or_else(random_seed),
+            ..SamplingParams::default()
+        };
+        sampling.validate()?; // core's rule set, shared with the CLI and the C API
         Ok(GenerateParams {
             max_tokens: self.max_tokens,
-            sampling: SamplingParams {
-                temperature: self.temperature,
-                top_k: self.top_k as usize,
-                top_p: self.top_p,
-                min_p: self.min_p,
-                repeat_penalty: self.repeat_penalty,
-                seed: self.seed.unwrap_or_else(random_seed),
-                ..SamplingParams::default()
-            },
+            sampling,
             stop_strings,
             stop_on_eos,
         })
@@ -623,58 +612,29 @@ impl PyModel {
         let s = self.get_py(py)?;
         let mut interrupt: Option<PyErr> = None;
         let ppl = detached(py, || {
-            if ctx < 4 {
-                return Err(Fail::Arg(format!("ctx must be ≥ 4, got {ctx}")));
-            }
             let model = &s.model;
             let ids = text.ids(model)?;
-            let n_chunk = ids.len() / ctx;
-            if n_chunk == 0 {
-                return Err(Fail::Arg(format!(
-                    "perplexity needs at least ctx = {ctx} tokens, the text has {}",
-                    ids.len()
-                )));
-            }
-            let bos = if model.config().add_bos {
-                model.tokenizer().bos()
-            } else {
-                None
-            };
-            let n_vocab = model.config().n_vocab;
-            let first = ctx / 2;
             let mut sess = Session::new(
                 model.clone(),
                 &SessionParams {
-                    n_ctx: ctx,
+                    n_ctx: ctx.max(4),
                     ..Default::default()
                 },
             )?;
-            let mut nll = 0.0f64;
-            let mut count = 0usize;
-            let mut chunk = vec![0u32; ctx];
-            for c in 0..n_chunk {
-                if let Err(e) = Python::attach(|py| py.check_signals()) {
-                    interrupt = Some(e);
-                    return Ok(f64::NAN);
+            // core's implementation, shared with the CLI; Ctrl-C is checked per chunk
+            let r = qstream_core::perplexity::perplexity(&mut sess, &ids, ctx, 0, &mut |_, _| {
+                match Python::attach(|py| py.check_signals()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        interrupt = Some(e);
+                        false
+                    }
                 }
-                let orig = &ids[c * ctx..(c + 1) * ctx];
-                chunk.copy_from_slice(orig);
-                if let Some(b) = bos {
-                    chunk[0] = b;
-                }
-                sess.reset();
-                let logits = sess.decode_all(&chunk)?;
-                for j in first..ctx - 1 {
-                    let row = &logits[j * n_vocab..(j + 1) * n_vocab];
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-                    let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
-                    let target = orig[j + 1] as usize;
-                    let lp = row.get(target).copied().unwrap_or(f32::NEG_INFINITY) as f64;
-                    nll += max + sum.ln() - lp;
-                    count += 1;
-                }
+            });
+            match r {
+                Err(qstream_core::Error::Cancelled) if interrupt.is_some() => Ok(f64::NAN),
+                r => Ok(r?.ppl()),
             }
-            Ok((nll / count as f64).exp())
         })?;
         match interrupt {
             Some(e) => Err(e),

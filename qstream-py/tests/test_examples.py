@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import EXAMPLES, SMOLLM2, SMOLLM2_SKIP
+from conftest import EXAMPLES, SMOLLM2, require_smollm2
 
 
 def run(args, stdin=None, env=None, timeout=300):
@@ -88,7 +88,12 @@ def test_ctrl_c_interrupts_generation(tiny_qsf, mode):
     assert time.perf_counter() - t0 < 10
 
 
-needs_smollm2 = pytest.mark.skipif(not SMOLLM2.is_file(), reason=SMOLLM2_SKIP)
+@pytest.fixture
+def needs_smollm2_fixture():
+    require_smollm2()
+
+
+needs_smollm2 = pytest.mark.usefixtures("needs_smollm2_fixture")
 
 
 @needs_smollm2
@@ -98,10 +103,14 @@ def test_quickstart_smollm2():
 
 
 @needs_smollm2
-def test_chat_smollm2():
+def test_chat_smollm2(smollm2):
+    msg = "Hello! What is your name?"
     out = run([EXAMPLES / "chat.py", "--temperature", "0", "--max-tokens", "24"],
-              stdin="Hello! What is your name?\n")
-    assert out.strip()
+              stdin=msg + "\n")
+    # the example streams exactly the library's greedy reply to the same conversation
+    want = smollm2.chat([{"role": "user", "content": msg}], max_tokens=24, temperature=0)
+    assert len(want.strip()) > 8, want
+    assert out.strip() == want.strip()
 
 
 @needs_smollm2

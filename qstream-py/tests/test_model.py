@@ -32,7 +32,12 @@ def test_logits_match_transformers(tiny_model, reference_tensors):
 
 def test_logits_accept_numpy_ids(tiny_model, reference_tensors):
     ids = reference_tensors["input_ids"][0]
-    assert np.array_equal(tiny_model.logits(ids.tolist()), tiny_model.logits(list(ids)))
+    assert isinstance(ids, np.ndarray) and ids.dtype == np.int64
+    want = tiny_model.logits(ids.tolist())
+    # an int64 ndarray itself, a list of numpy integers, and an int32 ndarray
+    assert np.array_equal(tiny_model.logits(ids), want)
+    assert np.array_equal(tiny_model.logits(list(ids)), want)
+    assert np.array_equal(tiny_model.logits(ids.astype(np.int32)), want)
 
 
 def test_generate_with_ids_prompt_equals_greedy_ids(tiny_model, reference):

@@ -184,6 +184,57 @@ pub struct ConvertParams {
     pub outlier_alloc: OutlierAlloc,
 }
 
+impl ConvertParams {
+    /// Check the settings — the one rule set the CLI, the C API and the Python package all
+    /// apply (every conversion calls it before opening the source): `outlier_frac` finite
+    /// in [0, 0.5); `block_size` 32, 64, 128 or 256; `rotate` 0 or a power of two ≥ 2;
+    /// every `tensor_types` entry a non-empty role with a block valid for its type;
+    /// `gptq_act_order` only with `gptq`; `gptq` not with `rotate`.
+    /// [`Error::InvalidArgument`] names the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidArgument(m));
+        if !(0.0..0.5).contains(&self.outlier_frac) {
+            return bad(format!(
+                "outlier fraction {} not in [0, 0.5)",
+                self.outlier_frac
+            ));
+        }
+        if !matches!(self.block_size, 32 | 64 | 128 | 256) {
+            return bad(format!(
+                "block size {} (expected 32, 64, 128 or 256)",
+                self.block_size
+            ));
+        }
+        if self.rotate != 0 && (self.rotate < 2 || !self.rotate.is_power_of_two()) {
+            return bad(format!(
+                "rotation group {}: must be 0 (off) or a power of two ≥ 2",
+                self.rotate
+            ));
+        }
+        for (role, t, block) in &self.tensor_types {
+            if role.is_empty() {
+                return bad("tensor type override with an empty role".into());
+            }
+            if !t.valid_block(*block) {
+                return bad(format!(
+                    "tensor type override {role}={t}:{block}: block {block} is not valid for {t}"
+                ));
+            }
+        }
+        if self.gptq_act_order && !self.gptq {
+            return bad("GPTQ act-order (--gptq-act-order) needs GPTQ (--gptq)".into());
+        }
+        if self.gptq && self.rotate != 0 {
+            return bad(
+                "GPTQ (--gptq) cannot be combined with --rotate: the collected input \
+                 statistics are of the unrotated inputs"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// How the outlier types' budget is spread over their tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OutlierAlloc {
@@ -263,6 +314,7 @@ pub fn convert(
     params: &ConvertParams,
     progress: &mut dyn FnMut(&Progress<'_>) -> bool,
 ) -> Result<ConvertReport> {
+    params.validate()?;
     let source = open_source(src)?;
     convert_source(source.as_ref(), dst, params, progress)
 }
@@ -276,6 +328,7 @@ pub fn convert_with_imatrix(
     imatrix: Option<&calibrate::Imatrix>,
     progress: &mut dyn FnMut(&Progress<'_>) -> bool,
 ) -> Result<ConvertReport> {
+    params.validate()?;
     let source = open_source(src)?;
     convert_source_with_imatrix(source.as_ref(), dst, params, imatrix, progress)
 }
@@ -564,25 +617,7 @@ pub fn convert_source_with_imatrix(
     progress: &mut dyn FnMut(&Progress<'_>) -> bool,
 ) -> Result<ConvertReport> {
     let start = Instant::now();
-    if !(0.0..0.5).contains(&params.outlier_frac) {
-        return Err(Error::InvalidArgument(format!(
-            "outlier fraction {} not in [0, 0.5)",
-            params.outlier_frac
-        )));
-    }
-    if !matches!(params.block_size, 32 | 64 | 128 | 256) {
-        return Err(Error::InvalidArgument(format!(
-            "block size {} (expected 32, 64, 128 or 256)",
-            params.block_size
-        )));
-    }
-    if params.gptq && params.rotate != 0 {
-        return Err(Error::InvalidArgument(
-            "GPTQ (--gptq) cannot be combined with --rotate: the collected input statistics \
-             are of the unrotated inputs"
-                .into(),
-        ));
-    }
+    params.validate()?;
     if params.gptq && imatrix.is_none_or(|im| im.hessians.is_empty()) {
         return Err(Error::InvalidArgument(
             "GPTQ (--gptq) needs input second moments: calibrate with hessians \

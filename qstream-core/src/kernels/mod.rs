@@ -87,7 +87,6 @@ use crate::tensor::Tensor;
 mod aarch64_neon;
 pub mod dispatch;
 pub mod gemm;
-pub mod pool;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;
@@ -756,17 +755,20 @@ fn run_parts(
     n: usize,
     total_rows: usize,
 ) {
-    pool::with_current(|spin| {
-        let threads = spin
-            .map_or_else(rayon::current_num_threads, |p| p.threads())
-            .max(1);
-        run_parts_on(spin, threads, parts, act, xs, xt, cols, n, total_rows)
-    })
+    run_parts_on(
+        rayon::current_num_threads().max(1),
+        parts,
+        act,
+        xs,
+        xt,
+        cols,
+        n,
+        total_rows,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
 fn run_parts_on(
-    spin: Option<&pool::SpinPool>,
     threads: usize,
     parts: &[Part<'_>],
     act: &QuantAct,
@@ -795,10 +797,10 @@ fn run_parts_on(
             base += p.rows;
         }
     };
-    match spin {
-        _ if n_chunks == 1 => task(0),
-        Some(p) => p.run(n_chunks, &task),
-        None => (0..n_chunks).into_par_iter().for_each(task),
+    if n_chunks == 1 {
+        task(0)
+    } else {
+        (0..n_chunks).into_par_iter().for_each(task)
     }
 }
 

@@ -384,7 +384,10 @@ mod tests {
             decode(codec, &row, &mut k);
             let want: f32 = qd.iter().zip(&k).map(|(a, b)| a * b).sum();
             let got = dot_ref(codec, &q, &row);
-            assert!((want - got).abs() <= 1e-4 * want.abs().max(1.0), "{codec:?}");
+            assert!(
+                (want - got).abs() <= 1e-4 * want.abs().max(1.0),
+                "{codec:?}"
+            );
         }
     }
 

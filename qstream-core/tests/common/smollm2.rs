@@ -9,6 +9,17 @@ use qstream_core::convert::{convert, ConvertParams, QuantChoice};
 use qstream_core::engine::{GenerateParams, Model, Session, SessionParams};
 use qstream_core::sampling::SamplingParams;
 
+/// Whether a missing SmolLM2 model must fail the run: in CI (`CI` set to `true` or `1`)
+/// or when `QSTREAM_SMOLLM2_GGUF` names the model (then it is expected to be there).
+pub fn model_required() -> bool {
+    std::env::var_os("QSTREAM_SMOLLM2_GGUF").is_some()
+        || std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The SmolLM2-135M-Instruct Q4_1 GGUF: `$QSTREAM_SMOLLM2_GGUF`, else
+/// `$HOME/.cache/qstream/SmolLM2-135M-Instruct.Q4_1.gguf` (where scripts/fetch_model.sh puts
+/// it). When it is absent the test is skipped with a printed reason — or fails, when
+/// [`model_required`].
 pub fn gguf_path() -> Option<PathBuf> {
     let p = std::env::var_os("QSTREAM_SMOLLM2_GGUF")
         .map(PathBuf::from)
@@ -16,11 +27,17 @@ pub fn gguf_path() -> Option<PathBuf> {
             PathBuf::from(std::env::var("HOME").unwrap_or_default())
                 .join(".cache/qstream/SmolLM2-135M-Instruct.Q4_1.gguf")
         });
-    if p.exists() {
+    if p.is_file() {
         Some(p)
+    } else if model_required() {
+        panic!(
+            "{} not found, and the SmolLM2 tests are required here (CI or \
+             QSTREAM_SMOLLM2_GGUF set): run scripts/fetch_model.sh",
+            p.display()
+        );
     } else {
         eprintln!(
-            "SKIP: {} not found (run scripts/fetch_model.sh)",
+            "SKIP: {} not found (run scripts/fetch_model.sh, or set QSTREAM_SMOLLM2_GGUF)",
             p.display()
         );
         None

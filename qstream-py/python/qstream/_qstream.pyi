@@ -231,8 +231,8 @@ def info(path: _Path, *, verify: bool = False) -> Dict[str, Any]:
 
 def set_act_bits(bits: int) -> None:
     """Set the activation precision of the integer kernels for the whole process: 16 (default;
-    next tokens agree with the exact f32 path) or 8 (llama.cpp's Q8_1 scheme, about 20 %
-    faster). Overrides ``QSTREAM_ACT_BITS``. Raises :class:`InvalidArgumentError` otherwise."""
+    next tokens agree with the exact f32 path) or 8 (llama.cpp's Q8_1 scheme: faster, lower
+    next-token agreement; measured in docs/benchmarks.md). Overrides ``QSTREAM_ACT_BITS``. Raises :class:`InvalidArgumentError` otherwise."""
     ...
 
 def act_bits() -> int:
