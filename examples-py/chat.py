@@ -3,8 +3,9 @@
     python examples-py/chat.py [MODEL.qsf] [--max-tokens N] [--temperature T] [--seed S]
 
 Reads one user message per line from stdin until EOF (so it can be scripted:
-`echo "Hi" | python examples-py/chat.py`), streams each reply, and keeps the conversation.
-Ctrl-C stops the current reply.
+`echo "Hi" | python examples-py/chat.py`), streams each reply, and keeps the conversation
+in a `Session`: its KV cache survives between turns, so each turn decodes only the new
+message, not the whole conversation again. Ctrl-C stops the current reply.
 """
 
 import argparse
@@ -22,7 +23,7 @@ ap.add_argument("--seed", type=int, default=None)
 ap.add_argument("--system", default=None, help="optional system prompt")
 args = ap.parse_args()
 
-with qstream.Model(args.model) as model:
+with qstream.Model(args.model) as model, model.session() as session:
     messages = []
     if args.system:
         messages.append({"role": "system", "content": args.system})
@@ -38,13 +39,18 @@ with qstream.Model(args.model) as model:
             continue
         messages.append({"role": "user", "content": line})
         reply = []
+        stream = None
         try:
-            with model.chat_stream(messages, max_tokens=args.max_tokens,
-                                   temperature=args.temperature, seed=args.seed) as stream:
+            with session.chat_stream(messages, max_tokens=args.max_tokens,
+                                     temperature=args.temperature, seed=args.seed) as stream:
                 for piece in stream:
                     reply.append(piece)
                     print(piece, end="", flush=True)
         except KeyboardInterrupt:
             print(" [interrupted]", end="")
         print()
+        if stream is not None and stream.result is not None and not interactive:
+            r = stream.result
+            print(f"[{r.n_prompt} new prompt tokens, {r.n_generated} generated, "
+                  f"{len(session.tokens)} in the session]", file=sys.stderr)
         messages.append({"role": "assistant", "content": "".join(reply)})

@@ -39,5 +39,5 @@ print(f"{meta['arch']}, {meta['n_layer']} layers, format v{meta['format_version'
 
 with qstream.Model(dst) as model:
     ids = model.tokenize("Hello")
-    out = model.generate_ids(ids, 8)
+    out = model.generate_ids(ids, max_tokens=8, temperature=0)
     print(f"greedy continuation of {ids}: {out} -> {model.detokenize(out)!r}")

@@ -1,7 +1,8 @@
 //! QStream Python bindings: the `qstream._qstream` extension module.
 //!
 //! The public Python surface is re-exported by `python/qstream/__init__.py`:
-//! [`model::PyModel`] (`qstream.Model`), [`model::TokenStream`], `convert`, `info`, and the
+//! [`model::PyModel`] (`qstream.Model`), [`model::PySession`] (`qstream.Session`),
+//! [`model::TokenStream`], [`model::GenerateResult`], `convert`, `info`, and the
 //! exception hierarchy of [`errors`]. Every call into the engine runs with the GIL released
 //! and inside a panic guard.
 
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use qstream_core::convert::calibrate::CalibrationSource;
 use qstream_core::convert::{ConvertParams, OutlierAlloc, Progress, QuantChoice};
 use qstream_core::format::{LoadOptions, QsfFile};
 use qstream_core::model::ModelConfig;
@@ -42,23 +44,67 @@ enum ProgressArg {
     Callback(Py<PyAny>),
 }
 
-/// Convert a GGUF file or HuggingFace model folder `src` to the QSF file `dst`.
+/// `tensor_types=` values: "TYPE" or "TYPE:BLOCK".
+fn tensor_override(
+    role: &str,
+    spec: &str,
+    default_block: usize,
+) -> Result<(String, qstream_core::quant::QuantType, usize), Fail> {
+    let bad = |m: String| Fail::Arg(format!("tensor_types[{role:?}] = {spec:?}: {m}"));
+    if role.is_empty() {
+        return Err(bad("the role is empty".into()));
+    }
+    let (ty, block) = match spec.split_once(':') {
+        Some((t, b)) => (
+            t,
+            Some(
+                b.parse::<usize>()
+                    .map_err(|_| bad(format!("block {b:?} is not a number")))?,
+            ),
+        ),
+        None => (spec, None),
+    };
+    let QuantChoice::Type(t) = QuantChoice::parse(ty)? else {
+        return Err(bad(format!("{ty} is not a single type")));
+    };
+    let block = match block {
+        Some(b) => b,
+        None if t.is_float() => 1,
+        None if t.valid_block(default_block) => default_block,
+        None => t.default_block(),
+    };
+    if !t.valid_block(block) {
+        return Err(bad(format!("block {block} is not valid for {t}")));
+    }
+    Ok((role.to_string(), t, block))
+}
+
+/// Convert a GGUF file or HuggingFace model folder `src` to the QSF file `dst` (what
+/// `qstream convert` does).
 ///
 /// quant: "keep", "f32", "f16", "bf16", "8bit", "4bit", "4bit_sym", "3bit", "2bit",
 /// "2bit_outlier", "3bit_outlier", "4bit_outlier", "mxfp4" (or a QSF type name such as
-/// "q4"). block_size: 32/64/128/256 for the q2/q3/q4 types. outlier_frac: fraction of
-/// the outlier types' weights kept in FP16, spread over their tensors by the error it
-/// removes ("global", the default) or of each tensor's weights (outlier_alloc="tensor").
-/// compress: LZ4-compress layers. progress: True
-/// prints a progress line to stderr, False is silent, a callable gets
-/// (done, total, tensor_name) after each tensor and may return False to cancel.
-/// threads: worker threads (None = all cores). Ctrl-C cancels (the partial output is
-/// removed). Returns a report dict.
+/// "q4"), a mixed-precision preset "q4_m", "q3_m", "q2_m", or "TYPE+e8" (token embedding
+/// and output at 8 bits). block_size: 32/64/128/256 for the q2/q3/q4 types. outlier_frac:
+/// fraction of the outlier types' weights kept in FP16, in [0, 0.5), spread over their
+/// tensors by the error it removes ("global", the default) or of each tensor's weights
+/// (outlier_alloc="tensor"). compress: LZ4-compress layers. rotate: incoherence rotation
+/// group size (a power of two ≥ 2; None = off). tensor_types: per-role overrides, e.g.
+/// {"ffn_down": "8bit", "attn_v": "4bit:32"}. calibrate: path of a calibration text (the
+/// source is converted to 8bit in a temporary file and run over it; each matrix's error is
+/// weighted by its inputs' mean squared activations); imatrix: statistics file, written
+/// after calibrate, read without it; gptq: GPTQ error feedback (needs calibrate or hessian,
+/// not with rotate); gptq_act_order; hessian: second-moment file, written after calibrate
+/// with gptq, read without calibrate; calib_ctx / calib_chunks: chunk length and count (0 =
+/// all). progress: False (the default) is silent, True prints a progress line to stderr, a
+/// callable gets (done, total, tensor_name) after each tensor and may return False to
+/// cancel. threads: worker threads (None = all cores). Ctrl-C cancels (the partial output
+/// is removed). Returns a report dict.
 #[pyfunction]
 #[pyo3(
-    text_signature = "(src, dst, *, quant='4bit', block_size=32, outlier_frac=0.005, outlier_alloc='global', compress=False, progress=True, threads=None)"
+    text_signature = "(src, dst, *, quant='4bit', block_size=32, outlier_frac=0.005, outlier_alloc='global', compress=False, rotate=None, tensor_types=None, calibrate=None, imatrix=None, gptq=False, gptq_act_order=False, hessian=None, calib_ctx=256, calib_chunks=32, progress=False, threads=None)"
 )]
-#[pyo3(signature = (src, dst, *, quant="4bit", block_size=32, outlier_frac=0.005, outlier_alloc="global", compress=false, progress=ProgressIn::Flag(true), threads=None))]
+#[pyo3(signature = (src, dst, *, quant="4bit", block_size=32, outlier_frac=0.005, outlier_alloc="global", compress=false, rotate=None, tensor_types=None, calibrate=None, imatrix=None, gptq=false, gptq_act_order=false, hessian=None, calib_ctx=256, calib_chunks=32, progress=ProgressIn::Flag(false), threads=None))]
 #[allow(clippy::too_many_arguments)]
 fn convert<'py>(
     py: Python<'py>,
@@ -69,12 +115,39 @@ fn convert<'py>(
     outlier_frac: f32,
     outlier_alloc: &str,
     compress: bool,
+    rotate: Option<usize>,
+    tensor_types: Option<BTreeMap<String, String>>,
+    calibrate: Option<PathBuf>,
+    imatrix: Option<PathBuf>,
+    gptq: bool,
+    gptq_act_order: bool,
+    hessian: Option<PathBuf>,
+    calib_ctx: usize,
+    calib_chunks: usize,
     progress: ProgressIn,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let quant = QuantChoice::parse(quant).map_err(|e| Fail::Core(e).into_pyerr(py))?;
     let outlier_alloc =
         OutlierAlloc::parse(outlier_alloc).map_err(|e| Fail::Core(e).into_pyerr(py))?;
+    let arg = |m: String| Err(Fail::Arg(m).into_pyerr(py));
+    // block_size, outlier_frac, the rotation group and the GPTQ combinations are checked by
+    // core's ConvertParams::validate below (one rule set with the CLI and the C API)
+    let rotate = rotate.unwrap_or(0);
+    if gptq && calibrate.is_none() && hessian.is_none() {
+        return arg(
+            "gptq needs calibrate= (a text file) or hessian= (a second-moment file)".into(),
+        );
+    }
+    if calibrate.is_some() && calib_ctx < 4 {
+        return arg(format!("calib_ctx must be ≥ 4, got {calib_ctx}"));
+    }
+    let tensor_types = tensor_types
+        .unwrap_or_default()
+        .iter()
+        .map(|(role, spec)| tensor_override(role, spec, block_size))
+        .collect::<Result<Vec<_>, Fail>>()
+        .map_err(|e| e.into_pyerr(py))?;
     let prog = match progress {
         ProgressIn::Flag(true) => ProgressArg::Stderr,
         ProgressIn::Flag(false) => ProgressArg::Off,
@@ -86,14 +159,27 @@ fn convert<'py>(
             )
         }
     };
+    let n_threads = threads.unwrap_or(0);
     let params = ConvertParams {
         quant,
         block_size,
         outlier_frac,
         outlier_alloc,
         compress,
-        n_threads: threads.unwrap_or(0),
-        ..Default::default()
+        n_threads,
+        rotate,
+        tensor_types,
+        gptq,
+        gptq_act_order,
+    };
+    let calibration = CalibrationSource {
+        text: calibrate,
+        imatrix,
+        hessians: gptq,
+        hessian,
+        ctx: calib_ctx,
+        max_chunks: calib_chunks,
+        n_threads,
     };
     // core's rule set, shared with the CLI and the C API
     params
@@ -145,7 +231,17 @@ fn convert<'py>(
                 }
             }
         };
-        Ok(qstream_core::convert::convert(&src, &dst, &params, &mut cb))
+        let imatrix = match calibration.prepare(&src) {
+            Ok(im) => im,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(qstream_core::convert::convert_with_imatrix(
+            &src,
+            &dst,
+            &params,
+            imatrix.as_ref(),
+            &mut cb,
+        ))
     })?;
     let report = match (report, interrupt) {
         (_, Some(e)) => return Err(e),
@@ -265,6 +361,8 @@ fn _qstream(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<model::PyModel>()?;
     m.add_class::<model::TokenStream>()?;
+    m.add_class::<model::PySession>()?;
+    m.add_class::<model::GenerateResult>()?;
     m.add_function(wrap_pyfunction!(convert, m)?)?;
     m.add_function(wrap_pyfunction!(info, m)?)?;
     m.add_function(wrap_pyfunction!(set_act_bits, m)?)?;

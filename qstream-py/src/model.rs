@@ -106,7 +106,7 @@ pub enum StopArg {
     Many(Vec<String>),
 }
 
-/// Sampling and length options shared by generate/stream/chat.
+/// Sampling and length options shared by every generation method (Model and Session).
 #[derive(Clone, Copy)]
 struct Knobs {
     max_tokens: usize,
@@ -115,7 +115,32 @@ struct Knobs {
     top_p: f32,
     min_p: f32,
     repeat_penalty: f32,
+    presence_penalty: f32,
+    frequency_penalty: f32,
+    repeat_last_n: usize,
     seed: Option<u64>,
+    stop_on_eos: bool,
+}
+
+/// [`Knobs`] from the same-named arguments of a generation method.
+macro_rules! knobs {
+    ($max_tokens:ident, $temperature:ident, $top_k:ident, $top_p:ident, $min_p:ident,
+     $repeat_penalty:ident, $presence_penalty:ident, $frequency_penalty:ident,
+     $repeat_last_n:ident, $seed:ident, $stop_on_eos:ident) => {
+        Knobs {
+            max_tokens: $max_tokens,
+            temperature: $temperature,
+            top_k: $top_k,
+            top_p: $top_p,
+            min_p: $min_p,
+            repeat_penalty: $repeat_penalty,
+            presence_penalty: $presence_penalty,
+            frequency_penalty: $frequency_penalty,
+            repeat_last_n: $repeat_last_n,
+            seed: $seed,
+            stop_on_eos: $stop_on_eos,
+        }
+    };
 }
 
 fn random_seed() -> u64 {
@@ -131,12 +156,20 @@ fn random_seed() -> u64 {
 }
 
 impl Knobs {
-    fn params(self, stop: Option<StopArg>, stop_on_eos: bool) -> Result<GenerateParams, Fail> {
+    fn params(self, stop: Option<StopArg>) -> Result<GenerateParams, Fail> {
         if self.top_k < 0 {
             return Err(Fail::Arg(format!(
                 "top_k must be ≥ 0 (0 = off), got {}",
                 self.top_k
             )));
+        }
+        for (name, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if !v.is_finite() {
+                return Err(Fail::Arg(format!("{name} must be finite, got {v}")));
+            }
         }
         let stop_strings = match stop {
             None => Vec::new(),
@@ -149,15 +182,17 @@ impl Knobs {
             top_p: self.top_p,
             min_p: self.min_p,
             repeat_penalty: self.repeat_penalty,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            repeat_last_n: self.repeat_last_n,
             seed: self.seed.unwrap_or_else(random_seed),
-            ..SamplingParams::default()
         };
         sampling.validate()?; // core's rule set, shared with the CLI and the C API
         Ok(GenerateParams {
             max_tokens: self.max_tokens,
             sampling,
             stop_strings,
-            stop_on_eos,
+            stop_on_eos: self.stop_on_eos,
         })
     }
 }
@@ -184,12 +219,17 @@ fn stop_reason_name(r: StopReason) -> &'static str {
 }
 
 /// A loaded QSF model. Thread-safe: several Python threads may call one model at once
-/// (each call gets its own KV cache). Use as a context manager or call `close()`.
+/// (each call gets its own KV cache; `session()` keeps one across calls). Use as a
+/// context manager or call `close()`.
 #[pyclass(frozen, module = "qstream", name = "Model")]
 pub struct PyModel {
     shared: RwLock<Option<Arc<Shared>>>,
     path: String,
 }
+
+/// One generation to run: gets the per-token callback (`false` stops), returns the outcome.
+type Job =
+    Box<dyn FnOnce(&mut dyn FnMut(u32, &str) -> bool) -> Result<GenerateOutput, Fail> + Send>;
 
 impl PyModel {
     fn get(&self) -> Result<Arc<Shared>, Fail> {
@@ -204,43 +244,45 @@ impl PyModel {
         self.get().map_err(|e| e.into_pyerr(py))
     }
 
-    /// Generate with the GIL released, checking for Ctrl-C between tokens.
-    fn run_generate(
-        &self,
-        py: Python<'_>,
-        prompt: PromptSource,
-        gp: GenerateParams,
-    ) -> PyResult<GenerateOutput> {
+    /// A generation on a pooled session (fresh context).
+    fn job(&self, py: Python<'_>, prompt: PromptSource, gp: GenerateParams) -> PyResult<Job> {
         let shared = self.get_py(py)?;
-        let mut interrupt: Option<PyErr> = None;
-        let out = detached(py, || {
+        Ok(Box::new(move |cb| {
             let ids = prompt.ids(&shared.model)?;
-            let mut last = Instant::now();
-            shared.generate(&ids, &gp, &mut |_, _| {
-                if last.elapsed() >= SIGNAL_CHECK {
-                    last = Instant::now();
-                    if let Err(e) = Python::attach(|py| py.check_signals()) {
-                        interrupt = Some(e);
-                        return false;
-                    }
-                }
-                true
-            })
-        })?;
-        match interrupt {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+            shared.generate(&ids, &gp, cb)
+        }))
     }
+}
 
-    fn start_stream(
-        &self,
-        py: Python<'_>,
-        prompt: PromptSource,
-        gp: GenerateParams,
-    ) -> PyResult<TokenStream> {
-        let shared = self.get_py(py)?;
-        TokenStream::start(shared, prompt, gp).map_err(|e| e.into_pyerr(py))
+/// Run `job` with the GIL released, checking for Ctrl-C between tokens.
+fn run_blocking(py: Python<'_>, job: Job) -> PyResult<GenerateOutput> {
+    let mut interrupt: Option<PyErr> = None;
+    let out = detached(py, || {
+        let mut last = Instant::now();
+        job(&mut |_, _| {
+            if last.elapsed() >= SIGNAL_CHECK {
+                last = Instant::now();
+                if let Err(e) = Python::attach(|py| py.check_signals()) {
+                    interrupt = Some(e);
+                    return false;
+                }
+            }
+            true
+        })
+    })?;
+    match interrupt {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// The text, or with `details` a [`GenerateResult`].
+fn output(py: Python<'_>, out: GenerateOutput, details: bool) -> PyResult<Py<PyAny>> {
+    if details {
+        let r = GenerateResult::new(&out, stop_reason_name(out.stop_reason));
+        Ok(Py::new(py, r)?.into_any())
+    } else {
+        Ok(out.text.into_pyobject(py)?.into_any().unbind())
     }
 }
 
@@ -422,11 +464,46 @@ impl PyModel {
         })
     }
 
+    /// A persistent session: a KV cache kept across calls (`generate`, `stream`, `chat`
+    /// continue where the last call ended), with `reset()` and `truncate(n)`. n_ctx: its
+    /// context window in tokens (None = the model's `n_ctx`). One call at a time (a
+    /// concurrent one raises `BusyError`); it keeps the weights alive until closed.
+    #[pyo3(signature = (*, n_ctx=None))]
+    fn session(&self, py: Python<'_>, n_ctx: Option<usize>) -> PyResult<PySession> {
+        let s = self.get_py(py)?;
+        if n_ctx == Some(0) {
+            return Err(Fail::Arg("n_ctx must be ≥ 1".into()).into_pyerr(py));
+        }
+        let n_ctx = n_ctx.unwrap_or(s.n_ctx_cap);
+        let session = detached(py, || {
+            Ok(Session::new(
+                s.model.clone(),
+                &SessionParams {
+                    n_ctx,
+                    ..Default::default()
+                },
+            )?)
+        })?;
+        Ok(PySession {
+            n_ctx: session.n_ctx(),
+            state: Arc::new(Mutex::new(Some(SessState {
+                session,
+                pending: None,
+                stale: false,
+            }))),
+            busy: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
     /// Generate text from `prompt` (a str, tokenized with BOS when the model wants one, or a
-    /// list of token ids) and return it. temperature 0 = greedy; seed None = random.
-    /// Generation stops at max_tokens, at an end-of-sequence token, or when one of `stop`
-    /// (a str or list of str) appears (the stop string is not returned).
-    #[pyo3(signature = (prompt, *, max_tokens=256, temperature=0.7, top_k=40, top_p=0.9, min_p=0.0, repeat_penalty=1.0, seed=None, stop=None))]
+    /// list of token ids) and return it; with `details=True` a `GenerateResult` (text, tokens,
+    /// stop_reason, token counts, timings). Each call starts from an empty context (use
+    /// `session()` to keep one across calls). temperature 0 = greedy; seed None = random.
+    /// presence_penalty/frequency_penalty are subtracted once / per occurrence from the logits
+    /// of tokens in the last `repeat_last_n`. Generation stops at max_tokens, at an
+    /// end-of-sequence token (unless stop_on_eos=False), or when one of `stop` (a str or list
+    /// of str) appears (the stop string is not returned).
+    #[pyo3(signature = (prompt, *, max_tokens=256, temperature=0.7, top_k=40, top_p=0.9, min_p=0.0, repeat_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0, repeat_last_n=64, seed=None, stop=None, stop_on_eos=true, details=false))]
     #[allow(clippy::too_many_arguments)]
     fn generate(
         &self,
@@ -438,58 +515,78 @@ impl PyModel {
         top_p: f32,
         min_p: f32,
         repeat_penalty: f32,
+        presence_penalty: f32,
+        frequency_penalty: f32,
+        repeat_last_n: usize,
         seed: Option<u64>,
         stop: Option<StopArg>,
-    ) -> PyResult<String> {
-        let k = Knobs {
-            max_tokens,
-            temperature,
-            top_k,
-            top_p,
-            min_p,
-            repeat_penalty,
-            seed,
-        };
-        let gp = attached(py, || k.params(stop, true))?;
-        Ok(self
-            .run_generate(py, PromptSource::Prompt(prompt), gp)?
-            .text)
+        stop_on_eos: bool,
+        details: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let gp = attached(py, || {
+            knobs!(
+                max_tokens,
+                temperature,
+                top_k,
+                top_p,
+                min_p,
+                repeat_penalty,
+                presence_penalty,
+                frequency_penalty,
+                repeat_last_n,
+                seed,
+                stop_on_eos
+            )
+            .params(stop)
+        })?;
+        let out = run_blocking(py, self.job(py, PromptSource::Prompt(prompt), gp)?)?;
+        output(py, out, details)
     }
 
-    /// Generate from token ids and return the generated ids (greedy by default).
-    /// stop_on_eos=False keeps going past end-of-sequence tokens.
-    #[pyo3(signature = (ids, max_tokens=16, *, temperature=0.0, top_k=40, top_p=0.9, min_p=0.0, repeat_penalty=1.0, seed=None, stop_on_eos=true))]
+    /// Like `generate` (same options and defaults), returning the generated token ids
+    /// (including an end-of-sequence id that ended generation).
+    #[pyo3(signature = (prompt, *, max_tokens=256, temperature=0.7, top_k=40, top_p=0.9, min_p=0.0, repeat_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0, repeat_last_n=64, seed=None, stop=None, stop_on_eos=true))]
     #[allow(clippy::too_many_arguments)]
     fn generate_ids(
         &self,
         py: Python<'_>,
-        ids: Vec<u32>,
+        prompt: Prompt,
         max_tokens: usize,
         temperature: f32,
         top_k: i64,
         top_p: f32,
         min_p: f32,
         repeat_penalty: f32,
+        presence_penalty: f32,
+        frequency_penalty: f32,
+        repeat_last_n: usize,
         seed: Option<u64>,
+        stop: Option<StopArg>,
         stop_on_eos: bool,
     ) -> PyResult<Vec<u32>> {
-        let k = Knobs {
-            max_tokens,
-            temperature,
-            top_k,
-            top_p,
-            min_p,
-            repeat_penalty,
-            seed,
-        };
-        let gp = attached(py, || k.params(None, stop_on_eos))?;
-        let out = self.run_generate(py, PromptSource::Prompt(Prompt::Ids(ids)), gp)?;
+        let gp = attached(py, || {
+            knobs!(
+                max_tokens,
+                temperature,
+                top_k,
+                top_p,
+                min_p,
+                repeat_penalty,
+                presence_penalty,
+                frequency_penalty,
+                repeat_last_n,
+                seed,
+                stop_on_eos
+            )
+            .params(stop)
+        })?;
+        let out = run_blocking(py, self.job(py, PromptSource::Prompt(prompt), gp)?)?;
         Ok(out.tokens)
     }
 
     /// Like `generate`, but returns a `TokenStream` that yields text pieces as they are
     /// generated. Breaking out of the loop (or `close()`) stops generation.
-    #[pyo3(signature = (prompt, *, max_tokens=256, temperature=0.7, top_k=40, top_p=0.9, min_p=0.0, repeat_penalty=1.0, seed=None, stop=None))]
+    #[pyo3(signature = (prompt, *, max_tokens=256, temperature=0.7, top_k=40, top_p=0.9, min_p=0.0, repeat_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0, repeat_last_n=64, seed=None, stop=None, stop_on_eos=true))]
     #[allow(clippy::too_many_arguments)]
     fn stream(
         &self,
@@ -501,25 +598,37 @@ impl PyModel {
         top_p: f32,
         min_p: f32,
         repeat_penalty: f32,
+        presence_penalty: f32,
+        frequency_penalty: f32,
+        repeat_last_n: usize,
         seed: Option<u64>,
         stop: Option<StopArg>,
+        stop_on_eos: bool,
     ) -> PyResult<TokenStream> {
-        let k = Knobs {
-            max_tokens,
-            temperature,
-            top_k,
-            top_p,
-            min_p,
-            repeat_penalty,
-            seed,
-        };
-        let gp = attached(py, || k.params(stop, true))?;
-        self.start_stream(py, PromptSource::Prompt(prompt), gp)
+        let gp = attached(py, || {
+            knobs!(
+                max_tokens,
+                temperature,
+                top_k,
+                top_p,
+                min_p,
+                repeat_penalty,
+                presence_penalty,
+                frequency_penalty,
+                repeat_last_n,
+                seed,
+                stop_on_eos
+            )
+            .params(stop)
+        })?;
+        let job = self.job(py, PromptSource::Prompt(prompt), gp)?;
+        TokenStream::start(job).map_err(|e| e.into_pyerr(py))
     }
 
     /// Chat: render `messages` (list of {"role": ..., "content": ...}) with the model's chat
-    /// template, generate the assistant's reply and return it.
-    #[pyo3(signature = (messages, *, max_tokens=256, temperature=0.7, top_k=40, top_p=0.9, min_p=0.0, repeat_penalty=1.0, seed=None, stop=None))]
+    /// template, generate the assistant's reply and return it (a `GenerateResult` with
+    /// `details=True`). Options as for `generate`.
+    #[pyo3(signature = (messages, *, max_tokens=256, temperature=0.7, top_k=40, top_p=0.9, min_p=0.0, repeat_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0, repeat_last_n=64, seed=None, stop=None, stop_on_eos=true, details=false))]
     #[allow(clippy::too_many_arguments)]
     fn chat(
         &self,
@@ -531,25 +640,37 @@ impl PyModel {
         top_p: f32,
         min_p: f32,
         repeat_penalty: f32,
+        presence_penalty: f32,
+        frequency_penalty: f32,
+        repeat_last_n: usize,
         seed: Option<u64>,
         stop: Option<StopArg>,
-    ) -> PyResult<String> {
+        stop_on_eos: bool,
+        details: bool,
+    ) -> PyResult<Py<PyAny>> {
         let msgs = self::messages(messages)?;
-        let k = Knobs {
-            max_tokens,
-            temperature,
-            top_k,
-            top_p,
-            min_p,
-            repeat_penalty,
-            seed,
-        };
-        let gp = attached(py, || k.params(stop, true))?;
-        Ok(self.run_generate(py, PromptSource::Chat(msgs), gp)?.text)
+        let gp = attached(py, || {
+            knobs!(
+                max_tokens,
+                temperature,
+                top_k,
+                top_p,
+                min_p,
+                repeat_penalty,
+                presence_penalty,
+                frequency_penalty,
+                repeat_last_n,
+                seed,
+                stop_on_eos
+            )
+            .params(stop)
+        })?;
+        let out = run_blocking(py, self.job(py, PromptSource::Chat(msgs), gp)?)?;
+        output(py, out, details)
     }
 
     /// Streaming `chat`: returns a `TokenStream` of text pieces.
-    #[pyo3(signature = (messages, *, max_tokens=256, temperature=0.7, top_k=40, top_p=0.9, min_p=0.0, repeat_penalty=1.0, seed=None, stop=None))]
+    #[pyo3(signature = (messages, *, max_tokens=256, temperature=0.7, top_k=40, top_p=0.9, min_p=0.0, repeat_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0, repeat_last_n=64, seed=None, stop=None, stop_on_eos=true))]
     #[allow(clippy::too_many_arguments)]
     fn chat_stream(
         &self,
@@ -561,21 +682,32 @@ impl PyModel {
         top_p: f32,
         min_p: f32,
         repeat_penalty: f32,
+        presence_penalty: f32,
+        frequency_penalty: f32,
+        repeat_last_n: usize,
         seed: Option<u64>,
         stop: Option<StopArg>,
+        stop_on_eos: bool,
     ) -> PyResult<TokenStream> {
         let msgs = self::messages(messages)?;
-        let k = Knobs {
-            max_tokens,
-            temperature,
-            top_k,
-            top_p,
-            min_p,
-            repeat_penalty,
-            seed,
-        };
-        let gp = attached(py, || k.params(stop, true))?;
-        self.start_stream(py, PromptSource::Chat(msgs), gp)
+        let gp = attached(py, || {
+            knobs!(
+                max_tokens,
+                temperature,
+                top_k,
+                top_p,
+                min_p,
+                repeat_penalty,
+                presence_penalty,
+                frequency_penalty,
+                repeat_last_n,
+                seed,
+                stop_on_eos
+            )
+            .params(stop)
+        })?;
+        let job = self.job(py, PromptSource::Chat(msgs), gp)?;
+        TokenStream::start(job).map_err(|e| e.into_pyerr(py))
     }
 
     /// Logits for every position of `ids` from one forward pass (no BOS is added):
@@ -643,66 +775,574 @@ impl PyModel {
     }
 }
 
+/// The outcome of a generation (`generate(..., details=True)`, `chat(..., details=True)`,
+/// `TokenStream.result`); the same fields as the C API's `qs_generate_result`.
+#[pyclass(frozen, module = "qstream", name = "GenerateResult")]
+pub struct GenerateResult {
+    text: String,
+    tokens: Vec<u32>,
+    stop_reason: &'static str,
+    n_prompt: usize,
+    prompt_secs: f64,
+    gen_secs: f64,
+}
+
+impl GenerateResult {
+    fn new(out: &GenerateOutput, stop_reason: &'static str) -> Self {
+        GenerateResult {
+            text: out.text.clone(),
+            tokens: out.tokens.clone(),
+            stop_reason,
+            n_prompt: out.n_prompt,
+            prompt_secs: out.prompt_secs,
+            gen_secs: out.gen_secs,
+        }
+    }
+}
+
+#[pymethods]
+impl GenerateResult {
+    /// The generated text (a stop string that ended generation removed).
+    #[getter]
+    fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The generated ids (including an end-of-sequence id that ended generation).
+    #[getter]
+    fn tokens(&self) -> Vec<u32> {
+        self.tokens.clone()
+    }
+
+    /// Why generation ended: "max_tokens" (or the context is full), "eos", "stop_string",
+    /// "stopped" (closed, broken out of, or interrupted), "cancelled".
+    #[getter]
+    fn stop_reason(&self) -> &'static str {
+        self.stop_reason
+    }
+
+    /// Prompt tokens decoded by this call (in a session: only the new ones).
+    #[getter]
+    fn n_prompt(&self) -> usize {
+        self.n_prompt
+    }
+
+    /// Tokens sampled (`len(tokens)`).
+    #[getter]
+    fn n_generated(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Seconds spent on the prompt.
+    #[getter]
+    fn prompt_secs(&self) -> f64 {
+        self.prompt_secs
+    }
+
+    /// Seconds spent generating.
+    #[getter]
+    fn gen_secs(&self) -> f64 {
+        self.gen_secs
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<qstream.GenerateResult stop_reason={:?} n_prompt={} n_generated={} prompt_secs={:.3} gen_secs={:.3}>",
+            self.stop_reason,
+            self.n_prompt,
+            self.tokens.len(),
+            self.prompt_secs,
+            self.gen_secs
+        )
+    }
+}
+
+/// What a session call works on.
+enum SessInput {
+    Prompt(Prompt),
+    Chat(Vec<ChatMessage>),
+}
+
+/// A session's state behind its lock.
+struct SessState {
+    session: Session,
+    /// The last sampled token: part of the conversation but not yet in the KV cache (the
+    /// engine does not decode it); decoded first by the next call.
+    pending: Option<u32>,
+    /// The logits are not those of the last token in the cache (after `truncate`).
+    stale: bool,
+}
+
+impl SessState {
+    /// Tokens of the conversation: the cache plus the pending token.
+    fn tokens(&self) -> Vec<u32> {
+        let mut v = self.session.tokens().to_vec();
+        v.extend(self.pending);
+        v
+    }
+
+    fn run(
+        &mut self,
+        input: &SessInput,
+        gp: &GenerateParams,
+        on_token: &mut dyn FnMut(u32, &str) -> bool,
+    ) -> Result<GenerateOutput, Fail> {
+        let model = self.session.model().clone();
+        let ids = match input {
+            SessInput::Prompt(p) => {
+                let empty = self.session.n_past() == 0 && self.pending.is_none();
+                let new = match p {
+                    Prompt::Text(t) if t.is_empty() => Vec::new(),
+                    Prompt::Text(t) => model.tokenizer().encode(t, empty)?,
+                    Prompt::Ids(v) => v.clone(),
+                };
+                let mut ids: Vec<u32> = self.pending.into_iter().collect();
+                ids.extend(new);
+                if ids.is_empty() {
+                    let n = self.session.n_past();
+                    if n == 0 {
+                        return Err(Fail::Arg(
+                            "the prompt is empty and so is the session".into(),
+                        ));
+                    }
+                    if self.stale {
+                        // the logits belong to a removed position: recompute the last one
+                        let last = self.session.tokens()[n - 1];
+                        self.session.truncate(n - 1);
+                        ids.push(last);
+                    }
+                }
+                ids
+            }
+            SessInput::Chat(msgs) => {
+                let text = model.apply_chat_template(msgs, true)?;
+                let ids = model.tokenizer().encode(&text, true)?;
+                if ids.is_empty() {
+                    return Err(Fail::Arg("the rendered conversation is empty".into()));
+                }
+                // keep the cached prefix the conversation shares; decode at least one token
+                let cached = self.session.tokens();
+                let keep = cached
+                    .iter()
+                    .zip(&ids)
+                    .take_while(|(a, b)| a == b)
+                    .count()
+                    .min(ids.len() - 1);
+                if keep < cached.len() {
+                    self.session.truncate(keep);
+                    self.stale = true;
+                }
+                self.pending = None;
+                ids[keep..].to_vec()
+            }
+        };
+        let out = self
+            .session
+            .generate(&ids, gp, &mut |t| on_token(t.id, t.piece))?;
+        self.pending = out.tokens.last().copied();
+        self.stale = false;
+        Ok(out)
+    }
+}
+
+/// Releases a session's busy flag when dropped.
+struct Claim(Arc<AtomicBool>);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// A persistent conversation on a model (from `Model.session()`): its KV cache is kept
+/// across calls, so each call decodes only its new tokens. One call at a time: a second
+/// concurrent call (or any call while one of its streams runs) raises `BusyError`.
+#[pyclass(frozen, module = "qstream", name = "Session")]
+pub struct PySession {
+    state: Arc<Mutex<Option<SessState>>>,
+    busy: Arc<AtomicBool>,
+    n_ctx: usize,
+}
+
+impl PySession {
+    fn claim(&self) -> Result<Claim, Fail> {
+        if self
+            .busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(Fail::Busy("the session"));
+        }
+        let c = Claim(self.busy.clone());
+        if lock(&self.state).is_none() {
+            return Err(Fail::Closed("the session"));
+        }
+        Ok(c)
+    }
+
+    /// Run `f` on the state now (short operations, with the GIL held).
+    fn with<T>(&self, f: impl FnOnce(&mut SessState) -> T) -> Result<T, Fail> {
+        let _c = self.claim()?;
+        let mut g = lock(&self.state);
+        let st = g.as_mut().ok_or(Fail::Closed("the session"))?;
+        Ok(f(st))
+    }
+
+    fn job(&self, input: SessInput, gp: GenerateParams) -> Result<Job, Fail> {
+        let claim = self.claim()?;
+        let state = self.state.clone();
+        Ok(Box::new(move |cb| {
+            let _claim = claim;
+            let mut g = lock(&state);
+            let st = g.as_mut().ok_or(Fail::Closed("the session"))?;
+            st.run(&input, &gp, cb)
+        }))
+    }
+}
+
+#[pymethods]
+impl PySession {
+    /// Append `prompt` (a str — tokenized with BOS only when the session is empty — or
+    /// token ids; may be empty to continue) to the session and generate; returns the text (a
+    /// `GenerateResult` with `details=True`, whose n_prompt counts the tokens decoded by this
+    /// call). The generated tokens stay in the session. Options as for `Model.generate`.
+    #[pyo3(signature = (prompt, *, max_tokens=256, temperature=0.7, top_k=40, top_p=0.9, min_p=0.0, repeat_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0, repeat_last_n=64, seed=None, stop=None, stop_on_eos=true, details=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn generate(
+        &self,
+        py: Python<'_>,
+        prompt: Prompt,
+        max_tokens: usize,
+        temperature: f32,
+        top_k: i64,
+        top_p: f32,
+        min_p: f32,
+        repeat_penalty: f32,
+        presence_penalty: f32,
+        frequency_penalty: f32,
+        repeat_last_n: usize,
+        seed: Option<u64>,
+        stop: Option<StopArg>,
+        stop_on_eos: bool,
+        details: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let gp = attached(py, || {
+            knobs!(
+                max_tokens,
+                temperature,
+                top_k,
+                top_p,
+                min_p,
+                repeat_penalty,
+                presence_penalty,
+                frequency_penalty,
+                repeat_last_n,
+                seed,
+                stop_on_eos
+            )
+            .params(stop)
+        })?;
+        let out = run_blocking(
+            py,
+            self.job(SessInput::Prompt(prompt), gp)
+                .map_err(|e| e.into_pyerr(py))?,
+        )?;
+        output(py, out, details)
+    }
+
+    /// Streaming `generate`: returns a `TokenStream`; the session is busy until it ends.
+    #[pyo3(signature = (prompt, *, max_tokens=256, temperature=0.7, top_k=40, top_p=0.9, min_p=0.0, repeat_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0, repeat_last_n=64, seed=None, stop=None, stop_on_eos=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn stream(
+        &self,
+        py: Python<'_>,
+        prompt: Prompt,
+        max_tokens: usize,
+        temperature: f32,
+        top_k: i64,
+        top_p: f32,
+        min_p: f32,
+        repeat_penalty: f32,
+        presence_penalty: f32,
+        frequency_penalty: f32,
+        repeat_last_n: usize,
+        seed: Option<u64>,
+        stop: Option<StopArg>,
+        stop_on_eos: bool,
+    ) -> PyResult<TokenStream> {
+        let gp = attached(py, || {
+            knobs!(
+                max_tokens,
+                temperature,
+                top_k,
+                top_p,
+                min_p,
+                repeat_penalty,
+                presence_penalty,
+                frequency_penalty,
+                repeat_last_n,
+                seed,
+                stop_on_eos
+            )
+            .params(stop)
+        })?;
+        let job = self
+            .job(SessInput::Prompt(prompt), gp)
+            .map_err(|e| e.into_pyerr(py))?;
+        TokenStream::start(job).map_err(|e| e.into_pyerr(py))
+    }
+
+    /// Chat with the whole conversation `messages` (list of {"role", "content"} dicts,
+    /// earlier turns included): the rendered conversation is compared with the session's
+    /// tokens and only what differs is decoded, so a multi-turn chat does not re-process
+    /// earlier turns. Returns the reply (a `GenerateResult` with `details=True`).
+    #[pyo3(signature = (messages, *, max_tokens=256, temperature=0.7, top_k=40, top_p=0.9, min_p=0.0, repeat_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0, repeat_last_n=64, seed=None, stop=None, stop_on_eos=true, details=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn chat(
+        &self,
+        py: Python<'_>,
+        messages: &Bound<'_, PyAny>,
+        max_tokens: usize,
+        temperature: f32,
+        top_k: i64,
+        top_p: f32,
+        min_p: f32,
+        repeat_penalty: f32,
+        presence_penalty: f32,
+        frequency_penalty: f32,
+        repeat_last_n: usize,
+        seed: Option<u64>,
+        stop: Option<StopArg>,
+        stop_on_eos: bool,
+        details: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let msgs = self::messages(messages)?;
+        let gp = attached(py, || {
+            knobs!(
+                max_tokens,
+                temperature,
+                top_k,
+                top_p,
+                min_p,
+                repeat_penalty,
+                presence_penalty,
+                frequency_penalty,
+                repeat_last_n,
+                seed,
+                stop_on_eos
+            )
+            .params(stop)
+        })?;
+        let out = run_blocking(
+            py,
+            self.job(SessInput::Chat(msgs), gp)
+                .map_err(|e| e.into_pyerr(py))?,
+        )?;
+        output(py, out, details)
+    }
+
+    /// Streaming `chat`: returns a `TokenStream`; the session is busy until it ends.
+    #[pyo3(signature = (messages, *, max_tokens=256, temperature=0.7, top_k=40, top_p=0.9, min_p=0.0, repeat_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0, repeat_last_n=64, seed=None, stop=None, stop_on_eos=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn chat_stream(
+        &self,
+        py: Python<'_>,
+        messages: &Bound<'_, PyAny>,
+        max_tokens: usize,
+        temperature: f32,
+        top_k: i64,
+        top_p: f32,
+        min_p: f32,
+        repeat_penalty: f32,
+        presence_penalty: f32,
+        frequency_penalty: f32,
+        repeat_last_n: usize,
+        seed: Option<u64>,
+        stop: Option<StopArg>,
+        stop_on_eos: bool,
+    ) -> PyResult<TokenStream> {
+        let msgs = self::messages(messages)?;
+        let gp = attached(py, || {
+            knobs!(
+                max_tokens,
+                temperature,
+                top_k,
+                top_p,
+                min_p,
+                repeat_penalty,
+                presence_penalty,
+                frequency_penalty,
+                repeat_last_n,
+                seed,
+                stop_on_eos
+            )
+            .params(stop)
+        })?;
+        let job = self
+            .job(SessInput::Chat(msgs), gp)
+            .map_err(|e| e.into_pyerr(py))?;
+        TokenStream::start(job).map_err(|e| e.into_pyerr(py))
+    }
+
+    /// Forget the whole conversation (the cache is kept allocated).
+    fn reset(&self, py: Python<'_>) -> PyResult<()> {
+        attached(py, || {
+            self.with(|s| {
+                s.session.reset();
+                s.pending = None;
+                s.stale = false;
+            })
+        })
+    }
+
+    /// Keep only the first `n` tokens of the conversation (no-op when `n ≥ n_past`); the
+    /// next call recomputes what it needs, it never samples from removed positions.
+    fn truncate(&self, py: Python<'_>, n: usize) -> PyResult<()> {
+        attached(py, || {
+            self.with(|s| {
+                let cached = s.session.n_past();
+                if n >= cached + usize::from(s.pending.is_some()) {
+                    return;
+                }
+                s.pending = None;
+                if n < cached {
+                    s.session.truncate(n);
+                    s.stale = n > 0;
+                }
+            })
+        })
+    }
+
+    /// Token ids of the conversation so far (prompts and generated tokens).
+    #[getter]
+    fn tokens(&self, py: Python<'_>) -> PyResult<Vec<u32>> {
+        attached(py, || self.with(|s| s.tokens()))
+    }
+
+    /// Number of tokens in the conversation (`len(tokens)`; one more than `n_ctx` when the
+    /// window filled up: the last sampled token, which did not fit).
+    #[getter]
+    fn n_past(&self, py: Python<'_>) -> PyResult<usize> {
+        attached(py, || {
+            self.with(|s| s.session.n_past() + usize::from(s.pending.is_some()))
+        })
+    }
+
+    /// Context window in tokens.
+    #[getter]
+    fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Free the KV cache; later calls raise `ClosedError`. Idempotent.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        attached(py, || {
+            let _c = match self.claim() {
+                Ok(c) => c,
+                Err(Fail::Closed(_)) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let old = lock(&self.state).take();
+            drop(old);
+            Ok(())
+        })
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        lock(&self.state).is_none()
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        match lock(&self.state).as_ref() {
+            Some(s) => format!(
+                "<qstream.Session n_past={} n_ctx={}>",
+                s.session.n_past() + usize::from(s.pending.is_some()),
+                self.n_ctx
+            ),
+            None => "<qstream.Session closed>".to_string(),
+        }
+    }
+}
+
 /// Messages from the generation thread of a stream.
 enum Msg {
     Token { id: u32, piece: String },
     Done(Result<GenerateOutput, Fail>),
 }
 
-struct StreamState {
+/// The channel to the generation thread. Locked by `__next__` for a whole step (with the
+/// GIL released), and by `close()` only with the GIL released, so the two never wait for
+/// each other while one holds the GIL.
+struct Chan {
     /// `true` = run one more step; dropped to stop the worker
     go: Option<SyncSender<bool>>,
     rx: Receiver<Msg>,
     worker: Option<JoinHandle<()>>,
-    tokens: Vec<u32>,
-    text: String,
-    stop_reason: Option<&'static str>,
-    finished: bool,
 }
 
-impl StreamState {
+impl Chan {
     /// Stop the worker and wait for it (it is parked between steps, so this is quick).
     fn stop(&mut self) {
         self.go = None;
         if let Some(w) = self.worker.take() {
             let _ = w.join();
         }
-        if !self.finished {
-            self.finished = true;
-            if self.stop_reason.is_none() {
-                self.stop_reason = Some("stopped");
-            }
-        }
     }
 }
 
-/// Iterator over generated text pieces (returned by `Model.stream` / `Model.chat_stream`).
+/// What a stream generated so far (locked only briefly, never across a step).
+#[derive(Default)]
+struct Progress {
+    tokens: Vec<u32>,
+    text: String,
+    stop_reason: Option<&'static str>,
+    finished: bool,
+    result: Option<GenerateOutput>,
+}
+
+/// Iterator over generated text pieces (from `Model.stream` / `Model.chat_stream` /
+/// `Session.stream` / `Session.chat_stream`).
 ///
 /// Each `next()` runs one generation step with the GIL released. Breaking out of the loop,
-/// `close()`, or leaving a `with` block stops generation; `cancel()` may be called from
-/// another thread. `tokens`, `text` and `stop_reason` describe what was generated so far.
+/// `close()` (from any thread), or leaving a `with` block stops generation; `cancel()` may
+/// be called from another thread. `tokens`, `text` and `stop_reason` describe what was
+/// generated so far, `result` the outcome once it ended.
 #[pyclass(frozen, module = "qstream", name = "TokenStream")]
 pub struct TokenStream {
-    st: Mutex<StreamState>,
+    chan: Mutex<Chan>,
+    prog: Mutex<Progress>,
     cancelled: Arc<AtomicBool>,
+    closing: Arc<AtomicBool>,
 }
 
 impl TokenStream {
-    fn start(shared: Arc<Shared>, prompt: PromptSource, gp: GenerateParams) -> Result<Self, Fail> {
+    fn start(job: Job) -> Result<Self, Fail> {
         let (go_tx, go_rx) = sync_channel::<bool>(1);
         let (tx, rx) = sync_channel::<Msg>(1);
         let cancelled = Arc::new(AtomicBool::new(false));
-        let cancel2 = cancelled.clone();
+        let closing = Arc::new(AtomicBool::new(false));
+        let (cancel2, closing2) = (cancelled.clone(), closing.clone());
         let worker = std::thread::Builder::new()
             .name("qstream-stream".into())
             .spawn(move || {
-                // park until the first next()
+                // park until the first next(); dropping the job releases what it holds
                 if go_rx.recv() != Ok(true) {
                     return;
                 }
                 let res = guard(|| {
-                    let ids = prompt.ids(&shared.model)?;
-                    shared.generate(&ids, &gp, &mut |id, piece| {
+                    job(&mut |id, piece| {
                         if tx
                             .send(Msg::Token {
                                 id,
@@ -713,38 +1353,41 @@ impl TokenStream {
                             return false;
                         }
                         // park until the next next(); a dropped sender stops generation
-                        go_rx.recv() == Ok(true) && !cancel2.load(Ordering::SeqCst)
+                        go_rx.recv() == Ok(true)
+                            && !cancel2.load(Ordering::SeqCst)
+                            && !closing2.load(Ordering::SeqCst)
                     })
                 });
                 let _ = tx.send(Msg::Done(res));
             })
             .map_err(|e| Fail::Core(qstream_core::Error::Internal(format!("spawn: {e}"))))?;
         Ok(TokenStream {
-            st: Mutex::new(StreamState {
+            chan: Mutex::new(Chan {
                 go: Some(go_tx),
                 rx,
                 worker: Some(worker),
-                tokens: Vec::new(),
-                text: String::new(),
-                stop_reason: None,
-                finished: false,
             }),
+            prog: Mutex::new(Progress::default()),
             cancelled,
+            closing,
         })
     }
 
-    fn state(&self) -> Result<MutexGuard<'_, StreamState>, Fail> {
-        match self.st.try_lock() {
-            Ok(g) => Ok(g),
-            Err(std::sync::TryLockError::Poisoned(e)) => Ok(e.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => Err(Fail::Busy("the stream")),
+    /// Mark the stream ended by `close()` / an interrupt (keeps an earlier reason).
+    fn mark_stopped(&self) {
+        let mut p = lock(&self.prog);
+        if !p.finished {
+            p.finished = true;
+            if p.stop_reason.is_none() {
+                p.stop_reason = Some("stopped");
+            }
         }
     }
 }
 
 impl Drop for TokenStream {
     fn drop(&mut self) {
-        lock(&self.st).stop();
+        lock(&self.chan).stop();
     }
 }
 
@@ -755,16 +1398,29 @@ impl TokenStream {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<String> {
-        let mut st = self.state().map_err(|e| e.into_pyerr(py))?;
+        let mut ch = match self.chan.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(Fail::Busy("the stream").into_pyerr(py))
+            }
+        };
+        let ch: &mut Chan = &mut ch;
         loop {
-            if st.finished {
+            if lock(&self.prog).finished {
+                return Err(PyStopIteration::new_err(()));
+            }
+            if self.closing.load(Ordering::SeqCst) {
+                py.detach(|| ch.stop());
+                self.mark_stopped();
                 return Err(PyStopIteration::new_err(()));
             }
             if let Err(e) = py.check_signals() {
-                st.stop();
+                py.detach(|| ch.stop());
+                self.mark_stopped();
                 return Err(e);
             }
-            let StreamState { go, rx, .. } = &mut *st;
+            let Chan { go, rx, .. } = &mut *ch;
             let (go, rx) = (&*go, &mut *rx);
             let msg = py.detach(move || {
                 let go = go.as_ref()?;
@@ -773,35 +1429,42 @@ impl TokenStream {
             });
             match msg {
                 Some(Msg::Token { id, piece }) => {
-                    st.tokens.push(id);
+                    let mut p = lock(&self.prog);
+                    p.tokens.push(id);
                     if !piece.is_empty() {
-                        st.text.push_str(&piece);
+                        p.text.push_str(&piece);
                         return Ok(piece);
                     }
                 }
                 Some(Msg::Done(r)) => {
-                    st.finished = true;
-                    st.go = None;
-                    if let Some(w) = st.worker.take() {
+                    ch.go = None;
+                    if let Some(w) = ch.worker.take() {
                         let _ = py.detach(|| w.join());
                     }
+                    let mut p = lock(&self.prog);
+                    p.finished = true;
                     match r {
                         Ok(out) => {
-                            st.stop_reason = Some(if self.cancelled.load(Ordering::SeqCst) {
+                            p.stop_reason = Some(if self.closing.load(Ordering::SeqCst) {
+                                "stopped"
+                            } else if self.cancelled.load(Ordering::SeqCst) {
                                 "cancelled"
                             } else {
                                 stop_reason_name(out.stop_reason)
                             });
-                            st.text = out.text;
+                            p.text = out.text.clone();
+                            p.result = Some(out);
                         }
                         Err(e) => {
-                            st.stop_reason = Some("error");
+                            p.stop_reason = Some("error");
+                            drop(p);
                             return Err(e.into_pyerr(py));
                         }
                     }
                 }
                 None => {
-                    st.stop();
+                    py.detach(|| ch.stop());
+                    self.mark_stopped();
                     return Err(
                         Fail::Panic("the generation thread ended unexpectedly".into())
                             .into_pyerr(py),
@@ -811,11 +1474,13 @@ impl TokenStream {
         }
     }
 
-    /// Stop generation now (idempotent). Further iteration raises StopIteration.
+    /// Stop generation now (idempotent; safe from any thread: it waits, without the GIL,
+    /// for a step in progress to finish). Further iteration raises StopIteration.
     fn close(&self, py: Python<'_>) {
-        let mut st = lock(&self.st);
-        let s: &mut StreamState = &mut st;
-        py.detach(move || s.stop());
+        self.closing.store(true, Ordering::SeqCst);
+        let chan = &self.chan;
+        py.detach(|| lock(chan).stop());
+        self.mark_stopped();
     }
 
     /// Ask the generation to stop after the current token; safe from any thread.
@@ -836,22 +1501,28 @@ impl TokenStream {
     /// Ids generated so far (including an end-of-sequence id that ended generation).
     #[getter]
     fn tokens<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let st = self.state().map_err(|e| e.into_pyerr(py))?;
-        PyList::new(py, &st.tokens)
+        PyList::new(py, &lock(&self.prog).tokens)
     }
 
     /// Text generated so far (stop string removed once generation ended).
     #[getter]
-    fn text(&self, py: Python<'_>) -> PyResult<String> {
-        let st = self.state().map_err(|e| e.into_pyerr(py))?;
-        Ok(st.text.clone())
+    fn text(&self) -> String {
+        lock(&self.prog).text.clone()
     }
 
     /// Why generation ended: "max_tokens", "eos", "stop_string", "stopped" (closed or
     /// broken out of), "cancelled", "error"; None while running.
     #[getter]
-    fn stop_reason(&self, py: Python<'_>) -> PyResult<Option<&'static str>> {
-        let st = self.state().map_err(|e| e.into_pyerr(py))?;
-        Ok(st.stop_reason)
+    fn stop_reason(&self) -> Option<&'static str> {
+        lock(&self.prog).stop_reason
+    }
+
+    /// The `GenerateResult` once generation ran to its end (None while running, and
+    /// after `close()` or an error).
+    #[getter]
+    fn result(&self) -> Option<GenerateResult> {
+        let p = lock(&self.prog);
+        let reason = p.stop_reason.unwrap_or("stopped");
+        p.result.as_ref().map(|o| GenerateResult::new(o, reason))
     }
 }

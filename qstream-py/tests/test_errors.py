@@ -124,7 +124,7 @@ def test_context_full(tiny_qsf):
             m.generate(list(range(3, 12)), max_tokens=1)
         # generation stops when the context is full instead of failing: 8 - 3 tokens fill
         # it, and one more is sampled from the last logits (it is not decoded)
-        assert len(m.generate_ids([5, 6, 7], 100, stop_on_eos=False)) == 6
+        assert len(m.generate_ids([5, 6, 7], max_tokens=100, temperature=0, stop_on_eos=False)) == 6
 
 
 def test_ram_budget(tiny_qsf):

@@ -65,7 +65,7 @@ def test_python_m_qstream(tiny_qsf):
 @pytest.mark.parametrize("mode", ["generate", "stream"])
 def test_ctrl_c_interrupts_generation(tiny_qsf, mode):
     """SIGINT during a long generation raises KeyboardInterrupt between tokens."""
-    call = {"generate": "m.generate_ids([5, 6, 7], 200000, stop_on_eos=False)",
+    call = {"generate": "m.generate_ids([5, 6, 7], max_tokens=200000, temperature=0, stop_on_eos=False)",
             # a stream may end at EOS: restart it until interrupted
             "stream": "while True: list(m.stream([5, 6, 7], max_tokens=200000))"}[mode]
     code = (
@@ -126,3 +126,18 @@ def test_convert_smollm2(tmp_path):
         pytest.skip(f"{gguf} is absent")
     out = run([EXAMPLES / "convert.py", gguf, tmp_path / "s.qsf", "--quant", "keep"])
     assert "greedy continuation" in out
+
+
+def test_chat_tiny_keeps_the_kv_cache(tiny_qsf):
+    """chat.py keeps a Session: the second turn decodes only the new tokens."""
+    p = subprocess.run([sys.executable, str(EXAMPLES / "chat.py"), str(tiny_qsf), "--temperature", "0",
+                        "--max-tokens", "8"], input="hello\nsecond question\n", capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    import re
+    stats = [tuple(map(int, m)) for m in
+             re.findall(r"\[(\d+) new prompt tokens, (\d+) generated, (\d+) in the session\]", p.stderr)]
+    assert len(stats) == 2, p.stderr
+    (n1, g1, t1), (n2, g2, t2) = stats
+    assert n1 == t1 - g1  # the first turn decodes its whole prompt
+    assert 0 < n2 < t2 - g2  # the second only what the first did not already hold

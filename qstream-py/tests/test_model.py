@@ -9,14 +9,14 @@ import qstream
 
 
 def test_greedy_ids_match_transformers(tiny_model, reference):
-    ids = tiny_model.generate_ids(reference["input_ids"], 16, stop_on_eos=False)
+    ids = tiny_model.generate_ids(reference["input_ids"], max_tokens=16, temperature=0, stop_on_eos=False)
     assert ids == reference["greedy_ids"]
 
 
 def test_greedy_ids_match_gen_ids_tensor(tiny_model, reference_tensors):
     prompt = reference_tensors["input_ids"][0].tolist()
     want = reference_tensors["gen_ids"].tolist()
-    assert tiny_model.generate_ids(prompt, len(want), stop_on_eos=False) == want
+    assert tiny_model.generate_ids(prompt, max_tokens=len(want), temperature=0, stop_on_eos=False) == want
 
 
 def test_logits_match_transformers(tiny_model, reference_tensors):
@@ -167,7 +167,7 @@ def test_convert_progress_cancel(tiny_dir, tmp_path):
 def test_model_options(tiny_qsf, reference):
     with qstream.Model(tiny_qsf, threads=1, mmap=False, verify=True) as m:
         assert m.info["n_threads"] == 1
-        assert m.generate_ids(reference["input_ids"], 16, stop_on_eos=False) == reference["greedy_ids"]
+        assert m.generate_ids(reference["input_ids"], max_tokens=16, temperature=0, stop_on_eos=False) == reference["greedy_ids"]
     assert m.closed
 
 

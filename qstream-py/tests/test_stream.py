@@ -16,7 +16,7 @@ def test_stream_equals_generate(tiny_model):
     assert all(isinstance(p, str) and p for p in pieces)
     assert "".join(pieces) == text == s.text
     assert s.stop_reason in ("max_tokens", "eos")
-    ids = tiny_model.generate_ids(tiny_model.tokenize("free software"), 40, temperature=0.9, seed=3)
+    ids = tiny_model.generate_ids(tiny_model.tokenize("free software"), max_tokens=40, temperature=0.9, seed=3)
     assert s.tokens == ids
 
 
@@ -68,7 +68,7 @@ def test_dropping_an_unfinished_stream(tiny_model, reference):
         next(s)
         del s
     # the model still works and gives the reference result
-    assert tiny_model.generate_ids(reference["input_ids"], 16, stop_on_eos=False) == reference["greedy_ids"]
+    assert tiny_model.generate_ids(reference["input_ids"], max_tokens=16, temperature=0, stop_on_eos=False) == reference["greedy_ids"]
 
 
 def test_stream_errors_surface_on_iteration(tiny_model):

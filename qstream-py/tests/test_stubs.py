@@ -36,7 +36,7 @@ def test_public_api_has_docstrings():
         if name == "__version__":
             continue
         assert obj.__doc__, name
-    for cls in (qstream.Model, qstream.TokenStream):
+    for cls in (qstream.Model, qstream.Session, qstream.TokenStream, qstream.GenerateResult):
         for attr, v in vars(cls).items():
             if not attr.startswith("_"):
                 assert v.__doc__, f"{cls.__name__}.{attr}"

@@ -8,7 +8,7 @@ import qstream
 
 def test_two_threads_same_results_as_alone(tiny_model, reference):
     prompts = [reference["input_ids"], reference["input_ids"][:10], [7, 8, 9, 10]]
-    alone = [tiny_model.generate_ids(p, 64, temperature=0.8, seed=11, stop_on_eos=False) for p in prompts]
+    alone = [tiny_model.generate_ids(p, max_tokens=64, temperature=0.8, seed=11, stop_on_eos=False) for p in prompts]
     alone_text = tiny_model.generate("free software", max_tokens=48, seed=5)
     results = {}
     errors = []
@@ -16,7 +16,7 @@ def test_two_threads_same_results_as_alone(tiny_model, reference):
     def work(k):
         try:
             for _ in range(5):
-                got = [tiny_model.generate_ids(p, 64, temperature=0.8, seed=11, stop_on_eos=False)
+                got = [tiny_model.generate_ids(p, max_tokens=64, temperature=0.8, seed=11, stop_on_eos=False)
                        for p in prompts]
                 txt = "".join(tiny_model.stream("free software", max_tokens=48, seed=5))
                 results.setdefault(k, []).append((got, txt))
@@ -42,7 +42,7 @@ def test_gil_released_during_generation(tiny_qsf):
         done = threading.Event()
 
         def gen():
-            m.generate_ids([5, 6, 7], 3000, temperature=0, stop_on_eos=False)
+            m.generate_ids([5, 6, 7], max_tokens=3000, temperature=0, stop_on_eos=False)
             done.set()
 
         t = threading.Thread(target=gen)

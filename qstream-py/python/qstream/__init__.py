@@ -1,7 +1,9 @@
 """QStream: CPU-first inference for quantized LLMs.
 
 Load a QSF model with :class:`Model`, generate with :meth:`Model.generate` /
-:meth:`Model.stream` / :meth:`Model.chat`, convert GGUF or HuggingFace models with
+:meth:`Model.stream` / :meth:`Model.chat` (``details=True`` gives a :class:`GenerateResult`),
+keep a KV cache across calls with :meth:`Model.session` (a :class:`Session`), convert GGUF
+or HuggingFace models with
 :func:`convert`, inspect files with :func:`info`.
 
 Every error is a :class:`QStreamError` whose ``code`` equals the C API's ``qs_status``.
@@ -13,6 +15,7 @@ from ._qstream import (
     ClosedError,
     ContextFullError,
     FormatError,
+    GenerateResult,
     InternalError,
     InvalidArgumentError,
     Model,
@@ -20,6 +23,7 @@ from ._qstream import (
     QStreamFileNotFoundError,
     QStreamMemoryError,
     QStreamOSError,
+    Session,
     TokenStream,
     UnsupportedError,
     __version__,
@@ -31,6 +35,8 @@ from ._qstream import (
 
 __all__ = [
     "Model",
+    "Session",
+    "GenerateResult",
     "TokenStream",
     "convert",
     "info",

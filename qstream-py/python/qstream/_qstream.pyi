@@ -2,7 +2,7 @@
 
 import os
 from types import TracebackType
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Type, Union
+from typing import Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Type, Union, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +15,7 @@ __all__ = [
     "ClosedError",
     "ContextFullError",
     "FormatError",
+    "GenerateResult",
     "InternalError",
     "InvalidArgumentError",
     "Model",
@@ -22,6 +23,7 @@ __all__ = [
     "QStreamFileNotFoundError",
     "QStreamMemoryError",
     "QStreamOSError",
+    "Session",
     "TokenStream",
     "UnsupportedError",
     "act_bits",
@@ -103,10 +105,216 @@ class TokenStream:
     @property
     def stop_reason(self) -> Optional[str]:
         """"max_tokens", "eos", "stop_string", "stopped", "cancelled", "error"; None while running."""
+    @property
+    def result(self) -> Optional[GenerateResult]:
+        """The ``GenerateResult`` once generation ran to its end."""
+
+@final
+class GenerateResult:
+    """Outcome of a generation; the fields of the C API's ``qs_generate_result``."""
+
+    @property
+    def text(self) -> str:
+        """The generated text."""
+    @property
+    def tokens(self) -> List[int]:
+        """The generated ids."""
+    @property
+    def stop_reason(self) -> str:
+        """"max_tokens", "eos", "stop_string", "stopped", "cancelled"."""
+    @property
+    def n_prompt(self) -> int:
+        """Prompt tokens decoded by this call."""
+    @property
+    def n_generated(self) -> int:
+        """Tokens sampled."""
+    @property
+    def prompt_secs(self) -> float:
+        """Seconds spent on the prompt."""
+    @property
+    def gen_secs(self) -> float:
+        """Seconds spent generating."""
+
+@final
+class Session:
+    """A persistent conversation (from ``Model.session()``): the KV cache is kept across calls."""
+
+    @overload
+    def generate(
+        self,
+        prompt: _Prompt,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_k: int = 40,
+        top_p: float = 0.9,
+        min_p: float = 0.0,
+        repeat_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_last_n: int = 64,
+        seed: Optional[int] = None,
+        stop: _Stop = None,
+        stop_on_eos: bool = True,
+        details: Literal[False] = False,
+    ) -> str: ...
+    @overload
+    def generate(
+        self,
+        prompt: _Prompt,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_k: int = 40,
+        top_p: float = 0.9,
+        min_p: float = 0.0,
+        repeat_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_last_n: int = 64,
+        seed: Optional[int] = None,
+        stop: _Stop = None,
+        stop_on_eos: bool = True,
+        details: Literal[True],
+    ) -> GenerateResult: ...
+    @overload
+    def generate(
+        self,
+        prompt: _Prompt,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_k: int = 40,
+        top_p: float = 0.9,
+        min_p: float = 0.0,
+        repeat_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_last_n: int = 64,
+        seed: Optional[int] = None,
+        stop: _Stop = None,
+        stop_on_eos: bool = True,
+        details: bool = False,
+    ) -> Union[str, GenerateResult]:
+        """Append ``prompt`` to the session (may be empty to continue) and generate."""
+    def stream(
+        self,
+        prompt: _Prompt,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_k: int = 40,
+        top_p: float = 0.9,
+        min_p: float = 0.0,
+        repeat_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_last_n: int = 64,
+        seed: Optional[int] = None,
+        stop: _Stop = None,
+        stop_on_eos: bool = True,
+    ) -> TokenStream:
+        """Streaming ``generate``; the session is busy until the stream ends."""
+    @overload
+    def chat(
+        self,
+        messages: _Messages,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_k: int = 40,
+        top_p: float = 0.9,
+        min_p: float = 0.0,
+        repeat_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_last_n: int = 64,
+        seed: Optional[int] = None,
+        stop: _Stop = None,
+        stop_on_eos: bool = True,
+        details: Literal[False] = False,
+    ) -> str: ...
+    @overload
+    def chat(
+        self,
+        messages: _Messages,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_k: int = 40,
+        top_p: float = 0.9,
+        min_p: float = 0.0,
+        repeat_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_last_n: int = 64,
+        seed: Optional[int] = None,
+        stop: _Stop = None,
+        stop_on_eos: bool = True,
+        details: Literal[True],
+    ) -> GenerateResult: ...
+    @overload
+    def chat(
+        self,
+        messages: _Messages,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_k: int = 40,
+        top_p: float = 0.9,
+        min_p: float = 0.0,
+        repeat_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_last_n: int = 64,
+        seed: Optional[int] = None,
+        stop: _Stop = None,
+        stop_on_eos: bool = True,
+        details: bool = False,
+    ) -> Union[str, GenerateResult]:
+        """Chat with the whole conversation; only what differs from the cached tokens is decoded."""
+    def chat_stream(
+        self,
+        messages: _Messages,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_k: int = 40,
+        top_p: float = 0.9,
+        min_p: float = 0.0,
+        repeat_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_last_n: int = 64,
+        seed: Optional[int] = None,
+        stop: _Stop = None,
+        stop_on_eos: bool = True,
+    ) -> TokenStream:
+        """Streaming ``chat``."""
+    def reset(self) -> None:
+        """Forget the whole conversation."""
+    def truncate(self, n: int) -> None:
+        """Keep only the first ``n`` tokens of the conversation."""
+    @property
+    def tokens(self) -> List[int]:
+        """Token ids of the conversation so far."""
+    @property
+    def n_past(self) -> int:
+        """Number of tokens in the conversation."""
+    @property
+    def n_ctx(self) -> int:
+        """Context window in tokens."""
+    def close(self) -> None:
+        """Free the KV cache; later calls raise ``ClosedError``."""
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+    def __enter__(self) -> "Session": ...
+    def __exit__(self, *_args: Any) -> bool: ...
 
 @final
 class Model:
-    """A loaded QSF model; thread-safe (each call gets its own KV cache)."""
+    """A loaded QSF model; thread-safe (each call gets its own KV cache; ``session()`` keeps one)."""
 
     def __new__(
         cls,
@@ -137,6 +345,9 @@ class Model:
         """Token ids -> text."""
     def apply_chat_template(self, messages: _Messages, add_generation_prompt: bool = True) -> str:
         """Render ``messages`` with the model's chat template."""
+    def session(self, *, n_ctx: Optional[int] = None) -> "Session":
+        """A persistent session whose KV cache is kept across calls."""
+    @overload
     def generate(
         self,
         prompt: _Prompt,
@@ -147,24 +358,71 @@ class Model:
         top_p: float = 0.9,
         min_p: float = 0.0,
         repeat_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_last_n: int = 64,
         seed: Optional[int] = None,
         stop: _Stop = None,
-    ) -> str:
-        """Generate text from a prompt (str or token ids) and return it."""
-    def generate_ids(
+        stop_on_eos: bool = True,
+        details: Literal[False] = False,
+    ) -> str: ...
+    @overload
+    def generate(
         self,
-        ids: Sequence[int],
-        max_tokens: int = 16,
+        prompt: _Prompt,
         *,
-        temperature: float = 0.0,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
         top_k: int = 40,
         top_p: float = 0.9,
         min_p: float = 0.0,
         repeat_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_last_n: int = 64,
         seed: Optional[int] = None,
+        stop: _Stop = None,
+        stop_on_eos: bool = True,
+        details: Literal[True],
+    ) -> GenerateResult: ...
+    @overload
+    def generate(
+        self,
+        prompt: _Prompt,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_k: int = 40,
+        top_p: float = 0.9,
+        min_p: float = 0.0,
+        repeat_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_last_n: int = 64,
+        seed: Optional[int] = None,
+        stop: _Stop = None,
+        stop_on_eos: bool = True,
+        details: bool = False,
+    ) -> Union[str, GenerateResult]:
+        """Generate from a prompt (str or token ids) on a fresh context; the text, or a ``GenerateResult`` with ``details=True``."""
+    def generate_ids(
+        self,
+        prompt: _Prompt,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_k: int = 40,
+        top_p: float = 0.9,
+        min_p: float = 0.0,
+        repeat_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_last_n: int = 64,
+        seed: Optional[int] = None,
+        stop: _Stop = None,
         stop_on_eos: bool = True,
     ) -> List[int]:
-        """Generate from token ids; returns the generated ids (greedy by default)."""
+        """Like ``generate``; returns the generated token ids."""
     def stream(
         self,
         prompt: _Prompt,
@@ -175,10 +433,15 @@ class Model:
         top_p: float = 0.9,
         min_p: float = 0.0,
         repeat_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_last_n: int = 64,
         seed: Optional[int] = None,
         stop: _Stop = None,
+        stop_on_eos: bool = True,
     ) -> TokenStream:
         """Like ``generate`` but yields text pieces as they are generated."""
+    @overload
     def chat(
         self,
         messages: _Messages,
@@ -189,9 +452,52 @@ class Model:
         top_p: float = 0.9,
         min_p: float = 0.0,
         repeat_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_last_n: int = 64,
         seed: Optional[int] = None,
         stop: _Stop = None,
-    ) -> str:
+        stop_on_eos: bool = True,
+        details: Literal[False] = False,
+    ) -> str: ...
+    @overload
+    def chat(
+        self,
+        messages: _Messages,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_k: int = 40,
+        top_p: float = 0.9,
+        min_p: float = 0.0,
+        repeat_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_last_n: int = 64,
+        seed: Optional[int] = None,
+        stop: _Stop = None,
+        stop_on_eos: bool = True,
+        details: Literal[True],
+    ) -> GenerateResult: ...
+    @overload
+    def chat(
+        self,
+        messages: _Messages,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_k: int = 40,
+        top_p: float = 0.9,
+        min_p: float = 0.0,
+        repeat_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_last_n: int = 64,
+        seed: Optional[int] = None,
+        stop: _Stop = None,
+        stop_on_eos: bool = True,
+        details: bool = False,
+    ) -> Union[str, GenerateResult]:
         """Apply the chat template to ``messages`` and return the assistant's reply."""
     def chat_stream(
         self,
@@ -203,8 +509,12 @@ class Model:
         top_p: float = 0.9,
         min_p: float = 0.0,
         repeat_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repeat_last_n: int = 64,
         seed: Optional[int] = None,
         stop: _Stop = None,
+        stop_on_eos: bool = True,
     ) -> TokenStream:
         """Streaming ``chat``."""
     def logits(self, ids: Sequence[int]) -> npt.NDArray[np.float32]:
@@ -221,7 +531,16 @@ def convert(
     outlier_frac: float = 0.005,
     outlier_alloc: str = "global",
     compress: bool = False,
-    progress: Union[bool, None, Callable[[int, int, str], Optional[bool]]] = True,
+    rotate: Optional[int] = None,
+    tensor_types: Optional[Mapping[str, str]] = None,
+    calibrate: Optional[_Path] = None,
+    imatrix: Optional[_Path] = None,
+    gptq: bool = False,
+    gptq_act_order: bool = False,
+    hessian: Optional[_Path] = None,
+    calib_ctx: int = 256,
+    calib_chunks: int = 32,
+    progress: Union[bool, None, Callable[[int, int, str], Optional[bool]]] = False,
     threads: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Convert a GGUF file or HuggingFace folder to QSF; returns a report dict."""
