@@ -455,6 +455,13 @@ impl Session {
         Ok(out)
     }
 
+    /// Observe the residual stream after every block (`qstream eval --trace`): `hook(layer,
+    /// pos, hidden)` with `hidden` = `n × n_embd` values for positions `pos..pos + n` of the
+    /// current forward call (see [`crate::model::TraceHook`]). `None` turns tracing off.
+    pub fn set_trace(&mut self, hook: Option<crate::model::TraceHook>) {
+        self.scratch.trace = hook;
+    }
+
     /// Process prompts in chunks of at most `n` tokens (clamped to `1..=MAX_BATCH` and the
     /// context size). Smaller chunks use less cache per step; results are the same.
     pub fn set_batch_size(&mut self, n: usize) {

@@ -359,6 +359,7 @@ impl Architecture for Llama {
                 }
             }
             nn::add_inplace(&mut s.x[..n * d], &s.proj[..n * d]);
+            s.trace_layer(l, pos, n, d);
         }
 
         // ---- final norm + LM head ----

@@ -58,6 +58,14 @@ pub fn build(
     }
 }
 
+/// Observer of the residual stream after each block, for `qstream eval --trace`:
+/// called as `hook(layer, pos, hidden)` once per layer and forward call, where `hidden`
+/// holds the `n` tokens of the batch (positions `pos..pos + n`), `n × n_embd` values, after
+/// block `layer` has added its output (attention and MLP). Set on a session with
+/// [`crate::engine::Session::set_trace`]; an architecture calls it through
+/// [`Scratch::trace_layer`].
+pub type TraceHook = Box<dyn FnMut(usize, usize, &[f32]) + Send>;
+
 /// Per-session activation buffers, sized once for a batch of up to `max_batch` tokens
 /// and a context of `n_ctx` positions (llama2.c's `RunState`).
 pub struct Scratch {
@@ -85,6 +93,8 @@ pub struct Scratch {
     pub hb2: Vec<f32>,
     /// rotary tables for `0..n_ctx` (None when the model has no RoPE)
     pub rope: Option<RopeTable>,
+    /// per-layer observer of the residual stream (None: no tracing, the default)
+    pub trace: Option<TraceHook>,
 }
 
 impl Scratch {
@@ -118,6 +128,16 @@ impl Scratch {
                 Some(r) => Some(RopeTable::new(r, n_ctx)?),
                 None => None,
             },
+            trace: None,
         })
+    }
+
+    /// Report the residual stream `x[..n · n_embd]` after block `layer` to the trace hook,
+    /// if one is set (a branch per layer otherwise).
+    #[inline]
+    pub fn trace_layer(&mut self, layer: usize, pos: usize, n: usize, n_embd: usize) {
+        if let Some(hook) = self.trace.as_mut() {
+            hook(layer, pos, &self.x[..n * n_embd]);
+        }
     }
 }
