@@ -396,6 +396,8 @@ pub struct Session {
     act_bits: Option<ActBits>,
     exact: Option<bool>,
     observer: Option<ObserverHandle>,
+    /// the observer of `SessionParams` (what `set_trace(None)` restores)
+    base_observer: Option<ObserverHandle>,
 }
 
 // Sessions move between threads (one at a time); models are shared.
@@ -448,6 +450,7 @@ impl Session {
             act_bits: params.act_bits,
             exact: params.exact,
             observer: params.observer.clone(),
+            base_observer: params.observer.clone(),
         })
     }
 
@@ -572,6 +575,20 @@ impl Session {
         out.resize(n, 0.0);
         self.run(tokens, Some(&mut out))?;
         Ok(out)
+    }
+
+    /// Observe the residual stream after every block (`qstream eval --trace`): `hook(layer,
+    /// pos, hidden)` with `hidden` = `n × n_embd` values for positions `pos..pos + n` of the
+    /// current forward call (see [`crate::model::TraceHook`]). `None` turns tracing off.
+    /// The hook runs as the session's observer; `None` restores the observer the session
+    /// was created with ([`SessionParams::observer`]).
+    pub fn set_trace(&mut self, hook: Option<crate::model::TraceHook>) {
+        self.observer = match hook {
+            Some(h) => Some(ObserverHandle(Arc::new(crate::model::TraceObserver(
+                std::sync::Mutex::new(h),
+            )))),
+            None => self.base_observer.clone(),
+        };
     }
 
     /// Process prompts in chunks of at most `n` tokens (clamped to `1..=MAX_BATCH` and the

@@ -151,6 +151,26 @@ pub fn build(
     Ok(Box::new(decoder::Decoder::bind(config, spec, tensors)?))
 }
 
+/// Observer of the residual stream after each block, for `qstream eval --trace`:
+/// called as `hook(layer, pos, hidden)` once per layer and forward call, where `hidden`
+/// holds the `n` tokens of the batch (positions `pos..pos + n`), `n × n_embd` values, after
+/// block `layer` has added its output (attention and MLP). Set on a session with
+/// [`crate::engine::Session::set_trace`]; it runs as the session's
+/// [`ActivationObserver::layer_output`].
+pub type TraceHook = Box<dyn FnMut(usize, usize, &[f32]) + Send>;
+
+/// A [`TraceHook`] as an [`ActivationObserver`] (sees only layer outputs).
+pub(crate) struct TraceObserver(pub std::sync::Mutex<TraceHook>);
+
+impl ActivationObserver for TraceObserver {
+    fn observe(&self, _: &[&Tensor], _: &[f32], _: usize) {}
+
+    fn layer_output(&self, layer: usize, pos: usize, hidden: &[f32], _n: usize) {
+        let mut hook = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        hook(layer, pos, hidden);
+    }
+}
+
 /// Per-session activation buffers, sized once for a batch of up to `max_batch` tokens
 /// and a context of `n_ctx` positions (llama2.c's `RunState`).
 pub struct Scratch {
