@@ -7,7 +7,8 @@ For each family (default: llama gemma2 phi), takes the tiny fixture's HF folder
 fills the tensors with random weights (numpy, seed 0; nothing is kept), converts the folder
 with `qstream convert --quant 4bit`, and runs `qstream bench`. Prints decode and prompt
 tok/s, the file size, and decode tok/s × weight bytes (the per-weight-byte speed the
-families are compared on: a family may not be slower per byte than the Llama path).
+families are compared on: a family may not be slower per byte than the Llama path). Every
+family gets a tied LM head (as SmolLM2), so each token reads the whole file.
 
     python3 bench/family_speed.py [--qstream target/release/qstream] [--threads 2]
         [--families llama gemma2 phi] [--n-gen 64] [--n-prompt 128]
@@ -102,13 +103,16 @@ def scaled_folder(family, out):
         cfg["sliding_window"] = 4096  # as wide as the bench's context: same work as full
     if "layer_types" in cfg:
         cfg["layer_types"] = [cfg["layer_types"][i % len(cfg["layer_types"])] for i in range(LAYERS)]
+    # tied head everywhere (as SmolLM2): every token reads the whole file, so tok/s × bytes
+    # compares the families per weight byte read
+    cfg["tie_word_embeddings"] = True
     json.dump(cfg, open(os.path.join(out, "config.json"), "w"), indent=1)
 
     hdr = read_header(os.path.join(src, "model.safetensors"))
     tensors = []
     layer_re = re.compile(r"^(.*?\b(?:layers|h)\.)(\d+)(\..*)$")
     for name, meta in hdr.items():
-        if name == "__metadata__":
+        if name == "__metadata__" or name == "lm_head.weight":
             continue
         shape = [dims.get(d, d) for d in meta["shape"]]
         if "c_attn" in name:  # gpt2 fused [in, 3·out]
@@ -154,9 +158,16 @@ def main():
             ).stdout
             size = os.path.getsize(qsf)
             os.remove(qsf)
-            rows.append((fam, size, out))
-            print(f"{fam}: {size / 1e6:.1f} MB\n{out}", flush=True)
-    print(json.dumps([{"family": f, "bytes": s, "bench": o} for f, s, o in rows], indent=1))
+            b = json.loads(out)
+            rows.append((fam, size, b))
+            print(f"{fam}: {size / 1e6:.1f} MB, pp {b['pp_tok_s']:.1f} tok/s, "
+                  f"tg {b['tg_tok_s']:.1f} ± {b['tg_sd']:.1f} tok/s", flush=True)
+    base = rows[0][1] * rows[0][2]["tg_tok_s"]
+    print("\n| family | MB | pp tok/s | tg tok/s | tg tok/s × bytes (rel. to first) |")
+    print("|---|---|---|---|---|")
+    for fam, size, b in rows:
+        rel = size * b["tg_tok_s"] / base
+        print(f"| {fam} | {size / 1e6:.1f} | {b['pp_tok_s']:.1f} | {b['tg_tok_s']:.1f} | {rel:.3f} |")
 
 
 if __name__ == "__main__":

@@ -62,11 +62,15 @@ pub fn gelu(x: f32) -> f32 {
     (0.5 * x as f64 * (1.0 + erf(x as f64 / std::f64::consts::SQRT_2))) as f32
 }
 
-/// tanh-approximated GELU (`gelu_new`, `gelu_pytorch_tanh`).
+/// tanh-approximated GELU (`gelu_new`, `gelu_pytorch_tanh`):
+/// `x/2 · (1 + tanh(u)) = x / (1 + e^(−2u))`, `u = √(2/π)·(x + 0.044715·x³)`, with the
+/// kernels' polynomial `exp` (`kernels::scalar::exp_approx`, 2·10⁻⁷ relative): branch-free,
+/// so loops over it vectorize (within 6·10⁻⁷ of the `tanh` form, tested).
 #[inline]
 pub fn gelu_tanh(x: f32) -> f32 {
     const C: f32 = 0.797_884_6; // sqrt(2/pi)
-    0.5 * x * (1.0 + (C * (x + 0.044715 * x * x * x)).tanh())
+    let u = C * (x + 0.044715 * x * x * x);
+    x / (1.0 + crate::kernels::scalar::exp_approx(-2.0 * u))
 }
 
 /// erf with |error| < 1.2e-7 (Numerical Recipes erfc, Chebyshev fit).
@@ -90,38 +94,48 @@ fn erf(x: f64) -> f64 {
     }
 }
 
-/// The scalar function of an activation.
-pub fn act_fn(act: crate::model::config::Activation) -> fn(f32) -> f32 {
-    use crate::model::config::Activation;
-    match act {
-        Activation::Silu => silu,
-        Activation::Gelu => gelu,
-        Activation::GeluTanh => gelu_tanh,
-        Activation::Relu => |x| x.max(0.0),
-    }
-}
-
-/// Gated MLP activation in place: `gate[i] = act(gate[i]) · up[i]`.
+/// Gated MLP activation in place: `gate[i] = act(gate[i]) · up[i]` (one loop per
+/// activation, the function inlined, so the loop vectorizes).
 pub fn gated_act(gate: &mut [f32], up: &[f32], act: crate::model::config::Activation) {
-    let f = act_fn(act);
-    for (g, u) in gate.iter_mut().zip(up) {
-        *g = f(*g) * u;
+    use crate::model::config::Activation;
+    #[inline(always)]
+    fn each(gate: &mut [f32], up: &[f32], f: impl Fn(f32) -> f32) {
+        for (g, u) in gate.iter_mut().zip(up) {
+            *g = f(*g) * u;
+        }
+    }
+    match act {
+        Activation::Silu => each(gate, up, silu),
+        Activation::Gelu => each(gate, up, gelu),
+        Activation::GeluTanh => each(gate, up, gelu_tanh),
+        Activation::Relu => each(gate, up, |x| x.max(0.0)),
     }
 }
 
-/// Activation in place: `x[i] = act(x[i])` (plain MLPs).
+/// Activation in place: `x[i] = act(x[i])` (plain MLPs; one loop per activation).
 pub fn activate(x: &mut [f32], act: crate::model::config::Activation) {
-    let f = act_fn(act);
-    for v in x.iter_mut() {
-        *v = f(*v);
+    use crate::model::config::Activation;
+    #[inline(always)]
+    fn each(x: &mut [f32], f: impl Fn(f32) -> f32) {
+        for v in x.iter_mut() {
+            *v = f(*v);
+        }
+    }
+    match act {
+        Activation::Silu => each(x, silu),
+        Activation::Gelu => each(x, gelu),
+        Activation::GeluTanh => each(x, gelu_tanh),
+        Activation::Relu => each(x, |v| v.max(0.0)),
     }
 }
 
-/// Soft-capping in place: `x = cap · tanh(x / cap)` (Gemma 2's attention and final logits).
+/// Soft-capping in place: `x = cap · tanh(x / cap)` (Gemma 2's attention and final logits),
+/// as `cap − 2·cap / (1 + e^(2x/cap))` with the kernels' polynomial `exp` (a vectorizable
+/// loop; absolute error within 3·10⁻⁷·cap of the `tanh` form, tested).
 pub fn softcap(x: &mut [f32], cap: f32) {
-    let inv = 1.0 / cap;
+    let k = 2.0 / cap;
     for v in x.iter_mut() {
-        *v = cap * (*v * inv).tanh();
+        *v = cap - 2.0 * cap / (1.0 + crate::kernels::scalar::exp_approx(*v * k));
     }
 }
 
@@ -454,6 +468,34 @@ mod tests {
         assert!((gelu(-0.5) - -0.154_268_5).abs() < 1e-6);
         // gelu(approximate='tanh')(1.0)
         assert!((gelu_tanh(1.0) - 0.841_192).abs() < 1e-5);
+    }
+
+    #[test]
+    fn fast_gelu_tanh_and_softcap_match_the_tanh_forms() {
+        let mut x = -12.0f32;
+        while x <= 12.0 {
+            let want = 0.5
+                * x as f64
+                * (1.0 + (0.797_884_56 * (x as f64 + 0.044715 * (x as f64).powi(3))).tanh());
+            let got = gelu_tanh(x) as f64;
+            assert!(
+                (got - want).abs() <= 6e-7 * want.abs().max(1.0),
+                "gelu_tanh({x}): {got} vs {want}"
+            );
+            for cap in [30.0f32, 50.0] {
+                let mut v = [x * 7.0];
+                softcap(&mut v, cap);
+                let want = cap as f64 * ((x as f64 * 7.0) / cap as f64).tanh();
+                assert!(
+                    (v[0] as f64 - want).abs() <= 3e-7 * cap as f64,
+                    "softcap({x}): {} vs {want}",
+                    v[0]
+                );
+            }
+            x += 0.01;
+        }
+        assert!(gelu_tanh(-200.0).abs() < 1e-30);
+        assert_eq!(gelu_tanh(200.0), 200.0);
     }
 
     #[test]
