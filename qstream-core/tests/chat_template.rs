@@ -129,3 +129,34 @@ fn tools_and_documents_are_none() {
     .unwrap();
     assert_eq!(out, "True True "); // as jinja2 prints Python bools
 }
+
+/// Gemma's template (gemma-2b-it's `tokenizer_config.json`): `bos_token` comes from the
+/// caller, a system message and out-of-order roles call `raise_exception`, `assistant`
+/// renders as `model`, and `| trim` binds to the content only.
+#[test]
+fn gemma_template_bos_roles_and_raise_exception() {
+    let tpl = read("gemma.jinja");
+    let conv = msgs(&serde_json::json!([
+        {"role": "user", "content": "Hi there "},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "How are you?"}
+    ]));
+    let out = apply_chat_template(&tpl, &conv, true, "<bos>", "<eos>").unwrap();
+    assert_eq!(
+        out,
+        "<bos><start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n\
+         <start_of_turn>user\nHow are you?<end_of_turn>\n<start_of_turn>model\n"
+    );
+    for bad in [
+        serde_json::json!([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]),
+        serde_json::json!([{"role": "assistant", "content": "a"}]),
+    ] {
+        let e = apply_chat_template(&tpl, &msgs(&bad), true, "<bos>", "<eos>").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+        let m = e.to_string();
+        assert!(
+            m.contains("System role not supported") || m.contains("must alternate"),
+            "{m}"
+        );
+    }
+}
