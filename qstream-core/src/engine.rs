@@ -41,8 +41,8 @@ pub const MAX_BATCH: usize = 512;
 
 /// Most tokens one forward call processes while a [`CancelHandle`] has been handed out:
 /// a cancel is seen between chunks, so this bounds how long a prefill runs on after one
-/// (one chunk's time). The cost of the smaller chunks against [`MAX_BATCH`] on prefill speed
-/// has not been measured yet.
+/// (one chunk's time). Prefill speed was level with [`MAX_BATCH`]-token chunks in the one
+/// (loaded-machine) measurement so far: docs/benchmarks.md, "Thread pools".
 pub const CANCEL_CHUNK: usize = 128;
 
 /// Options for loading a model.
