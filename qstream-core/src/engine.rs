@@ -42,7 +42,8 @@ pub const MAX_BATCH: usize = 512;
 
 /// Most tokens one forward call processes while a [`CancelHandle`] has been handed out:
 /// a cancel is seen between chunks, so this bounds how long a prefill runs on after one
-/// (prefill speed on SmolLM2-135M at 2 threads is the same at 128 and 512 tokens per chunk).
+/// (one chunk's time). Prefill speed was level with [`MAX_BATCH`]-token chunks in the one
+/// (loaded-machine) measurement so far: docs/benchmarks.md, "Thread pools".
 pub const CANCEL_CHUNK: usize = 128;
 
 /// Options for loading a model.

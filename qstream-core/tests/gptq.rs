@@ -13,7 +13,7 @@ use std::sync::Arc;
 use qstream_core::convert::{calibrate, convert, convert_with_imatrix, ConvertParams, QuantChoice};
 use qstream_core::engine::{Model, ModelParams, Session, SessionParams};
 use qstream_core::format::{LoadOptions, QsfFile};
-use tiny_fixture::{dir, reference};
+use tiny_fixture::{dir, max_abs_diff, reference};
 
 /// A fresh scratch directory, removed on drop.
 fn scratch() -> tempfile::TempDir {
@@ -137,20 +137,30 @@ fn gptq_files_are_plain_qsf_with_lower_output_error() {
             std::fs::metadata(&ga).unwrap().len(),
             std::fs::metadata(&plain).unwrap().len()
         );
-        // the GPTQ file loads and runs
-        let m = Model::load(
-            &gq,
-            &ModelParams {
-                n_threads: 2,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let logits = Session::new(m, &SessionParams::default())
-            .unwrap()
-            .decode_all(&ids)
+        // the GPTQ file loads, runs, and stays near transformers' logits: its gain is the
+        // layer-output error above; on this random fixture the logits' max error came out
+        // 0.89–1.56× the plain file's, so the bound only catches a broken file
+        let logits_of = |path: &Path| {
+            let m = Model::load(
+                path,
+                &ModelParams {
+                    n_threads: 2,
+                    ..Default::default()
+                },
+            )
             .unwrap();
-        assert!(logits.iter().all(|v| v.is_finite()), "{quant}");
+            Session::new(m, &SessionParams::default())
+                .unwrap()
+                .decode_all(&ids)
+                .unwrap()
+        };
+        let want = &reference("llama").logits;
+        let (dp, dg) = (
+            max_abs_diff(&logits_of(&plain), want),
+            max_abs_diff(&logits_of(&gq), want),
+        );
+        eprintln!("{quant}: max |logit diff| vs transformers plain {dp:.4}, gptq {dg:.4}");
+        assert!(dg <= 2.0 * dp + 0.05, "{quant}: gptq {dg} vs plain {dp}");
         std::fs::remove_file(&plain).ok();
         std::fs::remove_file(&gq).ok();
         std::fs::remove_file(&ga).ok();

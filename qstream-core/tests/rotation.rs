@@ -196,6 +196,12 @@ fn calibration_collects_rotated_statistics() {
         .importance(&calibrate::rot_name("blk.0.ffn_down", 128), 128)
         .is_some());
     // a rotated, calibrated conversion works end to end
-    let (err, _, _) = logits_error("3bit", 64, Some(&im));
-    assert!(err.is_finite());
+    let (err, agree, n) = logits_error("3bit", 64, Some(&im));
+    let (uncal, agree_u, _) = logits_error("3bit", 64, None);
+    eprintln!("3bit rotate 64: max |diff| calibrated {err:.4} ({agree}/{n}), uncalibrated {uncal:.4} ({agree_u}/{n})");
+    // as close to transformers as the uncalibrated rotated file, with slack for chance
+    assert!(
+        err <= 1.5 * uncal + 0.02,
+        "calibrated {err} vs uncalibrated {uncal}"
+    );
 }
