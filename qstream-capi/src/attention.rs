@@ -215,7 +215,9 @@ pub unsafe extern "C" fn qs_attn_cache_truncate(
     cache: *const qs_attn_cache,
     n_tokens: usize,
 ) -> qs_status {
-    with_cache("qs_attn_cache_truncate", cache, |c| Ok(c.truncate(n_tokens)?))
+    with_cache("qs_attn_cache_truncate", cache, |c| {
+        Ok(c.truncate(n_tokens)?)
+    })
 }
 
 /// Cached positions (0 for NULL or a cache in use by another thread).

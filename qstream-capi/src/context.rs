@@ -271,7 +271,9 @@ pub unsafe extern "C" fn qs_context_new(
         let pick = |t: i32, what: &str| match t {
             -1 => Ok(None),
             t if t >= 0 => kv_type_of(t as u32, what).map(Some),
-            t => Err(Fail::invalid(format!("{what} {t} is not -1 or a QS_KV_* value"))),
+            t => Err(Fail::invalid(format!(
+                "{what} {t} is not -1 or a QS_KV_* value"
+            ))),
         };
         let type_k = pick(p.type_k, "params->type_k")?;
         let type_v = pick(p.type_v, "params->type_v")?;

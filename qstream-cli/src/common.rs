@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use qstream_core::engine::{Model, ModelParams, SessionParams};
-use qstream_core::kv::KvType;
 use qstream_core::kernels::{set_act_bits, ActBits};
+use qstream_core::kv::KvType;
 
 /// Model-loading flags shared by run/chat/eval/perplexity/bench.
 #[derive(clap::Args, Clone)]

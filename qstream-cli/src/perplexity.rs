@@ -84,10 +84,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.ctx < 4 {
         bail!("--ctx must be at least 4");
     }
-    let mut session = Session::new(
-        model.clone(),
-        &a.cache.session_params(a.ctx),
-    )?;
+    let mut session = Session::new(model.clone(), &a.cache.session_params(a.ctx))?;
     let t = Instant::now();
     eprintln!(
         "{} tokens, {} chunks of {}",

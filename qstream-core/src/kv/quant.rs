@@ -427,7 +427,11 @@ mod tests {
                 encode(codec, xs, &mut row);
                 let mut y = [0f32; 32];
                 decode(codec, &row, &mut y);
-                fit += xs.iter().zip(&y).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>();
+                fit += xs
+                    .iter()
+                    .zip(&y)
+                    .map(|(a, b)| ((a - b) as f64).powi(2))
+                    .sum::<f64>();
                 let lo = xs.iter().copied().fold(f32::INFINITY, f32::min);
                 let hi = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let d = (hi - lo) / qmax;
@@ -460,7 +464,10 @@ mod tests {
             decode(codec, &row, &mut k);
             let want: f32 = qd.iter().zip(&k).map(|(a, b)| a * b).sum();
             let got = dot_ref(codec, &q, &row);
-            assert!((want - got).abs() <= 1e-4 * want.abs().max(1.0), "{codec:?}");
+            assert!(
+                (want - got).abs() <= 1e-4 * want.abs().max(1.0),
+                "{codec:?}"
+            );
         }
     }
 

@@ -291,7 +291,9 @@ mod x86 {
                 let blk = unsafe { rows.as_ptr().add(i * rb + b * bb) };
                 let (scale, bytes) = if C == 0 || C == 8 {
                     let s = unsafe { h1(blk) };
-                    (s, unsafe { _mm256_loadu_si256(blk.add(2) as *const __m256i) })
+                    (s, unsafe {
+                        _mm256_loadu_si256(blk.add(2) as *const __m256i)
+                    })
                 } else {
                     let (d, m) = unsafe { h2(blk) };
                     msum += wi * m;
@@ -358,7 +360,8 @@ mod x86 {
                         )
                     },
                     8 => unsafe {
-                        let c0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.add(2) as *const __m128i));
+                        let c0 =
+                            _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.add(2) as *const __m128i));
                         let c1 =
                             _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.add(18) as *const __m128i));
                         // SAFETY: the indices are bytes, inside the 256-entry table.
@@ -460,7 +463,10 @@ mod tests {
                     let mut got_v = vec![0.5f32; hd];
                     axpys_at(lv, codec, &w, &rows, rb, &mut got_v);
                     for (a, b) in want_v.iter().zip(&got_v) {
-                        assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{lv:?} {codec:?} v");
+                        assert!(
+                            (a - b).abs() <= 1e-4 * a.abs().max(1.0),
+                            "{lv:?} {codec:?} v"
+                        );
                     }
                 }
             }
