@@ -1,7 +1,8 @@
 //! QStream Python bindings: the `qstream._qstream` extension module.
 //!
 //! The public Python surface is re-exported by `python/qstream/__init__.py`:
-//! [`model::PyModel`] (`qstream.Model`), [`model::TokenStream`], `convert`, `info`, and the
+//! [`model::PyModel`] (`qstream.Model`), [`model::TokenStream`],
+//! [`attention::PyAttentionCache`] (`qstream.AttentionCache`), `convert`, `info`, and the
 //! exception hierarchy of [`errors`]. Every call into the engine runs with the GIL released
 //! and inside a panic guard.
 
@@ -16,6 +17,7 @@ use qstream_core::convert::{ConvertParams, OutlierAlloc, Progress, QuantChoice};
 use qstream_core::format::{LoadOptions, QsfFile};
 use qstream_core::model::ModelConfig;
 
+mod attention;
 mod errors;
 mod model;
 
@@ -273,6 +275,7 @@ fn _qstream(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<model::PyModel>()?;
     m.add_class::<model::TokenStream>()?;
+    m.add_class::<attention::PyAttentionCache>()?;
     m.add_function(wrap_pyfunction!(convert, m)?)?;
     m.add_function(wrap_pyfunction!(info, m)?)?;
     m.add_function(wrap_pyfunction!(set_act_bits, m)?)?;

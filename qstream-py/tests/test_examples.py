@@ -22,7 +22,7 @@ def run(args, stdin=None, env=None, timeout=300):
 
 def test_every_example_is_tested():
     names = {p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_")}
-    assert names == {"quickstart.py", "chat.py", "convert.py", "numpy_logits.py"}
+    assert names == {"quickstart.py", "chat.py", "convert.py", "numpy_logits.py", "attention.py"}
 
 
 def test_quickstart_tiny(tiny_qsf):
@@ -117,3 +117,8 @@ def test_convert_smollm2(tmp_path):
         pytest.skip(f"{gguf} is absent")
     out = run([EXAMPLES / "convert.py", gguf, tmp_path / "s.qsf", "--quant", "keep"])
     assert "greedy continuation" in out
+
+
+def test_attention_example():
+    out = run([EXAMPLES / "attention.py"])
+    assert "attention: NumPy agrees" in out and "k=q4h   v=q4" in out

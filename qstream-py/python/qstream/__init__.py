@@ -2,12 +2,14 @@
 
 Load a QSF model with :class:`Model`, generate with :meth:`Model.generate` /
 :meth:`Model.stream` / :meth:`Model.chat`, convert GGUF or HuggingFace models with
-:func:`convert`, inspect files with :func:`info`.
+:func:`convert`, inspect files with :func:`info`. :class:`AttentionCache` is a standalone
+(optionally quantized) KV cache with attention for other engines.
 
 Every error is a :class:`QStreamError` whose ``code`` equals the C API's ``qs_status``.
 """
 
 from ._qstream import (
+    AttentionCache,
     BusyError,
     CancelledError,
     ClosedError,
@@ -31,6 +33,7 @@ from ._qstream import (
 
 __all__ = [
     "Model",
+    "AttentionCache",
     "TokenStream",
     "convert",
     "info",
