@@ -205,13 +205,13 @@ fn fit_asym(xs: &[f32], qmax: f32, c: &mut [u8; BLOCK]) -> (f32, f32) {
 fn pack(codec: Codec, c: &[u8; BLOCK], o: &mut [u8]) {
     match codec {
         Codec::Q4 => {
-            for j in 0..16 {
-                o[j] = c[j] | (c[j + 16] << 4);
+            for (j, b) in o[..16].iter_mut().enumerate() {
+                *b = c[j] | (c[j + 16] << 4);
             }
         }
         Codec::Q2 | Codec::Q3 => {
-            for j in 0..8 {
-                o[j] = (c[j] & 3)
+            for (j, b) in o[..8].iter_mut().enumerate() {
+                *b = (c[j] & 3)
                     | ((c[j + 8] & 3) << 2)
                     | ((c[j + 16] & 3) << 4)
                     | ((c[j + 24] & 3) << 6);
@@ -233,14 +233,13 @@ fn pack(codec: Codec, c: &[u8; BLOCK], o: &mut [u8]) {
 pub fn unpack(codec: Codec, o: &[u8], c: &mut [u8; BLOCK]) {
     match codec {
         Codec::Q4 => {
-            for j in 0..16 {
-                c[j] = o[j] & 15;
-                c[j + 16] = o[j] >> 4;
+            for (j, b) in o[..16].iter().enumerate() {
+                c[j] = b & 15;
+                c[j + 16] = b >> 4;
             }
         }
         Codec::Q2 | Codec::Q3 => {
-            for j in 0..8 {
-                let b = o[j];
+            for (j, &b) in o[..8].iter().enumerate() {
                 c[j] = b & 3;
                 c[j + 8] = (b >> 2) & 3;
                 c[j + 16] = (b >> 4) & 3;
@@ -454,8 +453,8 @@ mod tests {
         let qx = data(128, 3);
         let q = QueryQ8::new(&qx);
         let mut qd = vec![0f32; 128];
-        for i in 0..128 {
-            qd[i] = q.q[i] as f32 * q.d[i / 32];
+        for (i, v) in qd.iter_mut().enumerate() {
+            *v = q.q[i] as f32 * q.d[i / 32];
         }
         for codec in ALL {
             let mut row = vec![0u8; 4 * codec.block_bytes()];
