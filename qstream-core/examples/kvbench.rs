@@ -29,6 +29,23 @@ fn softmax(x: &mut [f32]) {
     }
 }
 
+/// Best of 5 timings of 200 calls (after 20 warm-up calls), in seconds per call.
+fn time(f: &mut dyn FnMut()) -> f64 {
+    for _ in 0..20 {
+        f();
+    }
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let reps = 200;
+        let t = Instant::now();
+        for _ in 0..reps {
+            f();
+        }
+        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+    }
+    best
+}
+
 fn main() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
@@ -45,8 +62,8 @@ fn main() {
         simd::level(),
         qstream_core::kernels::kernels().isa
     );
-    println!("| head_dim | K | V | bytes/pos | µs/attention | vs f32 |");
-    println!("|---|---|---|---|---|---|");
+    println!("| head_dim | K | V | bytes/pos | µs/attention | vs f32 | µs scores | µs values |");
+    println!("|---|---|---|---|---|---|---|---|");
     let pairs = [
         (KvType::F32, KvType::F32),
         (KvType::F16, KvType::F16),
@@ -91,28 +108,40 @@ fn main() {
                 }
                 std::hint::black_box(&out);
             };
-            for _ in 0..20 {
-                run();
-            }
-            let mut best = f64::INFINITY;
-            for _ in 0..5 {
-                let reps = 200;
-                let t = Instant::now();
-                for _ in 0..reps {
-                    run();
+            let best = time(&mut run);
+            // the two halves alone (the f32 rows: the SIMD f32 kernels)
+            let mut sc = || {
+                match layer.head_f32(0, 0, n) {
+                    Some((keys, _)) => (kern.dots)(&q, keys, &mut att),
+                    None => layer.scores(0, 0, &q, scale, &mut att),
                 }
-                best = best.min(t.elapsed().as_secs_f64() / reps as f64);
-            }
+                std::hint::black_box(&att);
+            };
+            let t_scores = time(&mut sc);
+            let w = vec![1.0 / n as f32; n];
+            let mut va = || {
+                match layer.head_f32(0, 0, n) {
+                    Some((_, vals)) => {
+                        out.fill(0.0);
+                        (kern.axpys)(&w, vals, &mut out)
+                    }
+                    None => layer.weighted_values(0, 0, &w, &mut out),
+                }
+                std::hint::black_box(&out);
+            };
+            let t_values = time(&mut va);
             if kt == KvType::F32 && vt == KvType::F32 {
                 base = best;
             }
             println!(
-                "| {hd} | {} | {} | {} | {:.2} | {:.2}× |",
+                "| {hd} | {} | {} | {} | {:.2} | {:.2}× | {:.2} | {:.2} |",
                 kt.name(),
                 vt.name(),
                 kt.row_bytes(hd) + vt.row_bytes(hd),
                 best * 1e6,
-                base / best
+                base / best,
+                t_scores * 1e6,
+                t_values * 1e6
             );
         }
     }

@@ -654,6 +654,11 @@ impl Session {
         self.history.len()
     }
 
+    /// The KV cache (read-only): its types, size, and the cached keys/values.
+    pub fn kv_cache(&self) -> &KvCache {
+        &self.kv
+    }
+
     /// Context capacity.
     pub fn n_ctx(&self) -> usize {
         self.n_ctx

@@ -2,7 +2,8 @@
 //!
 //! The public Python surface is re-exported by `python/qstream/__init__.py`:
 //! [`model::PyModel`] (`qstream.Model`), [`model::PySession`] (`qstream.Session`),
-//! [`model::TokenStream`], [`model::GenerateResult`], `convert`, `info`, and the
+//! [`model::TokenStream`], [`model::GenerateResult`],
+//! [`attention::PyAttentionCache`] (`qstream.AttentionCache`), `convert`, `info`, and the
 //! exception hierarchy of [`errors`]. Every call into the engine runs with the GIL released
 //! and inside a panic guard.
 
@@ -18,6 +19,7 @@ use qstream_core::convert::{ConvertParams, OutlierAlloc, Progress, QuantChoice};
 use qstream_core::format::{LoadOptions, QsfFile};
 use qstream_core::model::ModelConfig;
 
+mod attention;
 mod errors;
 mod model;
 
@@ -363,6 +365,7 @@ fn _qstream(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<model::TokenStream>()?;
     m.add_class::<model::PySession>()?;
     m.add_class::<model::GenerateResult>()?;
+    m.add_class::<attention::PyAttentionCache>()?;
     m.add_function(wrap_pyfunction!(convert, m)?)?;
     m.add_function(wrap_pyfunction!(info, m)?)?;
     m.add_function(wrap_pyfunction!(set_act_bits, m)?)?;

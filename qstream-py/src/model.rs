@@ -17,12 +17,28 @@ use qstream_core::chat::ChatMessage;
 use qstream_core::engine::{
     GenerateOutput, GenerateParams, Model, ModelParams, Session, SessionParams, StopReason,
 };
+use qstream_core::kv::KvType;
 use qstream_core::sampling::SamplingParams;
 
 use crate::errors::{attached, detached, guard, Fail};
 
 /// How often a long call run without the GIL checks for Ctrl-C.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+
+/// Parse a KV cache type name (`what` names the argument in the error).
+pub(crate) fn kv_type_arg(py: Python<'_>, what: &str, s: Option<&str>) -> PyResult<Option<KvType>> {
+    match s {
+        None => Ok(None),
+        Some(s) => KvType::from_name(s).map(Some).ok_or_else(|| {
+            let names: Vec<&str> = KvType::ALL.iter().map(|t| t.name()).collect();
+            Fail::Arg(format!(
+                "{what}={s:?}: expected one of {}",
+                names.join(", ")
+            ))
+            .into_pyerr(py)
+        }),
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -35,6 +51,8 @@ pub struct Shared {
     /// largest context a call gets
     n_ctx_cap: usize,
     idle: Mutex<Option<Session>>,
+    /// KV cache types of K and V (`cache_type_k=` / `cache_type_v=`; None = f32).
+    cache_types: (Option<KvType>, Option<KvType>),
 }
 
 impl Shared {
@@ -51,11 +69,18 @@ impl Shared {
         let n_ctx = want.div_ceil(256).saturating_mul(256).min(self.n_ctx_cap);
         Ok(Session::new(
             self.model.clone(),
-            &SessionParams {
-                n_ctx,
-                ..Default::default()
-            },
+            &self.session_params(n_ctx),
         )?)
+    }
+
+    /// Session parameters of `n_ctx` positions with this model's KV cache types.
+    fn session_params(&self, n_ctx: usize) -> SessionParams {
+        SessionParams {
+            n_ctx,
+            type_k: self.cache_types.0,
+            type_v: self.cache_types.1,
+            ..Default::default()
+        }
     }
 
     /// Keep `s` for the next call (the larger one wins).
@@ -311,9 +336,12 @@ impl PyModel {
     /// threads: worker threads (None = all cores); mmap: memory-map the file (False reads it
     /// into RAM); budget: refuse to load when the weights take more bytes than this;
     /// n_ctx: largest context window a call may use (None = the model's training context);
-    /// verify: check every CRC while loading.
+    /// verify: check every CRC while loading; cache_type_k / cache_type_v: KV cache element
+    /// type of the keys / values ("f32" default, "f16", "bf16", "q8", "q4", "q3", "q2",
+    /// "qins8", or the Hadamard-rotated "q8h", "q4h", "q3h", "q2h").
     #[new]
-    #[pyo3(signature = (path, *, threads=None, mmap=true, budget=None, n_ctx=None, verify=false))]
+    #[pyo3(signature = (path, *, threads=None, mmap=true, budget=None, n_ctx=None, verify=false, cache_type_k=None, cache_type_v=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -322,7 +350,13 @@ impl PyModel {
         budget: Option<u64>,
         n_ctx: Option<usize>,
         verify: bool,
+        cache_type_k: Option<&str>,
+        cache_type_v: Option<&str>,
     ) -> PyResult<Self> {
+        let cache_types = (
+            kv_type_arg(py, "cache_type_k", cache_type_k)?,
+            kv_type_arg(py, "cache_type_v", cache_type_v)?,
+        );
         if threads == Some(0) {
             return Err(
                 Fail::Arg("threads must be ≥ 1 (or None for all cores)".into()).into_pyerr(py),
@@ -347,6 +381,7 @@ impl PyModel {
                 model,
                 n_ctx_cap: cap,
                 idle: Mutex::new(None),
+                cache_types,
             }))),
             path: path.display().to_string(),
         })
@@ -476,13 +511,7 @@ impl PyModel {
         }
         let n_ctx = n_ctx.unwrap_or(s.n_ctx_cap);
         let session = detached(py, || {
-            Ok(Session::new(
-                s.model.clone(),
-                &SessionParams {
-                    n_ctx,
-                    ..Default::default()
-                },
-            )?)
+            Ok(Session::new(s.model.clone(), &s.session_params(n_ctx))?)
         })?;
         Ok(PySession {
             n_ctx: session.n_ctx(),
@@ -720,13 +749,7 @@ impl PyModel {
             if ids.is_empty() {
                 return Err(Fail::Arg("logits: no token ids".into()));
             }
-            let mut sess = Session::new(
-                s.model.clone(),
-                &SessionParams {
-                    n_ctx: n,
-                    ..Default::default()
-                },
-            )?;
+            let mut sess = Session::new(s.model.clone(), &s.session_params(n))?;
             Ok(sess.decode_all(&ids)?)
         })?;
         let arr = Array2::from_shape_vec((n, n_vocab), v)
@@ -746,13 +769,7 @@ impl PyModel {
         let ppl = detached(py, || {
             let model = &s.model;
             let ids = text.ids(model)?;
-            let mut sess = Session::new(
-                model.clone(),
-                &SessionParams {
-                    n_ctx: ctx.max(4),
-                    ..Default::default()
-                },
-            )?;
+            let mut sess = Session::new(model.clone(), &s.session_params(ctx.max(4)))?;
             // core's implementation, shared with the CLI; Ctrl-C is checked per chunk
             let r = qstream_core::perplexity::perplexity(&mut sess, &ids, ctx, 0, &mut |_, _| {
                 match Python::attach(|py| py.check_signals()) {

@@ -22,7 +22,7 @@ def run(args, stdin=None, env=None, timeout=300):
 
 def test_every_example_is_tested():
     names = {p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_")}
-    assert names == {"quickstart.py", "chat.py", "convert.py", "numpy_logits.py"}
+    assert names == {"quickstart.py", "chat.py", "convert.py", "numpy_logits.py", "attention.py"}
 
 
 def test_quickstart_tiny(tiny_qsf):
@@ -141,3 +141,8 @@ def test_chat_tiny_keeps_the_kv_cache(tiny_qsf):
     (n1, g1, t1), (n2, g2, t2) = stats
     assert n1 == t1 - g1  # the first turn decodes its whole prompt
     assert 0 < n2 < t2 - g2  # the second only what the first did not already hold
+
+
+def test_attention_example():
+    out = run([EXAMPLES / "attention.py"])
+    assert "attention: NumPy agrees" in out and "k=q4h   v=q4" in out

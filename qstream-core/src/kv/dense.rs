@@ -1,6 +1,7 @@
 //! The KV cache of a session: K and V each in its own [`KvType`].
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use super::quant::{self, Codec, QueryQ8, MAX_HEAD_DIM};
 use super::{simd, KvType};
@@ -297,6 +298,29 @@ impl KvLayer<'_> {
                     *s *= scale;
                 }
             }
+            Slice::F16(k) if hd <= MAX_HEAD_DIM => {
+                // each key widened into a stack row (F16C when present), then the SIMD dot
+                let dots = crate::kernels::kernels().dots;
+                let mut buf = [0f32; MAX_HEAD_DIM];
+                let keys = &k[r0 * hd..(r0 + n) * hd];
+                for (i, key) in keys.chunks_exact(hd).enumerate() {
+                    key.convert_to_f32_slice(&mut buf[..hd]);
+                    dots(q, &buf[..hd], &mut scores[i..i + 1]);
+                    scores[i] *= scale;
+                }
+            }
+            Slice::Bf16(k) if hd <= MAX_HEAD_DIM => {
+                let dots = crate::kernels::kernels().dots;
+                let mut buf = [0f32; MAX_HEAD_DIM];
+                let keys = &k[r0 * hd..(r0 + n) * hd];
+                for (i, key) in keys.chunks_exact(hd).enumerate() {
+                    for (d, b) in buf.iter_mut().zip(key) {
+                        *d = bf16_f32(*b);
+                    }
+                    dots(q, &buf[..hd], &mut scores[i..i + 1]);
+                    scores[i] *= scale;
+                }
+            }
             Slice::F16(k) => {
                 let keys = &k[r0 * hd..(r0 + n) * hd];
                 for (s, key) in scores.iter_mut().zip(keys.chunks_exact(hd)) {
@@ -349,6 +373,26 @@ impl KvLayer<'_> {
         match self.v {
             Slice::F32(v) => {
                 (crate::kernels::kernels().axpys)(weights, &v[r0 * hd..(r0 + n) * hd], out)
+            }
+            Slice::F16(v) if hd <= MAX_HEAD_DIM => {
+                let axpy = crate::kernels::kernels().axpy;
+                let mut buf = [0f32; MAX_HEAD_DIM];
+                let vals = &v[r0 * hd..(r0 + n) * hd];
+                for (w, val) in weights.iter().zip(vals.chunks_exact(hd)) {
+                    val.convert_to_f32_slice(&mut buf[..hd]);
+                    axpy(*w, &buf[..hd], out);
+                }
+            }
+            Slice::Bf16(v) if hd <= MAX_HEAD_DIM => {
+                let axpy = crate::kernels::kernels().axpy;
+                let mut buf = [0f32; MAX_HEAD_DIM];
+                let vals = &v[r0 * hd..(r0 + n) * hd];
+                for (w, val) in weights.iter().zip(vals.chunks_exact(hd)) {
+                    for (d, b) in buf.iter_mut().zip(val) {
+                        *d = bf16_f32(*b);
+                    }
+                    axpy(*w, &buf[..hd], out);
+                }
             }
             Slice::F16(v) => {
                 let vals = &v[r0 * hd..(r0 + n) * hd];

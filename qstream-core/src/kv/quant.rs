@@ -11,8 +11,8 @@
 //! | `q2`    | 12          | `d: f16, m: f16`  | 8 bytes, byte `j` = `c[j] ∣ c[j+8]<<2 ∣ c[j+16]<<4 ∣ c[j+24]<<6` |
 //! | `qins8` | 34          | `s: f16`          | 32 bytes, sign bit 7 + 7-bit inverse-magnitude code `k`: `x = ±s·2^(−k/16)`, `k = 127` is 0 |
 //!
-//! `q8` is symmetric (`d = max|x| / 127`); `q4`/`q3`/`q2` are asymmetric (`m = min x`,
-//! `d = (max x − min x) / (2^bits − 1)`, unsigned codes). `qins8` is a logarithmic code
+//! `q8` is symmetric (`d = max|x| / 127`); `q4`/`q3`/`q2` are asymmetric with unsigned
+//! codes, `(d, m)` starting from min/max and refined by least squares on the codes. `qins8` is a logarithmic code
 //! after IntLLM's QINS: the code grows as the magnitude shrinks, so small values keep
 //! about 4 % relative precision instead of a fixed absolute step; it is decoded through a
 //! 256-entry table ([`qins8_lut`]).
@@ -138,33 +138,80 @@ pub fn encode(codec: Codec, x: &[f32], out: &mut [u8]) {
                 }
             }
             Codec::Q4 | Codec::Q3 | Codec::Q2 => {
-                let lo = xs.iter().copied().fold(f32::INFINITY, f32::min);
-                let hi = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let qmax = ((1u32 << codec.bits()) - 1) as f32;
-                let m = wr16(o, 2, lo);
-                // The step covers the range from the rounded minimum.
-                let d = wr16(o, 0, (hi - m).max(0.0) / qmax);
-                let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
                 let mut c = [0u8; BLOCK];
-                for (c, v) in c.iter_mut().zip(xs) {
-                    *c = ((v - m) * inv).round().clamp(0.0, qmax) as u8;
-                }
+                let (d, m) = fit_asym(xs, qmax, &mut c);
+                wr16(o, 0, d);
+                wr16(o, 2, m);
                 pack(codec, &c, &mut o[4..]);
             }
         }
     }
 }
 
+/// f16 rounding of `v`.
+#[inline]
+fn r16(v: f32) -> f32 {
+    f16::from_f32(v).to_f32()
+}
+
+/// Asymmetric fit of one block to codes `0..=qmax`: start from min/max, then a few rounds
+/// of least-squares refits of `(d, m)` on the codes (as llama.cpp's k-quants do), keeping
+/// the fit with the smallest squared error. `d` and `m` are returned f16-rounded, and the
+/// codes are computed with the rounded values.
+fn fit_asym(xs: &[f32], qmax: f32, c: &mut [u8; BLOCK]) -> (f32, f32) {
+    let lo = xs.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let (mut d, mut m) = ((hi - lo).max(0.0) / qmax, lo);
+    let mut best = (f32::INFINITY, 0f32, r16(lo));
+    let mut tmp = [0u8; BLOCK];
+    for _ in 0..4 {
+        let (d16, m16) = (r16(d), r16(m));
+        let inv = if d16 > 0.0 { 1.0 / d16 } else { 0.0 };
+        let mut err = 0f32;
+        let (mut sc, mut scc, mut scx, mut sx) = (0f32, 0f32, 0f32, 0f32);
+        for (t, x) in tmp.iter_mut().zip(xs) {
+            let q = ((x - m16) * inv).round().clamp(0.0, qmax);
+            *t = q as u8;
+            let e = x - (d16 * q + m16);
+            err += e * e;
+            sc += q;
+            scc += q * q;
+            scx += q * x;
+            sx += x;
+        }
+        if err < best.0 {
+            best = (err, d16, m16);
+            c.copy_from_slice(&tmp);
+        }
+        let n = BLOCK as f32;
+        let den = n * scc - sc * sc;
+        if d16 <= 0.0 || den <= 0.0 {
+            break;
+        }
+        let nd = (n * scx - sc * sx) / den;
+        if !nd.is_finite() || nd <= 0.0 {
+            break;
+        }
+        d = nd;
+        m = (sx - nd * sc) / n;
+    }
+    if best.0 == f32::INFINITY {
+        c.fill(0);
+    }
+    (best.1, best.2)
+}
+
 fn pack(codec: Codec, c: &[u8; BLOCK], o: &mut [u8]) {
     match codec {
         Codec::Q4 => {
-            for j in 0..16 {
-                o[j] = c[j] | (c[j + 16] << 4);
+            for (j, b) in o[..16].iter_mut().enumerate() {
+                *b = c[j] | (c[j + 16] << 4);
             }
         }
         Codec::Q2 | Codec::Q3 => {
-            for j in 0..8 {
-                o[j] = (c[j] & 3)
+            for (j, b) in o[..8].iter_mut().enumerate() {
+                *b = (c[j] & 3)
                     | ((c[j + 8] & 3) << 2)
                     | ((c[j + 16] & 3) << 4)
                     | ((c[j + 24] & 3) << 6);
@@ -186,14 +233,13 @@ fn pack(codec: Codec, c: &[u8; BLOCK], o: &mut [u8]) {
 pub fn unpack(codec: Codec, o: &[u8], c: &mut [u8; BLOCK]) {
     match codec {
         Codec::Q4 => {
-            for j in 0..16 {
-                c[j] = o[j] & 15;
-                c[j + 16] = o[j] >> 4;
+            for (j, b) in o[..16].iter().enumerate() {
+                c[j] = b & 15;
+                c[j + 16] = b >> 4;
             }
         }
         Codec::Q2 | Codec::Q3 => {
-            for j in 0..8 {
-                let b = o[j];
+            for (j, &b) in o[..8].iter().enumerate() {
                 c[j] = b & 3;
                 c[j + 8] = (b >> 2) & 3;
                 c[j + 16] = (b >> 4) & 3;
@@ -351,10 +397,11 @@ mod tests {
                 let lo = xs.iter().copied().fold(f32::INFINITY, f32::min);
                 let hi = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let amax = lo.abs().max(hi.abs());
+                // the least-squares fit may clamp a few extremes: at most 1.5 steps
                 let tol = match codec {
                     Codec::Q8 => amax / 127.0 * 0.51 + amax * 1e-3,
                     Codec::Qins8 => amax * 0.03,
-                    _ => (hi - lo) / ((1 << codec.bits()) - 1) as f32 * 0.51 + amax * 2e-3,
+                    _ => (hi - lo) / ((1 << codec.bits()) - 1) as f32 * 1.5 + amax * 2e-3,
                 };
                 for (a, b2) in xs.iter().zip(ys) {
                     let tol = if codec == Codec::Qins8 {
@@ -369,13 +416,45 @@ mod tests {
     }
 
     #[test]
+    fn least_squares_fit_beats_min_max() {
+        let x = data(32 * 64, 4);
+        for codec in [Codec::Q4, Codec::Q3, Codec::Q2] {
+            let qmax = ((1u32 << codec.bits()) - 1) as f32;
+            let (mut fit, mut minmax) = (0f64, 0f64);
+            for xs in x.chunks(32) {
+                let mut row = vec![0u8; codec.block_bytes()];
+                encode(codec, xs, &mut row);
+                let mut y = [0f32; 32];
+                decode(codec, &row, &mut y);
+                fit += xs
+                    .iter()
+                    .zip(&y)
+                    .map(|(a, b)| ((a - b) as f64).powi(2))
+                    .sum::<f64>();
+                let lo = xs.iter().copied().fold(f32::INFINITY, f32::min);
+                let hi = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let d = (hi - lo) / qmax;
+                minmax += xs
+                    .iter()
+                    .map(|v| {
+                        let q = ((v - lo) / d).round().clamp(0.0, qmax);
+                        ((v - (lo + d * q)) as f64).powi(2)
+                    })
+                    .sum::<f64>();
+            }
+            eprintln!("{codec:?}: squared error {fit:.3} (min/max {minmax:.3})");
+            assert!(fit < minmax, "{codec:?}: {fit} vs {minmax}");
+        }
+    }
+
+    #[test]
     fn integer_dot_matches_f32_dot_of_decoded() {
         let x = data(128, 2);
         let qx = data(128, 3);
         let q = QueryQ8::new(&qx);
         let mut qd = vec![0f32; 128];
-        for i in 0..128 {
-            qd[i] = q.q[i] as f32 * q.d[i / 32];
+        for (i, v) in qd.iter_mut().enumerate() {
+            *v = q.q[i] as f32 * q.d[i / 32];
         }
         for codec in ALL {
             let mut row = vec![0u8; 4 * codec.block_bytes()];

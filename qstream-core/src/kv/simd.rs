@@ -5,7 +5,8 @@
 //! unsigned codes × signed query codes; q8 keys through the `vpsignb` trick), and
 //! AVX-512 VNNI (`vpdpbusd` on 256-bit vectors). The level follows the process-wide
 //! kernel level (`QSTREAM_ISA`); every level is tested against the scalar reference.
-//! Value kernels are the same at the AVX2 and VNNI levels (they are f32 FMAs).
+//! Value kernels are f32 FMAs on the widened codes: 8 lanes at the AVX2 level, 16 at
+//! the AVX-512 level.
 
 use std::sync::OnceLock;
 
@@ -18,7 +19,8 @@ pub enum Level {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
-    /// x86-64 AVX2 plus AVX-512 VNNI/VL (256-bit `vpdpbusd`).
+    /// x86-64 AVX2 plus AVX-512 F/BW/VL/VNNI (256-bit `vpdpbusd` for scores, 512-bit
+    /// value accumulation).
     Vnni,
 }
 
@@ -36,6 +38,8 @@ impl Level {
             #[cfg(target_arch = "x86_64")]
             Level::Vnni => {
                 Level::Avx2.supported()
+                    && std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
                     && std::is_x86_feature_detected!("avx512vnni")
                     && std::is_x86_feature_detected!("avx512vl")
             }
@@ -104,15 +108,20 @@ pub fn axpys_at(lv: Level, codec: Codec, w: &[f32], rows: &[u8], rb: usize, out:
     assert!(out.len().is_multiple_of(quant::BLOCK));
     #[cfg(target_arch = "x86_64")]
     if lv != Level::Scalar && lv.supported() {
-        // SAFETY: the CPU supports AVX2/FMA/F16C (checked above); `rows` holds `w.len()`
+        // SAFETY: the CPU supports the level (checked above); `rows` holds `w.len()`
         // rows of `rb` bytes covering `out.len()` values (asserted above).
         unsafe {
-            match codec {
-                Codec::Q8 => x86::axpys_avx2::<0>(w, rows, rb, out),
-                Codec::Q4 => x86::axpys_avx2::<4>(w, rows, rb, out),
-                Codec::Q3 => x86::axpys_avx2::<3>(w, rows, rb, out),
-                Codec::Q2 => x86::axpys_avx2::<2>(w, rows, rb, out),
-                Codec::Qins8 => x86::axpys_avx2::<8>(w, rows, rb, out),
+            match (lv, codec) {
+                (Level::Vnni, Codec::Q8) => x86::axpys_avx512::<0>(w, rows, rb, out),
+                (Level::Vnni, Codec::Q4) => x86::axpys_avx512::<4>(w, rows, rb, out),
+                (Level::Vnni, Codec::Q3) => x86::axpys_avx512::<3>(w, rows, rb, out),
+                (Level::Vnni, Codec::Q2) => x86::axpys_avx512::<2>(w, rows, rb, out),
+                (Level::Vnni, Codec::Qins8) => x86::axpys_avx512::<8>(w, rows, rb, out),
+                (_, Codec::Q8) => x86::axpys_avx2::<0>(w, rows, rb, out),
+                (_, Codec::Q4) => x86::axpys_avx2::<4>(w, rows, rb, out),
+                (_, Codec::Q3) => x86::axpys_avx2::<3>(w, rows, rb, out),
+                (_, Codec::Q2) => x86::axpys_avx2::<2>(w, rows, rb, out),
+                (_, Codec::Qins8) => x86::axpys_avx2::<8>(w, rows, rb, out),
             }
         }
         return;
@@ -311,6 +320,95 @@ mod x86 {
                     let p = o.as_mut_ptr().add(8 * g);
                     _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), _mm256_add_ps(*acc, m)));
                 }
+            }
+        }
+    }
+
+    /// The AVX-512 value kernel: 16-lane f32 accumulators, codes widened straight from
+    /// memory (`vpmovzxbd` / `vpmovsxbd`).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VL plus AVX2/FMA/F16C; `rows` holds `w.len()` rows of `rb`
+    /// bytes, each `out.len() / 32` blocks.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub unsafe fn axpys_avx512<const C: u8>(w: &[f32], rows: &[u8], rb: usize, out: &mut [f32]) {
+        let bb = block_bytes(C);
+        let lut = qins8_lut().as_ptr();
+        let sh0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+        let sh1 = _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6);
+        let idx0 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let idx1 = _mm512_add_epi32(idx0, _mm512_set1_epi32(16));
+        let (m3, m15, one) = (
+            _mm512_set1_epi32(3),
+            _mm512_set1_epi32(15),
+            _mm512_set1_epi32(1),
+        );
+        for (b, o) in out.chunks_exact_mut(BLOCK).enumerate() {
+            let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            let mut msum = 0f32;
+            for (i, &wi) in w.iter().enumerate() {
+                // SAFETY (reads below): block `b` of row `i` is in bounds (caller contract).
+                let blk = unsafe { rows.as_ptr().add(i * rb + b * bb) };
+                let (s, x0, x1) = match C {
+                    0 => unsafe {
+                        let c0 = _mm_loadu_si128(blk.add(2) as *const __m128i);
+                        let c1 = _mm_loadu_si128(blk.add(18) as *const __m128i);
+                        (
+                            h1(blk),
+                            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(c0)),
+                            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(c1)),
+                        )
+                    },
+                    8 => unsafe {
+                        let c0 =
+                            _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.add(2) as *const __m128i));
+                        let c1 =
+                            _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.add(18) as *const __m128i));
+                        // SAFETY: the indices are bytes, inside the 256-entry table.
+                        (
+                            h1(blk),
+                            _mm512_i32gather_ps::<4>(c0, lut),
+                            _mm512_i32gather_ps::<4>(c1, lut),
+                        )
+                    },
+                    4 => unsafe {
+                        let (d, m) = h2(blk);
+                        msum += wi * m;
+                        let v = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.add(4) as *const __m128i));
+                        (
+                            d,
+                            _mm512_cvtepi32_ps(_mm512_and_si512(v, m15)),
+                            _mm512_cvtepi32_ps(_mm512_srli_epi32::<4>(v)),
+                        )
+                    },
+                    _ => unsafe {
+                        let (d, m) = h2(blk);
+                        msum += wi * m;
+                        let b8 = (blk.add(4) as *const i64).read_unaligned();
+                        let v = _mm512_cvtepu8_epi32(_mm_set1_epi64x(b8));
+                        let mut c0 = _mm512_and_si512(_mm512_srlv_epi32(v, sh0), m3);
+                        let mut c1 = _mm512_and_si512(_mm512_srlv_epi32(v, sh1), m3);
+                        if C == 3 {
+                            let h = _mm512_set1_epi32((blk.add(12) as *const i32).read_unaligned());
+                            let h0 = _mm512_and_si512(_mm512_srlv_epi32(h, idx0), one);
+                            let h1v = _mm512_and_si512(_mm512_srlv_epi32(h, idx1), one);
+                            c0 = _mm512_or_si512(c0, _mm512_slli_epi32::<2>(h0));
+                            c1 = _mm512_or_si512(c1, _mm512_slli_epi32::<2>(h1v));
+                        }
+                        (d, _mm512_cvtepi32_ps(c0), _mm512_cvtepi32_ps(c1))
+                    },
+                };
+                let ws = _mm512_set1_ps(wi * s);
+                a0 = _mm512_fmadd_ps(x0, ws, a0);
+                a1 = _mm512_fmadd_ps(x1, ws, a1);
+            }
+            let m = _mm512_set1_ps(msum);
+            // SAFETY: `o` has 32 values.
+            unsafe {
+                let p = o.as_mut_ptr();
+                _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), _mm512_add_ps(a0, m)));
+                let p = p.add(16);
+                _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), _mm512_add_ps(a1, m)));
             }
         }
     }

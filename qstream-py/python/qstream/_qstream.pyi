@@ -10,6 +10,7 @@ from typing_extensions import final
 
 __all__ = [
     "__version__",
+    "AttentionCache",
     "BusyError",
     "CancelledError",
     "ClosedError",
@@ -313,6 +314,59 @@ class Session:
     def __exit__(self, *_args: Any) -> bool: ...
 
 @final
+class AttentionCache:
+    """A standalone KV cache of one attention layer with causal attention.
+
+    ``k``/``v``: float32 ``(n_tokens, n_kv_heads, head_dim)``; ``q`` and the result of
+    :meth:`attend`: ``(n_tokens, n_q_heads, head_dim)``. Query head ``h`` reads KV head
+    ``h // (n_q_heads // n_kv_heads)``.
+    """
+
+    def __new__(
+        cls,
+        *,
+        head_dim: int,
+        n_kv_heads: int,
+        n_q_heads: Optional[int] = None,
+        capacity: int = 4096,
+        k_type: str = "f32",
+        v_type: str = "f32",
+    ) -> "AttentionCache": ...
+    def append(self, k: npt.NDArray[np.float32], v: npt.NDArray[np.float32]) -> None:
+        """Append the keys and values of ``n_tokens`` positions."""
+    def attend(
+        self, q: npt.NDArray[np.float32], *, causal: bool = True, scale: Optional[float] = None
+    ) -> npt.NDArray[np.float32]:
+        """Attention of the last ``n_tokens`` positions' queries; a new array of q's shape."""
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` positions."""
+    def __len__(self) -> int: ...
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by K and V (the full capacity)."""
+    @property
+    def bytes_per_token(self) -> int:
+        """Bytes of K and V per cached position."""
+    @property
+    def head_dim(self) -> int:
+        """Values per head vector."""
+    @property
+    def n_kv_heads(self) -> int:
+        """Key/value heads."""
+    @property
+    def n_q_heads(self) -> int:
+        """Query heads."""
+    @property
+    def capacity(self) -> int:
+        """Positions the cache can hold."""
+    @property
+    def k_type(self) -> str:
+        """Element type of the keys."""
+    @property
+    def v_type(self) -> str:
+        """Element type of the values."""
+
+@final
 class Model:
     """A loaded QSF model; thread-safe (each call gets its own KV cache; ``session()`` keeps one)."""
 
@@ -325,6 +379,8 @@ class Model:
         budget: Optional[int] = None,
         n_ctx: Optional[int] = None,
         verify: bool = False,
+        cache_type_k: Optional[str] = None,
+        cache_type_v: Optional[str] = None,
     ) -> "Model": ...
     def close(self) -> None:
         """Release the weights; later calls raise ``ClosedError``. Idempotent."""
