@@ -225,6 +225,26 @@ enum qs_kv_type
   QS_KV_F32 = 0,
   // IEEE half precision (half the memory).
   QS_KV_F16 = 1,
+  // bfloat16.
+  QS_KV_BF16 = 2,
+  // Symmetric 8-bit blocks of 32 values (8.5 bits per value).
+  QS_KV_Q8 = 3,
+  // Asymmetric 4-bit blocks of 32 (5 bits per value).
+  QS_KV_Q4 = 4,
+  // Asymmetric 3-bit blocks of 32 (4 bits per value).
+  QS_KV_Q3 = 5,
+  // Asymmetric 2-bit blocks of 32 (3 bits per value).
+  QS_KV_Q2 = 6,
+  // Logarithmic 8-bit code (sign + 7-bit inverse magnitude, IntLLM's QINS; 8.5 bits).
+  QS_KV_QINS8 = 7,
+  // `QS_KV_Q8` after a randomized Hadamard rotation along head_dim.
+  QS_KV_Q8H = 8,
+  // `QS_KV_Q4` after a randomized Hadamard rotation along head_dim.
+  QS_KV_Q4H = 9,
+  // `QS_KV_Q3` after a randomized Hadamard rotation along head_dim.
+  QS_KV_Q3H = 10,
+  // `QS_KV_Q2` after a randomized Hadamard rotation along head_dim.
+  QS_KV_Q2H = 11,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -317,6 +337,10 @@ typedef uint32_t qs_preset;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// A standalone KV cache + attention object (opaque). One thread at a time: a call that
+// finds it in use by another thread returns `QS_STATUS_BUSY`.
+typedef struct qs_attn_cache qs_attn_cache;
+
 // One conversation (opaque): KV cache, last logits. One thread at a time; many contexts
 // may share a model. Holds its own reference to the model.
 typedef struct qs_context qs_context;
@@ -353,6 +377,27 @@ typedef struct {
 
 // Log callback: `userdata` first, then the record (valid only during the call).
 typedef void (*qs_log_cb)(void *userdata, const qs_log_record *record);
+
+// Options for `qs_attn_cache_new`. Get one from `qs_attn_cache_default_params()` and set
+// at least `head_dim`, `n_kv_heads`, `n_q_heads` and `capacity`.
+typedef struct {
+  // `sizeof(qs_attn_cache_params)`; set by `qs_attn_cache_default_params()`.
+  uint32_t struct_size;
+  // Values per head vector (a multiple of 32, at most 512, for the quantized types).
+  // Default 0 (must be set).
+  uint32_t head_dim;
+  // Key/value heads. Default 0 (must be set).
+  uint32_t n_kv_heads;
+  // Query heads, a multiple of `n_kv_heads`; query head `h` reads KV head
+  // `h / (n_q_heads / n_kv_heads)`. Default 0 (must be set).
+  uint32_t n_q_heads;
+  // Positions the cache holds (allocated up front). Default 0 (must be set).
+  uint32_t capacity;
+  // Element type of the keys, a `QS_KV_*` value. Default `QS_KV_F32`.
+  uint32_t type_k;
+  // Element type of the values, a `QS_KV_*` value. Default `QS_KV_F32`.
+  uint32_t type_v;
+} qs_attn_cache_params;
 
 // Sampling options. Get one from `qs_sampling_default_params()` (temperature 0.7,
 // top-k 40, top-p 0.9, seed 42); set `temperature = 0` for greedy decoding.
@@ -391,6 +436,10 @@ typedef struct {
   uint32_t n_threads;
   // KV cache element type, a `QS_KV_*` value. Default `QS_KV_F32`.
   uint32_t kv_type;
+  // Element type of the cached keys, a `QS_KV_*` value; -1 = `kv_type`. Default -1.
+  int32_t type_k;
+  // Element type of the cached values, a `QS_KV_*` value; -1 = `kv_type`. Default -1.
+  int32_t type_v;
 } qs_context_params;
 
 // A token id.
@@ -587,6 +636,74 @@ QS_API qs_status qs_set_act_bits(uint32_t bits);
 
 // The activation precision in use (8 or 16; see `qs_set_act_bits`).
 QS_API uint32_t qs_act_bits(void);
+
+// Defaults for `qs_attn_cache_new` (sizes 0, K and V `QS_KV_F32`).
+QS_API qs_attn_cache_params qs_attn_cache_default_params(void);
+
+// Create an empty cache of `capacity` positions, K and V each in its own `QS_KV_*` type.
+// Free it with `qs_attn_cache_free`. `QS_STATUS_INVALID_ARGUMENT` for a zero size,
+// `n_q_heads` not a multiple of `n_kv_heads`, an unknown type, or a `head_dim` a
+// quantized type cannot take; `QS_STATUS_OUT_OF_MEMORY` when it cannot be allocated.
+//
+// # Safety
+// `params` valid (see `struct_size`); `out_cache` writable.
+QS_API qs_status qs_attn_cache_new(const qs_attn_cache_params *params, qs_attn_cache **out_cache);
+
+// Free a cache (NULL is a no-op). Must not race with another call on it.
+//
+// # Safety
+// `cache` NULL or a handle from `qs_attn_cache_new`, not used afterwards.
+QS_API void qs_attn_cache_free(qs_attn_cache *cache);
+
+// Append the keys and values of `n_tokens` positions. `k` and `v` are row-major float
+// arrays `[n_tokens][n_kv_heads][head_dim]`, read during the call only (the cache keeps
+// its own, possibly quantized, copy). `QS_STATUS_INVALID_ARGUMENT` (nothing appended)
+// when they do not fit in the remaining capacity.
+//
+// # Safety
+// `cache` live; `k` and `v` each hold `n_tokens · n_kv_heads · head_dim` floats.
+QS_API
+qs_status qs_attn_cache_append(const qs_attn_cache *cache,
+                               const float *k,
+                               const float *v,
+                               size_t n_tokens);
+
+// Attention of `n_tokens` queries against the cache. `q` and `out` are row-major float
+// arrays `[n_tokens][n_q_heads][head_dim]` (the caller owns both; they must not overlap).
+// The queries are the last `n_tokens` cached positions (append their K/V first): with
+// `causal`, query `i` sees positions `0 ..= len − n_tokens + i`; without, every cached
+// position. `scale` multiplies the scores; 0 means `1/sqrt(head_dim)`. Softmax is f32;
+// quantized K/V are read in the integer domain without a dequantized copy.
+// `QS_STATUS_INVALID_ARGUMENT` when `n_tokens` exceeds the cached positions.
+//
+// # Safety
+// `cache` live; `q` holds and `out` has room for `n_tokens · n_q_heads · head_dim` floats.
+QS_API
+qs_status qs_attn_cache_attend(const qs_attn_cache *cache,
+                               const float *q,
+                               size_t n_tokens,
+                               bool causal,
+                               float scale,
+                               float *out);
+
+// Keep the first `n_tokens` positions and drop the rest (`n_tokens` ≤ the cached count).
+//
+// # Safety
+// `cache` live.
+QS_API qs_status qs_attn_cache_truncate(const qs_attn_cache *cache, size_t n_tokens);
+
+// Cached positions (0 for NULL or a cache in use by another thread).
+//
+// # Safety
+// `cache` NULL or live.
+QS_API size_t qs_attn_cache_len(const qs_attn_cache *cache);
+
+// Bytes the cache holds for K and V (its full capacity; 0 for NULL or a cache in use by
+// another thread).
+//
+// # Safety
+// `cache` NULL or live.
+QS_API size_t qs_attn_cache_memory_bytes(const qs_attn_cache *cache);
 
 // Default sampling options (see the field comments).
 QS_API qs_sampling_params qs_sampling_default_params(void);
