@@ -1418,6 +1418,11 @@ impl TokenStream {
         let mut ch = match self.chan.try_lock() {
             Ok(g) => g,
             Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            // close() sets `closing` before it takes the lock to stop the worker: a step
+            // racing with it ends the iteration instead of reporting a busy stream
+            Err(std::sync::TryLockError::WouldBlock) if self.closing.load(Ordering::SeqCst) => {
+                return Err(PyStopIteration::new_err(()))
+            }
             Err(std::sync::TryLockError::WouldBlock) => {
                 return Err(Fail::Busy("the stream").into_pyerr(py))
             }
