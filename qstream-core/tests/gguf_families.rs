@@ -475,8 +475,10 @@ fn gguf_models_match_transformers_where_the_engine_runs_them() {
         checked.push(name);
     }
     eprintln!("GGUF → transformers logits checked for: {checked:?}");
-    eprintln!("not run by the engine yet (import checked only): {pending:?}");
-    for must in ["llama", "mistral", "qwen2", "qwen3"] {
-        assert!(checked.contains(&must), "{must} must run from GGUF");
-    }
+    // every dense family runs now (issue #15): none may fall back to an import-only check
+    assert!(
+        pending.is_empty(),
+        "dense families the engine refuses: {pending:?}"
+    );
+    assert_eq!(checked.len(), DENSE.len());
 }
