@@ -5,6 +5,7 @@
 
 pub mod attention;
 pub mod mlp;
+pub mod moe;
 pub mod norm;
 
 pub use norm::{Norm, NormKind};
