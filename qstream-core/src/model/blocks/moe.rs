@@ -67,7 +67,7 @@ impl Router {
             });
         }
         let g = self.n_group.max(1);
-        if self.n_experts % g != 0 || self.topk_group == 0 || self.topk_group > g {
+        if !self.n_experts.is_multiple_of(g) || self.topk_group == 0 || self.topk_group > g {
             return Err(RouterError::Groups {
                 n_experts: self.n_experts,
                 n_group: self.n_group,
